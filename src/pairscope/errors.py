@@ -1,0 +1,32 @@
+"""Typed errors: each names the problem and the fix, and carries a payload."""
+
+from __future__ import annotations
+
+
+class PairscopeError(Exception):
+    """Base class of pairscope's errors."""
+
+
+class ConfigError(PairscopeError, ValueError):
+    """A hardware configuration cannot be used as asked."""
+
+
+class PairingError(PairscopeError, ValueError):
+    """The cameras cannot form a low-dose / reference pair."""
+
+
+class CameraFault(PairscopeError, RuntimeError):
+    """A camera failed during a run; every earlier pair is kept."""
+
+    def __init__(self, message: str, *, trigger_index: int, camera: str) -> None:
+        super().__init__(message)
+        self.trigger_index = trigger_index
+        self.camera = camera
+
+
+class WriterError(PairscopeError, OSError):
+    """The run folder could not be written (full disk, no permission)."""
+
+    def __init__(self, message: str, *, pairs_written: int) -> None:
+        super().__init__(message)
+        self.pairs_written = pairs_written

@@ -1,0 +1,13 @@
+"""Names of the files in a run folder (shared by the writer and the reader)."""
+
+from __future__ import annotations
+
+RUN_INFO = "run.json"
+MANIFEST = "pairs.jsonl"
+LOWDOSE_TIFF = "lowdose.ome.tif"
+REFERENCE_TIFF = "reference.ome.tif"
+CALIBRATION = "calibration.json"
+PREDICTION_TIFF = "restored.prediction.ome.tif"
+IN_PROGRESS_DESCRIPTION = (
+    "pairscope run in progress or interrupted: pairs.jsonl lists the frames on disk"
+)

@@ -1,0 +1,119 @@
+"""Read a run folder: pairs as numpy arrays with their metadata, crash or not."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from . import _layout as L
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPair:
+    """One pair read back from disk."""
+
+    index: int
+    lowdose: np.ndarray
+    reference: np.ndarray | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """A run folder.  The manifest decides which frames exist (not the TIFFs)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / L.MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"{self.path} is not a pairscope run folder (no {L.MANIFEST}). Pass "
+                "the folder that 'pairscope demo' or 'pairscope acquire' printed."
+            )
+        info_path = self.path / L.RUN_INFO
+        self.info: dict[str, Any] = (
+            json.loads(info_path.read_text()) if info_path.is_file() else {}
+        )
+        self.records, self.damaged_lines = _read_manifest(self.path / L.MANIFEST)
+        self._tiffs: dict[str, tifffile.TiffFile] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> RunPair:
+        rec = self.records[i]
+        low = self._page("lowdose", rec["lowdose"]["page"])
+        ref_info = rec.get("reference")
+        ref = self._page("reference", ref_info["page"]) if ref_info else None
+        return RunPair(rec["trigger_index"], low, ref, rec)
+
+    def __iter__(self) -> Iterator[RunPair]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def factor(self) -> int:
+        return (
+            int(self.info.get("detectors", {}).get("factor", 0))
+            or self._factor_from_data()
+        )
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        path = self.path / L.CALIBRATION
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def with_reference(self) -> list[int]:
+        """Indices of pairs that have a reference frame."""
+        return [i for i, r in enumerate(self.records) if r.get("reference")]
+
+    def close(self) -> None:
+        for tif in self._tiffs.values():
+            tif.close()
+        self._tiffs.clear()
+
+    def _page(self, role: str, page: int) -> np.ndarray:
+        if role not in self._tiffs:
+            name = L.LOWDOSE_TIFF if role == "lowdose" else L.REFERENCE_TIFF
+            self._tiffs[role] = tifffile.TiffFile(self.path / name)
+        return self._tiffs[role].pages[page].asarray()
+
+    def _factor_from_data(self) -> int:
+        for i in self.with_reference()[:1]:
+            p = self[i]
+            assert p.reference is not None
+            return p.reference.shape[-1] // p.lowdose.shape[-1]
+        return 1
+
+
+def _read_manifest(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse ``pairs.jsonl``; a line cut by a crash is skipped and counted."""
+    records, damaged = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            damaged += 1
+    if damaged:
+        logger.warning("%s: %d damaged manifest line(s) skipped", path, damaged)
+    return records, damaged
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a run folder written by pairscope."""
+    return Run(path)

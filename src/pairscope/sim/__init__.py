@@ -1,0 +1,8 @@
+"""The demo microscope: specimen, optics, camera physics and UniMMCore devices."""
+
+from ._optics import Optics
+from ._scene import Scene, SensorGeometry
+from ._sensor import Sensor
+from ._specimen import Specimen, TwoPointTarget
+
+__all__ = ["Optics", "Scene", "Sensor", "SensorGeometry", "Specimen", "TwoPointTarget"]
