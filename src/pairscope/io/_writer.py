@@ -107,7 +107,7 @@ class _PageFile:
             (self.pages, 1, 1, *self.shape, 1),
             axes="TYX",
             Name=name,
-            **{k: v for k, v in extra.items()},
+            **extra,
             **({"PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"} if px else {}),
         )
         tifffile.tiffcomment(self.path, ome.tostring().encode(), pageindex=0)
@@ -271,7 +271,7 @@ class RunWriter:
             json.dump(data, fh, indent=2, default=_json_default)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, self.run_dir / name)
+        tmp.replace(self.run_dir / name)
 
 
 def _json_default(obj: Any) -> Any:
