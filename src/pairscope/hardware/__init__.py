@@ -1,6 +1,6 @@
 """Create the core, load configs, and find and check the detector pair."""
 
-from ._core import create_core, demo_config_path, load_config, open_core
+from ._core import create_core, demo_config_path, load_config, open_core, release_core
 from ._detectors import (
     CameraInfo,
     DetectorPair,
@@ -21,4 +21,5 @@ __all__ = [
     "list_cameras",
     "load_config",
     "open_core",
+    "release_core",
 ]

@@ -5,7 +5,8 @@ once written) and fsynced; only then is the pair's line appended to
 ``pairs.jsonl`` and fsynced, so every manifest line names frames that are
 readable after a ``kill -9``.  Closing the run turns the TIFFs into OME-TIFFs
 (OME-XML with physical pixel sizes in the first page) for Fiji and napari.
-Work is group-committed: a backlog of pairs costs one fsync per file.
+Work is group-committed: the pairs arriving within ``commit_interval_s`` cost one
+fsync per file, so a crash loses at most that interval, never a listed pair.
 """
 
 from __future__ import annotations
@@ -121,8 +122,16 @@ class RunWriter:
     failed (full disk, removed folder); everything written before stays readable.
     """
 
-    def __init__(self, root: str | Path, *, name: str = "run", queue_size: int = 64):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        name: str = "run",
+        queue_size: int = 64,
+        commit_interval_s: float = 0.1,
+    ) -> None:
         self.run_dir = new_run_dir(root, name)
+        self.commit_interval_s = commit_interval_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._error: WriterError | None = None
@@ -210,9 +219,12 @@ class RunWriter:
         stop = False
         while not stop:
             batch = [self._queue.get()]
-            while True:  # group commit: drain what is already waiting
+            deadline = time.monotonic() + self.commit_interval_s
+            while batch[-1] is not _STOP:  # group commit: gather for one interval
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(
+                        self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                    )
                 except queue.Empty:
                     break
             stop = any(item is _STOP for item in batch)

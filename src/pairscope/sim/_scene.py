@@ -94,10 +94,18 @@ def _splat(
     c0, r0 = np.floor(col).astype(np.intp), np.floor(row).astype(np.intp)
     fc, fr = col - c0, row - r0
     idx = r0 * w + c0
-    flat = np.bincount(idx, wgt * (1 - fr) * (1 - fc), minlength=h * w)
-    flat += np.bincount(idx + 1, wgt * (1 - fr) * fc, minlength=h * w)
-    flat += np.bincount(idx + w, wgt * fr * (1 - fc), minlength=h * w)
-    flat += np.bincount(idx + w + 1, wgt * fr * fc, minlength=h * w)
+    flat = np.bincount(
+        np.concatenate([idx, idx + 1, idx + w, idx + w + 1]),
+        np.concatenate(
+            [
+                wgt * (1 - fr) * (1 - fc),
+                wgt * (1 - fr) * fc,
+                wgt * fr * (1 - fc),
+                wgt * fr * fc,
+            ]
+        ),
+        minlength=h * w,
+    )
     return flat.reshape(h, w).astype(np.float32)
 
 

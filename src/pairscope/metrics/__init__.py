@@ -1,0 +1,54 @@
+"""Validation metrics: intensity metrics, FRC, two-point resolution, baselines.
+
+Pure numpy/scipy; plotting (matplotlib, Agg) is imported lazily.
+"""
+
+from ._baselines import UpsampleMethod, upsample
+from ._consistency import (
+    ConsistencyResult,
+    bin_image,
+    consistency_residual,
+    reblur_and_bin,
+)
+from ._frc import FRCCurve, frc_curve, frc_resolution
+from ._intensity import affine_fit, percentile_normalize, psnr, ssim
+from ._plots import (
+    plot_frc_curves,
+    plot_metrics_over_time,
+    plot_side_by_side,
+    plot_two_point,
+)
+from ._two_point import (
+    RAYLEIGH_DIP_RATIO,
+    TwoPointResult,
+    TwoPointTarget,
+    smallest_resolved_separation,
+    two_point_report,
+    two_point_resolved,
+)
+
+__all__ = [
+    "RAYLEIGH_DIP_RATIO",
+    "ConsistencyResult",
+    "FRCCurve",
+    "TwoPointResult",
+    "TwoPointTarget",
+    "UpsampleMethod",
+    "affine_fit",
+    "bin_image",
+    "consistency_residual",
+    "frc_curve",
+    "frc_resolution",
+    "percentile_normalize",
+    "plot_frc_curves",
+    "plot_metrics_over_time",
+    "plot_side_by_side",
+    "plot_two_point",
+    "psnr",
+    "reblur_and_bin",
+    "smallest_resolved_separation",
+    "ssim",
+    "two_point_report",
+    "two_point_resolved",
+    "upsample",
+]

@@ -1,0 +1,180 @@
+"""Validation figures (matplotlib, Agg canvas, imported lazily).
+
+Figures are built with the object-oriented API on an Agg canvas, so no pyplot
+state or global backend is touched (safe inside a running Qt application).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._frc import FRCCurve, frc_resolution
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_frc_curves",
+    "plot_metrics_over_time",
+    "plot_side_by_side",
+    "plot_two_point",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120)
+    return p
+
+
+def plot_metrics_over_time(
+    per_frame: Mapping[str, Mapping[str, Sequence[float]]], path: PathLike
+) -> Path:
+    """One panel per metric, one line per method, against frame index.
+
+    Parameters
+    ----------
+    per_frame : mapping
+        ``method -> metric -> values per frame``.
+    path : path-like
+        Output PNG.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    metrics = sorted({m for d in per_frame.values() for m in d})
+    fig = _figure((6.0, 2.4 * max(len(metrics), 1)))
+    axes = fig.subplots(max(len(metrics), 1), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, metric in zip(axes, metrics, strict=False):
+        for method, d in per_frame.items():
+            if metric in d:
+                ax.plot(np.asarray(d[metric], dtype=float), label=method)
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    axes[-1].set_xlabel("frame")
+    return _save(fig, path)
+
+
+def plot_frc_curves(
+    curves: Mapping[str, FRCCurve], path: PathLike, threshold: float = 1 / 7
+) -> Path:
+    """FRC curves with the threshold line; the legend gives each resolution.
+
+    Parameters
+    ----------
+    curves : mapping of str to FRCCurve
+        Curves to overlay.
+    path : path-like
+        Output PNG.
+    threshold : float
+        Threshold drawn and used for the resolutions in the legend.
+
+    Returns
+    -------
+    Path
+    """
+    fig = _figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    for name, c in curves.items():
+        res = frc_resolution(c, threshold)
+        ax.plot(c.frequencies_per_um, c.correlation, label=f"{name} ({res:.3g} µm)")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("spatial frequency (1/µm)")
+    ax.set_ylabel("FRC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_side_by_side(
+    crops: Mapping[str, ArrayLike],
+    path: PathLike,
+    *,
+    reference: str | None = None,
+    percentiles: tuple[float, float] = (0.1, 99.9),
+) -> Path:
+    """Crops in a row, all shown with the reference crop's contrast limits.
+
+    Parameters
+    ----------
+    crops : mapping of str to array_like
+        2-D crops, e.g. low-dose (upsampled), baselines, model, reference.
+    path : path-like
+        Output PNG.
+    reference : str, optional
+        Key whose percentiles set the display range; default ``"reference"``
+        if present, else the first crop.
+    percentiles : (float, float)
+        Percentiles of the reference mapped to black and white.
+
+    Returns
+    -------
+    Path
+    """
+    if not crops:
+        raise ValueError("no crops to plot")
+    if reference is None:
+        reference = "reference" if "reference" in crops else next(iter(crops))
+    vmin, vmax = np.percentile(np.asarray(crops[reference], float), percentiles)
+    n = len(crops)
+    fig = _figure((2.6 * n, 2.9))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, img) in zip(axes, crops.items(), strict=True):
+        ax.imshow(np.asarray(img), cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_title(name, fontsize="small")
+        ax.set_axis_off()
+    return _save(fig, path)
+
+
+def plot_two_point(
+    fractions: Mapping[str, Mapping[float, float]],
+    path: PathLike,
+    rayleigh_um: float,
+) -> Path:
+    """Fraction of point pairs resolved against separation, per method.
+
+    Parameters
+    ----------
+    fractions : mapping
+        ``method -> separation_um -> fraction resolved`` (from
+        :func:`two_point_report`).
+    path : path-like
+        Output PNG.
+    rayleigh_um : float
+        Rayleigh distance ``0.61 λ/NA``, drawn as a vertical line.
+
+    Returns
+    -------
+    Path
+    """
+    fig = _figure((6.0, 4.0))
+    ax = fig.add_subplot()
+    for name, d in fractions.items():
+        seps = sorted(d)
+        ax.plot(seps, [d[s] for s in seps], marker="o", label=name)
+    ax.axvline(rayleigh_um, color="k", ls="--", lw=1, label="Rayleigh")
+    ax.set_xlabel("separation (µm)")
+    ax.set_ylabel("fraction resolved")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
