@@ -11,10 +11,10 @@ import useq
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from pairscope.acquire import PairedAcquisition  # noqa: E402
-from pairscope.config import AcquisitionSettings  # noqa: E402
-from pairscope.hardware import demo_config_path, open_core  # noqa: E402
-from pairscope.io import RunWriter  # noqa: E402
+from pairscope.acquire import PairedAcquisition
+from pairscope.config import AcquisitionSettings
+from pairscope.hardware import demo_config_path, open_core
+from pairscope.io import RunWriter
 
 DEMO_CFG = demo_config_path()
 
