@@ -82,6 +82,7 @@ class PairedAcquisition:
                 "reasons": list(self.detectors.reasons),
             },
             "settings": self.settings.model_dump(mode="json"),
+            "system_state": _system_state(self.core),
             "sequence": sequence.model_dump(mode="json", exclude_unset=True),
         }
 
@@ -183,6 +184,15 @@ def _finish_writer(writer: Any, summary: AcquisitionSummary) -> AcquisitionSumma
             message=f"Only {written} of {summary.pairs} pairs reached the disk.",
         )
     return summary
+
+
+def _system_state(core: CMMCorePlus) -> dict[str, dict[str, str]]:
+    """Every device property at the start of the run (the full hardware state)."""
+    try:
+        return core.getSystemState().dict()
+    except Exception:  # a device that cannot report must not stop the run
+        logger.warning("Could not read the system state", exc_info=True)
+        return {}
 
 
 def _count_events(sequence: MDASequence) -> int:

@@ -162,7 +162,7 @@ class DemoHub(HubDevice):
     def trigger_count(self) -> int:
         return self._count + 1
 
-    @pymm_property(allowed_values=("Idle", "Fire"))
+    @pymm_property(allowed_values=("Idle", "Fire"), name="Trigger")
     def trigger(self) -> str:
         """Set to ``Fire`` to start one exposure on every camera in Hub mode."""
         return "Idle"

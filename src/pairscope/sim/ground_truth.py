@@ -1,0 +1,105 @@
+"""Ground truth of demo runs: target positions and independent second references.
+
+A demo run records the hub's seed and optics and every camera's properties in
+``run.json`` (``system_state``), and each pair's trigger and stage position in the
+manifest, so the specimen can be rebuilt exactly for validation.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ._optics import Optics
+from ._scene import Scene, SensorGeometry
+from ._sensor import Sensor
+from ._specimen import Specimen
+
+HUB = "DemoHub"
+
+
+def is_demo_run(info: dict[str, Any]) -> bool:
+    return HUB in info.get("system_state", {})
+
+
+def _state(info: dict[str, Any], device: str) -> dict[str, str]:
+    try:
+        return info["system_state"][device]
+    except KeyError:
+        raise ValueError(
+            f"This run has no {device!r} in run.json's system_state: it was not "
+            "acquired on the demo microscope. Give the two-point targets explicitly."
+        ) from None
+
+
+def scene_for_run(info: dict[str, Any]) -> Scene:
+    hub = _state(info, HUB)
+    optics = Optics(
+        float(hub["EmissionWavelength_nm"]) / 1000, float(hub["NumericalAperture"])
+    )
+    return Scene(Specimen(int(hub["Seed"]), rayleigh_um=optics.rayleigh_um), optics)
+
+
+def geometry(info: dict[str, Any], camera: str) -> SensorGeometry:
+    cam = _state(info, camera)
+    size = int(float(cam["SensorSize"]))
+    return SensorGeometry(
+        (size, size),
+        float(cam["PixelSize_um"]),
+        (float(cam["OffsetX_um"]), float(cam["OffsetY_um"])),
+        1.0 / float(cam["Magnification"]),
+    )
+
+
+def targets_in_pixels(
+    info: dict[str, Any], record: dict[str, Any], camera: str
+) -> list[tuple[tuple[float, float], tuple[float, float], float]]:
+    """Two-point targets as ``((x1, y1), (x2, y2), separation_um)`` in the unbinned
+    pixel grid of ``camera`` for the stage position of ``record``; only those inside."""
+    scene = scene_for_run(info)
+    g = geometry(info, camera)
+    sx, sy = record["stage_xyz_um"][0] or 0.0, record["stage_xyz_um"][1] or 0.0
+    px = g.pixel_um * g.scale
+    h, w = g.shape
+
+    def to_px(p: tuple[float, float]) -> tuple[float, float]:
+        return (
+            (p[0] - sx - g.offset_um[0]) / px + w / 2 - 0.5,
+            (p[1] - sy - g.offset_um[1]) / px + h / 2 - 0.5,
+        )
+
+    out = []
+    for t in scene.specimen.targets:
+        a, b = to_px(t.p1_um), to_px(t.p2_um)
+        if all(
+            4 <= c <= lim - 5 for c, lim in ((a[0], w), (a[1], h), (b[0], w), (b[1], h))
+        ):
+            out.append((a, b, t.separation_um))
+    return out
+
+
+def independent_reference(
+    info: dict[str, Any], record: dict[str, Any], camera: str = "ReferenceCam"
+) -> np.ndarray:
+    """A second reference frame of the same instant with independent noise."""
+    scene = scene_for_run(info)
+    hub, cam = _state(info, HUB), _state(info, camera)
+    ref = record["reference"]
+    trigger = int(ref.get("camera_trigger_index", record["trigger_index"]))
+    t = trigger * float(hub["SpecimenSecondsPerTrigger"])
+    x, y, z = (v or 0.0 for v in record["stage_xyz_um"])
+    (photons,) = scene.render(t, (x, y), z, [geometry(info, camera)])
+    power = (record.get("light_power") or 100.0) / 100.0
+    dose = float(ref["exposure_ms"]) * power * float(cam["SplitFraction"])
+    sensor = Sensor(
+        quantum_efficiency=float(cam["QuantumEfficiency"]),
+        read_noise_e=float(cam["ReadNoise_e"]),
+        gain_e_per_adu=float(cam["Gain"]),
+        offset_adu=float(cam["Offset"]),
+    )
+    rng = np.random.default_rng(
+        (int(hub["Seed"]), trigger, zlib.crc32(b"second reference"))
+    )
+    return sensor.expose(photons * np.float32(dose), int(ref["binning"]), rng)
