@@ -194,10 +194,10 @@ def _write_outputs(out: Path, report, per_frame, example, loaded) -> None:
         }
         M.plot_frc_curves(curves, out / "frc_curves.png")
         crop = _crop_window(ref.shape, example["targets"])
-        crops = {"low-dose (nearest)": example["preds"]["nearest"][crop]}
-        crops |= {
-            m: example["preds"][m][crop] for m in ("bilinear", "bicubic", "model")
-        }
+        # each prediction affine-fitted to the reference: one shared contrast is fair
+        fitted = {m: M.affine_fit(img, ref)[crop] for m, img in example["preds"].items()}
+        crops = {"low-dose (nearest)": fitted["nearest"]}
+        crops |= {m: fitted[m] for m in ("bilinear", "bicubic", "model")}
         crops["reference"] = ref[crop]
         M.plot_side_by_side(crops, out / "side_by_side.png", reference="reference")
     fractions = {
