@@ -1,0 +1,396 @@
+"""Streaming restorer: newest-frame-wins inference on its own daemon thread.
+
+Acquisition calls :meth:`StreamingRestorer.submit`, which never blocks and never
+raises; the worker restores whatever frame is newest and drops the rest (counted
+as ``skipped``).  Restored frames, errors and model swaps are announced through
+:attr:`StreamingRestorer.events`; listeners run on the worker thread (connect with
+``thread=`` to relay them elsewhere), and a listener that raises is logged only.
+
+CPU threads: torch's intra-op thread count is process-wide.  When the restorer
+runs on the CPU, :meth:`StreamingRestorer.start` sets it to ``num_threads``
+(default ``max(1, os.cpu_count() - 1)``) so that one core stays free for the
+acquisition and writer threads; pass ``num_threads=0`` to leave it alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from psygnal import Signal, SignalGroup
+
+from ._model_file import LoadedModel, as_loaded
+from ._tiling import restore_tiled
+
+__all__ = ["RestoredFrame", "RestorerSignals", "RestorerStats", "StreamingRestorer"]
+
+logger = logging.getLogger(__name__)
+
+#: Frames with more input pixels than this are tiled even when ``tile`` is None.
+AUTO_TILE_PIXELS = 2048 * 2048
+AUTO_TILE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredFrame:
+    """One restored frame, float32 on the reference grid in target units."""
+
+    index: int
+    image: np.ndarray
+    latency_ms: float
+    model_name: str
+    model_sha256: str
+
+
+@dataclass(frozen=True)
+class RestorerStats:
+    """Counters and timings of a :class:`StreamingRestorer` (a snapshot)."""
+
+    received: int
+    restored: int
+    skipped: int
+    errors: int
+    fps: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    device: str
+    model_name: str
+
+
+class RestorerSignals(SignalGroup):
+    """Events of the streaming restorer (emitted on the worker thread)."""
+
+    restored = Signal(object)  # RestoredFrame
+    error = Signal(str)  # readable message
+    model_swapped = Signal(str)  # name of the model now in use
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"``: CUDA, then MPS, then CPU; anything else is passed to torch."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class _CudaGraph:
+    """A CUDA graph per input shape around a module (static shapes only)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        if key not in self.graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.fn(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.fn(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+
+class _Engine:
+    """One model prepared for one device: normalise, infer (tiled), de-normalise."""
+
+    def __init__(self, model: LoadedModel, owner: StreamingRestorer) -> None:
+        self.model = model
+        self.device = owner.device
+        self.tile, self.overlap = owner.tile, owner.overlap
+        net = copy.deepcopy(model.network)  # leave the caller's network untouched
+        net = net.to(self.device, memory_format=torch.channels_last).eval()
+        self.net = net
+        self.amp_dtype = owner.amp_dtype
+        fn: Any = torch.compile(net, dynamic=False) if owner.compile else net
+        if owner.cuda_graphs and self.device.type == "cuda":
+            fn = _CudaGraph(fn)
+        self.fn = fn
+        self.cuda = self.device.type == "cuda"
+        self._pinned: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.fn(x)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
+            return self.fn(x)
+
+    def _buffers(self, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.model.info.factor
+        if shape not in self._pinned:
+            self._pinned.clear()
+            self._pinned[shape] = (
+                torch.empty(shape, dtype=torch.float32).pin_memory(),
+                torch.empty(
+                    (f * shape[0], f * shape[1]), dtype=torch.float32
+                ).pin_memory(),
+            )
+        return self._pinned[shape]
+
+    def restore(self, frame: np.ndarray, tile: int | None) -> np.ndarray:
+        info = self.model.info
+        arr = np.asarray(frame, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"expected a 2-D frame, got shape {arr.shape}")
+        lo, hi = info.input_norm.bounds(arr)
+        tlo, thi = info.target_norm.low, info.target_norm.high
+        host = torch.from_numpy(arr)
+        if self.cuda:
+            pin_in, pin_out = self._buffers(arr.shape)  # type: ignore[arg-type]
+            pin_in.copy_(host)
+            host = pin_in
+        x = host.to(self.device, non_blocking=True)
+        x = ((x - lo) * (1.0 / (hi - lo)))[None, None]
+        if tile is None and arr.size > AUTO_TILE_PIXELS:
+            tile = AUTO_TILE
+        if tile is None:
+            y = self._forward(x)
+        else:
+            y = restore_tiled(
+                self._forward,
+                x,
+                factor=info.factor,
+                tile=tile,
+                overlap=self.overlap,
+                stride=self.net.stride,
+            )
+        y = y[0, 0].float() * (thi - tlo) + tlo
+        if self.cuda:
+            pin_out.copy_(y, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+            return pin_out.numpy().copy()
+        return y.cpu().numpy()
+
+
+class StreamingRestorer:
+    """Restore low-dose frames live, newest frame first, on a daemon thread.
+
+    Parameters
+    ----------
+    model
+        A :class:`LoadedModel` or the path of a model file.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU) or a torch device string.
+    amp
+        Autocast on CUDA (bf16, or fp16 where bf16 is unsupported); ignored elsewhere.
+    amp_dtype
+        Force ``"bfloat16"`` or ``"float16"`` for autocast (CUDA only).
+    compile
+        Wrap the network in ``torch.compile`` (first frames of each size are slow).
+    cuda_graphs
+        Replay a captured CUDA graph per frame size (CUDA only).
+    tile, overlap
+        Restore in overlapping tiles of ``tile`` input pixels; frames larger than
+        ``AUTO_TILE_PIXELS`` are tiled at ``AUTO_TILE`` even when ``tile`` is None.
+    num_threads
+        Torch CPU threads set by :meth:`start` (see module docstring); 0 keeps them.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel | str | Path,
+        *,
+        device: str = "auto",
+        amp: bool = True,
+        amp_dtype: str | None = None,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        tile: int | None = None,
+        overlap: int = 16,
+        num_threads: int | None = None,
+    ) -> None:
+        self.device = pick_device(device)
+        self.amp_dtype: torch.dtype | None = None
+        if amp and self.device.type == "cuda":
+            if amp_dtype is not None:
+                self.amp_dtype = getattr(torch, amp_dtype)
+            elif torch.cuda.is_bf16_supported():
+                self.amp_dtype = torch.bfloat16
+            else:
+                self.amp_dtype = torch.float16
+        self.compile = compile
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.tile, self.overlap = tile, overlap
+        self.num_threads = (
+            max(1, (os.cpu_count() or 1) - 1) if num_threads is None else num_threads
+        )
+        self.events = RestorerSignals()
+        self._engine = _Engine(as_loaded(model), self)
+        self._next_engine: _Engine | None = None
+        self._infer_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: tuple[int, np.ndarray, float] | None = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._received = self._restored = self._skipped = self._errors = 0
+        self._latencies: deque[float] = deque(maxlen=2000)
+        self._done_times: deque[float] = deque(maxlen=100)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker thread (no-op when running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if self.device.type == "cpu" and self.num_threads > 0:
+            torch.set_num_threads(self.num_threads)
+        self._stop = False
+        self._thread = threading.Thread(
+            target=self._run, name="pairscope-restorer", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5) -> None:
+        """Stop the worker after the frame in progress; a waiting frame is dropped."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("restorer thread did not stop within %.1f s", timeout)
+            self._thread = None
+
+    def __enter__(self) -> StreamingRestorer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- producer side -----------------------------------------------------------
+    def submit(
+        self, index: int, lowdose: np.ndarray, arrival_time: float | None = None
+    ) -> None:
+        """Offer a frame; it replaces (and skips) any frame still waiting.
+
+        Never blocks and never raises.  Do not modify ``lowdose`` afterwards.
+        """
+        try:
+            t = time.perf_counter() if arrival_time is None else arrival_time
+            with self._cond:
+                self._received += 1
+                if self._pending is not None:
+                    self._skipped += 1
+                self._pending = (index, lowdose, t)
+                self._cond.notify()
+        except Exception:  # must never reach acquisition
+            logger.exception("restorer submit failed")
+
+    def swap_model(self, model: LoadedModel | str | Path) -> None:
+        """Load and prepare ``model`` here; the worker uses it from the next frame.
+
+        Raises :class:`ModelFileError` if it cannot be loaded or its factor differs
+        from the current model's.
+        """
+        loaded = as_loaded(model, expect_factor=self._engine.model.info.factor)
+        engine = _Engine(loaded, self)
+        with self._cond:
+            self._next_engine = engine
+
+    # -- consumer side -----------------------------------------------------------
+    def restore_now(self, lowdose: np.ndarray) -> np.ndarray:
+        """Restore one frame synchronously (same path as the worker)."""
+        self._take_swap()
+        with self._infer_lock, torch.inference_mode():
+            return self._engine.restore(lowdose, self.tile)
+
+    def stats(self) -> RestorerStats:
+        """A snapshot of counters, throughput and latency percentiles."""
+        with self._cond:
+            lat = np.asarray(self._latencies, dtype=np.float64)
+            done = list(self._done_times)
+            counts = (self._received, self._restored, self._skipped, self._errors)
+        span = done[-1] - done[0] if len(done) > 1 else 0.0
+        p50, p99 = np.percentile(lat, (50, 99)) if lat.size else (np.nan, np.nan)
+        return RestorerStats(
+            *counts,
+            fps=(len(done) - 1) / span if span > 0 else 0.0,
+            latency_p50_ms=float(p50),
+            latency_p99_ms=float(p99),
+            device=str(self.device),
+            model_name=self._engine.model.info.name,
+        )
+
+    def _take_swap(self) -> None:
+        with self._cond:
+            engine, self._next_engine = self._next_engine, None
+        if engine is not None:
+            self._engine = engine
+            self._emit(self.events.model_swapped, engine.model.info.name)
+
+    def _emit(self, signal: Any, value: object) -> None:
+        try:
+            signal.emit(value)
+        except Exception:  # listeners must not kill the worker
+            logger.exception("a restorer listener raised")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                assert self._pending is not None
+                index, frame, arrival = self._pending
+                self._pending = None
+            try:
+                self._take_swap()
+                model = self._engine.model
+                with self._infer_lock, torch.inference_mode():
+                    image = self._engine.restore(frame, self.tile)
+            except torch.OutOfMemoryError:
+                self._fail(
+                    f"out of memory restoring frame {index} {np.shape(frame)} on "
+                    f"{self.device}: set tile=512 (or smaller), or use a smaller model"
+                )
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            except Exception as e:  # reported, worker keeps going
+                logger.debug("restoring frame %d failed", index, exc_info=True)
+                self._fail(f"restoring frame {index} failed: {type(e).__name__}: {e}")
+                continue
+            done = time.perf_counter()
+            latency = (done - arrival) * 1e3
+            with self._cond:
+                self._restored += 1
+                self._latencies.append(latency)
+                self._done_times.append(done)
+            out = RestoredFrame(index, image, latency, model.info.name, model.sha256)
+            self._emit(self.events.restored, out)
+
+    def _fail(self, message: str) -> None:
+        with self._cond:
+            self._errors += 1
+        logger.warning(message)
+        self._emit(self.events.error, message)

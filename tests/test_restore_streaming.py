@@ -1,0 +1,208 @@
+"""The streaming restorer: newest frame wins, errors survive, hot swap, tiling."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pairscope.restore import (
+    LoadedModel,
+    ModelFileError,
+    ModelInfo,
+    Normalization,
+    RestoredFrame,
+    StreamingRestorer,
+    UNet,
+    loaded_from_network,
+)
+
+
+class SlowUNet(UNet):
+    """A U-Net that sleeps in forward, so frames arrive faster than it restores."""
+
+    delay_s = 0.02
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay_s)
+        return super().forward(x)
+
+
+class FailingUNet(UNet):
+    """A U-Net whose third call raises ``exc``."""
+
+    exc: BaseException = RuntimeError("boom")
+
+    def __init__(self, **kw: int) -> None:
+        super().__init__(**kw)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 3:
+            raise self.exc
+        return super().forward(x)
+
+
+def _model(net: UNet | None = None, name: str = "m", **kw: object) -> LoadedModel:
+    net = net if net is not None else UNet(factor=2, width=4, depth=1)
+    return loaded_from_network(net, ModelInfo.for_network(net, name=name, **kw))
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def _idle(r: StreamingRestorer) -> bool:
+    s = r.stats()
+    return s.restored + s.skipped + s.errors == s.received
+
+
+def _frame(i: int = 0, shape: tuple[int, int] = (32, 32)) -> np.ndarray:
+    return np.random.default_rng(i).random(shape, dtype=np.float32)
+
+
+def test_newest_frame_wins() -> None:
+    got: list[RestoredFrame] = []
+    r = StreamingRestorer(_model(SlowUNet(factor=2, width=4, depth=1)), num_threads=0)
+    r.events.restored.connect(got.append)
+    with r:
+        for i in range(60):
+            r.submit(i, _frame(i))
+            time.sleep(0.001)
+        _wait(lambda: _idle(r))
+    s = r.stats()
+    assert s.received == 60
+    assert 1 <= s.restored < 60
+    assert s.skipped == s.received - s.restored
+    assert got[-1].index == 59
+    indices = [f.index for f in got]
+    assert indices == sorted(set(indices))
+    assert got[-1].image.shape == (64, 64)
+    assert got[-1].image.dtype == np.float32
+    assert s.latency_p50_ms > 0
+    assert s.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    "exc", [RuntimeError("boom"), torch.OutOfMemoryError("CUDA out of memory")]
+)
+def test_errors_are_reported_and_restoring_continues(exc: BaseException) -> None:
+    net = FailingUNet(factor=2, width=4, depth=1)
+    net.exc = exc
+    errors: list[str] = []
+    got: list[int] = []
+    r = StreamingRestorer(_model(net), num_threads=0)
+    r.events.error.connect(errors.append)
+    r.events.restored.connect(lambda f: got.append(f.index))
+    with r:
+        for i in range(5):
+            r.submit(i, _frame(i))
+            _wait(lambda: _idle(r))
+    assert r.stats().errors == 1
+    assert got == [0, 1, 3, 4]
+    assert len(errors) == 1
+    assert "frame 2" in errors[0]
+    if isinstance(exc, torch.OutOfMemoryError):
+        assert "out of memory" in errors[0]
+        assert "tile=" in errors[0]
+
+
+def test_listener_errors_and_bad_frames_are_not_fatal() -> None:
+    got: list[int] = []
+
+    def bad_listener(frame: RestoredFrame) -> None:
+        raise ValueError("listener bug")
+
+    r = StreamingRestorer(_model(), num_threads=0)
+    r.events.restored.connect(bad_listener)
+    r.events.restored.connect(lambda f: got.append(f.index))
+    with r:
+        r.submit(0, np.zeros((2, 3, 4)))  # not 2-D: an error, not a crash
+        _wait(lambda: _idle(r))
+        r.submit(1, _frame())
+        _wait(lambda: _idle(r))
+    s = r.stats()
+    assert (s.errors, s.restored) == (1, 1)
+
+
+def test_hot_swap_while_submitting() -> None:
+    swapped: list[str] = []
+    names: list[str] = []
+    r = StreamingRestorer(_model(name="first"), num_threads=0)
+    r.events.model_swapped.connect(swapped.append)
+    r.events.restored.connect(lambda f: names.append(f.model_name))
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            r.submit(i, _frame(i))
+            i += 1
+            time.sleep(0.002)
+
+    with r:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        _wait(lambda: "first" in names)
+        r.swap_model(_model(name="second"))
+        _wait(lambda: names.count("second") >= 3)
+        stop.set()
+        producer.join()
+    assert swapped == ["second"]
+    first_second = names.index("second")
+    assert set(names[:first_second]) == {"first"}
+    assert set(names[first_second:]) == {"second"}
+    assert r.stats().model_name == "second"
+
+
+def test_swap_refuses_other_factor() -> None:
+    r = StreamingRestorer(_model(), num_threads=0)
+    with pytest.raises(ModelFileError, match="restores ×4 but the acquisition bins ×2"):
+        r.swap_model(_model(UNet(factor=4, width=4, depth=1)))
+
+
+def test_normalisation_units() -> None:
+    model = _model(
+        input_norm=Normalization(low=100, high=1100),
+        target_norm=Normalization(low=200, high=2200),
+    )
+    r = StreamingRestorer(model, num_threads=0)
+    out = r.restore_now(np.full((10, 12), 600, np.uint16))
+    # untrained network = interpolation: (600-100)/1000 * 2000 + 200
+    np.testing.assert_allclose(out, 1200, rtol=1e-5)
+    assert out.shape == (20, 24)
+    assert out.dtype == np.float32
+
+
+def test_tiled_equals_untiled() -> None:
+    torch.manual_seed(1)
+    net = UNet(factor=2, width=4, depth=2)
+    torch.nn.init.normal_(net.head.weight, std=0.3)
+    model = _model(net)
+    frame = _frame(3, (150, 171)) * 1000
+    whole = StreamingRestorer(model, num_threads=0).restore_now(frame)
+    tiled = StreamingRestorer(model, tile=96, overlap=64, num_threads=0).restore_now(
+        frame
+    )
+    assert tiled.shape == whole.shape == (300, 342)
+    np.testing.assert_allclose(tiled, whole, atol=1e-3 * np.ptp(whole))
+    interp = F.interpolate(torch.from_numpy(frame)[None, None], scale_factor=2)
+    assert not np.allclose(whole, interp[0, 0].numpy(), atol=1)  # net is non-trivial
+
+
+def test_submit_never_raises_and_counts_replacements() -> None:
+    r = StreamingRestorer(_model(), num_threads=0)  # not started: frames wait
+    for i in range(3):
+        r.submit(i, _frame(i))
+    s = r.stats()
+    assert (s.received, s.skipped, s.restored) == (3, 2, 0)
+    assert np.isnan(s.latency_p50_ms)
