@@ -1,24 +1,45 @@
 """A live session: paired acquisition + writer, with restoration and preview on top.
 
-Acquisition never waits for the restorer or the preview: they receive the newest
-low-dose frame and drop the rest (counted); only the writer may apply back-pressure.
+Acquisition never waits for the restorer or the preview: they get the newest
+low-dose frame and skip the rest (counted); only the writer may apply
+back-pressure, and it never drops data.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from pymmcore_plus import CMMCorePlus
 from tqdm import tqdm
 from useq import MDASequence
 
-from .acquire import AcquisitionSummary, Pair, PairedAcquisition
+from .acquire import AcquisitionSummary, PairedAcquisition
+from .acquire._engine import camera_pixel_size_um
 from .config import AcquisitionSettings
 from .io import RunWriter
+from .io._predictions import PredictionWriter
 
 logger = logging.getLogger(__name__)
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+def bundled_model_path(factor: int) -> Path | None:
+    """The demo model shipped with pairscope for this binning factor, if any."""
+    path = MODELS_DIR / f"demo_x{factor}.safetensors"
+    return path if path.is_file() else None
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal"):
+        return False
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_live(
@@ -32,17 +53,105 @@ def run_live(
     """Run ``sequence`` with writing, progress, live restoration and preview."""
     acq = PairedAcquisition(core, settings, config_path=config_path)
     writer = RunWriter(options.out)
-    bar = None
-    if not options.no_progress:
-        n = sum(1 for _ in sequence.iter_events())
-        bar = tqdm(total=n, unit="pair", desc="paired acquisition", leave=True)
+    restorer = None if options.no_restore else _restorer(core, acq, settings, options)
+    predictions = None
+    if restorer is not None:
+        acq.events.pairReady.connect(lambda p: restorer.submit(p.index, p.lowdose))
+        if options.save_restored:
+            predictions = PredictionWriter(writer.run_dir)
+            restorer.events.restored.connect(predictions.on_restored)
+    headless = options.headless or not has_display()
+    sink = _make_sink(headless, writer.run_dir)
+    from .preview import connect_preview
 
-        def _tick(_: Pair) -> None:
-            bar.update(1)
-
-        acq.events.pairReady.connect(_tick)
+    link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
+    bar = _progress(acq, sequence, options)
+    if restorer is not None:
+        restorer.start()
     try:
-        return acq.run(sequence, writer=writer)
+        if headless:
+            summary = acq.run(sequence, writer=writer)
+        else:
+            summary = _run_with_window(acq, sequence, writer, sink)
     finally:
+        if restorer is not None:
+            restorer.stop()
+        link.disconnect()  # pushes the final status
+        if predictions is not None:
+            predictions.close()
         if bar is not None:
             bar.close()
+        if headless:
+            sink.close()
+    return summary
+
+
+def _restorer(core, acq: PairedAcquisition, settings, options) -> Any:
+    from .restore import StreamingRestorer, load_model
+
+    factor = acq.detectors.factor
+    path = options.model or bundled_model_path(factor)
+    if path is None:
+        logger.warning(
+            "No restoration model for binning %d is bundled; running without live "
+            "restoration. Train one (pairscope train) and pass --model.",
+            factor,
+        )
+        return None
+    binning = settings.binning or None
+    pixel = camera_pixel_size_um(core, acq.detectors.lowdose, binning)
+    model = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
+    return StreamingRestorer(model)
+
+
+def _make_sink(headless: bool, run_dir: Path) -> Any:
+    from . import preview
+
+    if headless:
+        return preview.HeadlessPreview(run_dir / "preview")
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = preview.PreviewWindow()
+    window._app_ref = app  # keep the application alive with the window
+    return window
+
+
+def _progress(acq: PairedAcquisition, sequence: MDASequence, options) -> tqdm | None:
+    if options.no_progress:
+        return None
+    bar = tqdm(
+        total=sum(1 for _ in sequence.iter_events()),
+        unit="pair",
+        desc="paired acquisition",
+    )
+    acq.events.pairReady.connect(lambda _: bar.update(1))
+    return bar
+
+
+def _run_with_window(
+    acq: PairedAcquisition, sequence, writer, window
+) -> AcquisitionSummary:
+    """Acquire on a thread while Qt runs the window; closing it cancels the run."""
+    from qtpy.QtCore import QTimer
+
+    app = window._app_ref
+    window.setWindowTitle("pairscope — live paired acquisition")
+    window.show()
+    thread, result = acq.run_in_thread(sequence, writer=writer)
+    closed = {"by_user": False}
+
+    def _poll() -> None:
+        if not window.isVisible() and thread.is_alive():
+            closed["by_user"] = True
+            acq.cancel()
+        if not thread.is_alive() and not window.isVisible():
+            app.quit()
+
+    timer = QTimer()
+    timer.timeout.connect(_poll)
+    timer.start(100)
+    app.exec()
+    timer.stop()
+    thread.join()
+    return result[0]

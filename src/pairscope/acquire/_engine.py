@@ -265,6 +265,16 @@ def _split_ratio(core: CMMCorePlus, d: DetectorPair) -> float | None:
     return round(ref / (low + ref), 6)
 
 
+def camera_pixel_size_um(
+    core: CMMCorePlus, label: str, binning: int | None = None
+) -> float | None:
+    """Pixel size in the sample plane of ``label`` at ``binning`` (default: current)."""
+    unbinned = _unbinned_pixel_um(core, label)
+    if unbinned is None:
+        return None
+    return unbinned * (binning or _int_prop(core, label, "Binning", 1))
+
+
 def _unbinned_pixel_um(core: CMMCorePlus, label: str) -> float | None:
     """Unbinned pixel size in the sample plane: the core's pixel-size config for the
     current camera, else the camera's own ``PixelSize_um`` property."""

@@ -1,0 +1,201 @@
+"""A preview sink without a screen: PNG snapshots and a JSON-lines status log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pairscope.acquire import Pair
+
+from ._contrast import PanelImage, panels_for
+from ._status import LatestFrames, PreviewStatus, RestoredLike
+
+__all__ = ["HeadlessPreview"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_PENDING_SNAPSHOTS = 2  # more waiting snapshots are skipped (and logged)
+_STOP = object()
+
+
+class HeadlessPreview:
+    """Write ``preview_NNNNNN.png`` every ``snapshot_every`` pairs and a stats log.
+
+    Each snapshot is a 1×4 panel figure (low-dose upsampled, restored, reference,
+    restored − reference), named by the number of pairs received so far.  Every
+    :meth:`on_status` appends one JSON line (status fields, newest pair index and
+    time) to ``preview_stats.jsonl``.  Rendering and file writing happen on a
+    worker thread; the sink methods only store and enqueue, and never raise.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        snapshot_every: int = 25,
+        method: Literal["nearest", "bilinear"] = "nearest",
+        dpi: int = 100,
+    ) -> None:
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_every = snapshot_every
+        self.method: Literal["nearest", "bilinear"] = method
+        self.dpi = dpi
+        self.stats_path = self.out_dir / "preview_stats.jsonl"
+        self.pairs_received = 0
+        self.snapshots_skipped = 0
+        self.last_error = ""
+        self._status = PreviewStatus()
+        self._latest = LatestFrames()
+        self._written: list[Path] = []
+        self._last_snapshot_count = -1
+        self._pending = 0
+        self._closed = False
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._work, name="pairscope-preview", daemon=True
+        )
+        self._thread.start()
+
+    # -- sink protocol (any thread; quick; never raises) ----------------------------
+    def on_pair(self, pair: Pair) -> None:
+        try:
+            self._latest.put_pair(pair)
+            with self._lock:
+                self.pairs_received += 1
+                count = self.pairs_received
+            if count % self.snapshot_every == 0:
+                self._request_snapshot(count, pair)
+        except Exception:
+            logger.exception("headless preview: on_pair failed")
+
+    def on_restored(self, frame: RestoredLike) -> None:
+        try:
+            self._latest.put_restored(frame)
+        except Exception:
+            logger.exception("headless preview: on_restored failed")
+
+    def on_status(self, status: PreviewStatus) -> None:
+        try:
+            self._status = status
+            pair, _, _ = self._latest.latest()
+            record = {
+                "time": time.time(),
+                "pair_index": None if pair is None else pair.index,
+                **status.as_dict(),
+            }
+            self._jobs.put(("status", record))
+        except Exception:
+            logger.exception("headless preview: on_status failed")
+
+    def on_error(self, message: str) -> None:
+        self.last_error = str(message)
+
+    def close(self) -> list[Path]:
+        """Write a final snapshot, flush the log, stop the worker; paths written."""
+        with self._lock:
+            if self._closed:
+                return list(self._written)
+            self._closed = True
+            count = self.pairs_received
+        pair, _, _ = self._latest.latest()
+        if pair is not None and count != self._last_snapshot_count:
+            self._jobs.put(("snapshot", count, pair))
+        self._jobs.put(_STOP)
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            logger.warning("headless preview: worker did not finish within 60 s")
+        return list(self._written)
+
+    def __enter__(self) -> HeadlessPreview:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- worker ------------------------------------------------------------------
+    def _request_snapshot(self, count: int, pair: Pair) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._pending >= _MAX_PENDING_SNAPSHOTS:
+                self.snapshots_skipped += 1
+                logger.warning("headless preview: snapshot at pair %d skipped", count)
+                return
+            self._pending += 1
+            self._last_snapshot_count = count
+        self._jobs.put(("snapshot", count, pair))
+
+    def _work(self) -> None:
+        with self.stats_path.open("a", encoding="utf-8") as log:
+            while (job := self._jobs.get()) is not _STOP:
+                try:
+                    if job[0] == "status":
+                        log.write(json.dumps(job[1]) + "\n")
+                        log.flush()
+                    else:
+                        self._snapshot(job[1], job[2])
+                except Exception:
+                    logger.exception("headless preview: %s failed", job[0])
+                finally:
+                    if job[0] == "snapshot":
+                        with self._lock:
+                            self._pending = max(0, self._pending - 1)
+        if self.stats_path not in self._written:
+            self._written.append(self.stats_path)
+
+    def _snapshot(self, count: int, pair: Pair) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        frame = self._latest.restored_for(pair.index)
+        panels = panels_for(pair, frame, method=self.method)
+        fig = Figure(figsize=(4 * 4, 4.6), dpi=self.dpi, layout="constrained")
+        FigureCanvasAgg(fig)
+        for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):
+            _draw_panel(ax, panel)
+        title = f"pair {pair.index}"
+        if frame is not None:
+            title += (
+                f" · restored pair {frame.index} by {frame.model_name}"
+                f" ({frame.latency_ms:.0f} ms)"
+            )
+        status = self._status
+        if self.last_error and not status.error:
+            status = status.replace(error=self.last_error)
+        if status.pairs < count:
+            status = status.replace(pairs=count)
+        fig.suptitle(f"{title}\n{status.line()}", fontsize=9)
+        path = self.out_dir / f"preview_{count:06d}.png"
+        fig.savefig(path)
+        self._written.append(path)
+
+
+def _draw_panel(ax: Any, panel: PanelImage) -> None:
+    ax.set_axis_off()
+    if panel.pixels is None:
+        ax.imshow(np.full(panel.shape, 64, np.uint8), cmap="gray", vmin=0, vmax=255)
+        ax.text(
+            0.5,
+            0.5,
+            panel.note,
+            color="white",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+        ax.set_title(panel.title, fontsize=10)
+        return
+    ax.imshow(panel.pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    lo, hi = panel.limits or (0.0, 255.0)
+    ax.set_title(f"{panel.title}\n[{lo:.4g}, {hi:.4g}]", fontsize=10)
