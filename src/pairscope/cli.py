@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="paired timelapse on the demo microscope")
     demo.add_argument("--frames", type=int, default=200)
-    demo.add_argument("--interval-ms", type=float, default=0.0)
+    demo.add_argument("--interval-ms", type=float, default=100.0)
     demo.add_argument("--binning", type=int, choices=(2, 4), default=2)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
@@ -93,6 +93,19 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _live(args: argparse.Namespace):
+    from .live import LiveOptions
+
+    return LiveOptions(
+        out=args.out,
+        headless=args.headless,
+        restore=not args.no_restore,
+        model=args.model,
+        save_restored=args.save_restored,
+        progress=not args.no_progress,
+    )
+
+
 def _settings_from_args(args: argparse.Namespace):
     from .config import AcquisitionSettings
 
@@ -123,7 +136,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         sequence = useq.MDASequence(
             time_plan={"interval": args.interval_ms / 1000.0, "loops": args.frames}
         )
-        summary = run_live(core, settings, sequence, config_path=cfg, options=args)
+        summary = run_live(
+            core, settings, sequence, config_path=cfg, options=_live(args)
+        )
     return _report(summary)
 
 
@@ -134,7 +149,9 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
     sequence = _load_sequence(args.sequence)
     settings = _settings_from_args(args)
     with open_core(args.cfg) as core:
-        summary = run_live(core, settings, sequence, config_path=args.cfg, options=args)
+        summary = run_live(
+            core, settings, sequence, config_path=args.cfg, options=_live(args)
+        )
     return _report(summary)
 
 

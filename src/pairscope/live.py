@@ -7,10 +7,11 @@ back-pressure, and it never drops data.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,39 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live session shows and keeps its results."""
+
+    out: Path = Path("pairscope_runs")
+    headless: bool = False
+    restore: bool = True
+    model: Path | None = None  # None: the bundled demo model for the binning
+    save_restored: bool = False
+    progress: bool = True
+
+
 def run_live(
     core: CMMCorePlus,
     settings: AcquisitionSettings,
     sequence: MDASequence,
     *,
-    config_path: str | Path | None,
-    options: argparse.Namespace,
+    config_path: str | Path | None = None,
+    options: LiveOptions | None = None,
+    restorer: Any | None = None,
+    on_started: Callable[[PairedAcquisition, Any], None] | None = None,
 ) -> AcquisitionSummary:
-    """Run ``sequence`` with writing, progress, live restoration and preview."""
+    """Run ``sequence`` with writing, progress, live restoration and preview.
+
+    ``restorer``: a ready :class:`~pairscope.restore.StreamingRestorer` to use
+    instead of loading ``options.model``.  ``on_started(acquisition, restorer)``
+    is called before the first trigger (to connect more listeners).
+    """
+    options = options or LiveOptions()
     acq = PairedAcquisition(core, settings, config_path=config_path)
     writer = RunWriter(options.out)
-    restorer = None if options.no_restore else _restorer(core, acq, settings, options)
+    if restorer is None and options.restore:
+        restorer = _load_restorer(core, acq, settings, options.model)
     predictions = None
     if restorer is not None:
         acq.events.pairReady.connect(lambda p: restorer.submit(p.index, p.lowdose))
@@ -65,7 +87,9 @@ def run_live(
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
-    bar = _progress(acq, sequence, options)
+    bar = _progress(acq, sequence) if options.progress else None
+    if on_started is not None:
+        on_started(acq, restorer)
     if restorer is not None:
         restorer.start()
     try:
@@ -86,11 +110,16 @@ def run_live(
     return summary
 
 
-def _restorer(core, acq: PairedAcquisition, settings, options) -> Any:
+def _load_restorer(
+    core: CMMCorePlus,
+    acq: PairedAcquisition,
+    settings: AcquisitionSettings,
+    model: Path | None,
+) -> Any:
     from .restore import StreamingRestorer, load_model
 
     factor = acq.detectors.factor
-    path = options.model or bundled_model_path(factor)
+    path = model or bundled_model_path(factor)
     if path is None:
         logger.warning(
             "No restoration model for binning %d is bundled; running without live "
@@ -98,10 +127,9 @@ def _restorer(core, acq: PairedAcquisition, settings, options) -> Any:
             factor,
         )
         return None
-    binning = settings.binning or None
-    pixel = camera_pixel_size_um(core, acq.detectors.lowdose, binning)
-    model = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
-    return StreamingRestorer(model)
+    pixel = camera_pixel_size_um(core, acq.detectors.lowdose, settings.binning)
+    loaded = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
+    return StreamingRestorer(loaded)
 
 
 def _make_sink(headless: bool, run_dir: Path) -> Any:
@@ -117,9 +145,7 @@ def _make_sink(headless: bool, run_dir: Path) -> Any:
     return window
 
 
-def _progress(acq: PairedAcquisition, sequence: MDASequence, options) -> tqdm | None:
-    if options.no_progress:
-        return None
+def _progress(acq: PairedAcquisition, sequence: MDASequence) -> tqdm:
     bar = tqdm(
         total=sum(1 for _ in sequence.iter_events()),
         unit="pair",

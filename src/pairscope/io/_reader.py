@@ -80,10 +80,14 @@ class Run:
         """Indices of pairs that have a reference frame."""
         return [i for i, r in enumerate(self.records) if r.get("reference")]
 
+    def __del__(self) -> None:
+        self.close()
+
     def close(self) -> None:
-        for tif in self._tiffs.values():
+        tiffs = getattr(self, "_tiffs", {})  # absent if __init__ failed
+        for tif in tiffs.values():
             tif.close()
-        self._tiffs.clear()
+        tiffs.clear()
 
     def _page(self, role: str, page: int) -> np.ndarray:
         if role not in self._tiffs:
