@@ -14,6 +14,7 @@ import numpy as np
 
 from pairscope.acquire import Pair
 
+from .._threads import deprioritize_current_thread
 from ._contrast import PanelImage, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
 
@@ -137,6 +138,7 @@ class HeadlessPreview:
         self._jobs.put(("snapshot", count, pair))
 
     def _work(self) -> None:
+        deprioritize_current_thread()
         with self.stats_path.open("a", encoding="utf-8") as log:
             while (job := self._jobs.get()) is not _STOP:
                 try:

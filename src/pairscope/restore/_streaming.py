@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from psygnal import Signal, SignalGroup
 
+from .._threads import deprioritize_current_thread
 from ._model_file import LoadedModel, as_loaded
 from ._tiling import restore_tiled
 
@@ -354,6 +355,7 @@ class StreamingRestorer:
             logger.exception("a restorer listener raised")
 
     def _run(self) -> None:
+        deprioritize_current_thread()  # acquisition first, restoration with the rest
         while True:
             with self._cond:
                 while self._pending is None and not self._stop:

@@ -1,0 +1,105 @@
+"""Benchmark: acquisition pairs/s with live restoration + preview on vs off.
+
+Blocks with the restorer and the headless preview on and off alternate in one run
+(the writer is on in both), at a timelapse interval and free-running.  Usage:
+
+    python scripts/bench_live.py --pairs 400 --block 100 --intervals 100 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import useq
+
+import pairscope
+from pairscope.config import AcquisitionSettings
+from pairscope.hardware import demo_config_path, open_core
+from pairscope.live import LiveOptions, bundled_model_path, run_live
+from pairscope.restore import (
+    ModelInfo,
+    StreamingRestorer,
+    default_preview_network,
+    load_model,
+    loaded_from_network,
+)
+
+
+def _restorer() -> StreamingRestorer:
+    path = bundled_model_path(2)
+    if path is not None:
+        return StreamingRestorer(load_model(path))
+    net = default_preview_network(2)  # same compute as the shipped preview model
+    return StreamingRestorer(
+        loaded_from_network(net, ModelInfo.for_network(net, name="untrained"))
+    )
+
+
+def bench(interval_ms: float, pairs: int, block: int, sensor: int, out: Path) -> dict:
+    totals = {"off": [0, 0.0], "on": [0, 0.0]}
+    dropped = skipped = restored = 0
+    seq = useq.MDASequence(time_plan={"interval": interval_ms / 1000, "loops": block})
+    with open_core(demo_config_path()) as core:
+        for cam in ("LowDoseCam", "ReferenceCam"):
+            core.setProperty(cam, "SensorSize", sensor)
+        for i in range(2 * (pairs // block)):
+            on = bool(i % 2)
+            restorer = _restorer() if on else None
+            opts = LiveOptions(out=out, headless=True, restore=on, progress=False)
+            t0 = time.perf_counter()
+            s = run_live(
+                core,
+                AcquisitionSettings(binning=2),
+                seq,
+                options=opts,
+                restorer=restorer,
+            )
+            elapsed = time.perf_counter() - t0
+            dropped += s.expected_pairs - len(pairscope.open_run(s.run_dir))
+            if restorer is not None:
+                st = restorer.stats()
+                skipped += st.skipped
+                restored += st.restored
+            key = "on" if on else "off"
+            totals[key][0] += s.pairs
+            totals[key][1] += elapsed
+    off = totals["off"][0] / totals["off"][1]
+    on = totals["on"][0] / totals["on"][1]
+    return {
+        "interval": interval_ms,
+        "off": off,
+        "on": on,
+        "ratio": on / off,
+        "dropped": dropped,
+        "restored": restored,
+        "skipped": skipped,
+        "pairs_each": totals["on"][0],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--pairs", type=int, default=400, help="pairs per condition")
+    p.add_argument("--block", type=int, default=100)
+    p.add_argument("--sensor", type=int, default=512)
+    p.add_argument("--intervals", type=float, nargs="+", default=[100.0, 0.0])
+    args = p.parse_args()
+    print(
+        "| interval (ms) | pairs each | pairs/s off | pairs/s on | ratio | dropped | restored | skipped |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for interval in args.intervals:
+            r = bench(interval, args.pairs, args.block, args.sensor, Path(tmp))
+            print(
+                f"| {interval:g} | {r['pairs_each']} | {r['off']:.1f} | {r['on']:.1f} | "
+                f"{r['ratio']:.3f} | {r['dropped']} | {r['restored']} | {r['skipped']} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
