@@ -192,3 +192,75 @@ def test_cancel_stops_cleanly_and_keeps_pairs(demo_core, tmp_path: Path) -> None
     assert summary.status == "canceled"
     assert 5 <= summary.pairs < 1000
     assert len(pairscope.open_run(summary.run_dir)) == summary.pairs
+
+
+def test_pause_holds_the_run_and_resume_finishes_it(demo_core, tmp_path: Path) -> None:
+    acq = PairedAcquisition(demo_core)
+    got = []
+    acq.events.pairReady.connect(got.append)
+    thread, result = acq.run_in_thread(
+        useq.MDASequence(time_plan={"interval": 0.02, "loops": 40}),
+        writer=RunWriter(tmp_path),
+    )
+    while len(got) < 3:
+        time.sleep(0.01)
+    acq.set_paused(True)
+    time.sleep(0.3)
+    held = len(got)
+    time.sleep(0.5)
+    assert len(got) <= held + 1  # at most the pair in flight lands while paused
+    acq.set_paused(False)
+    thread.join(30)
+    assert result[0].status == "completed" and result[0].pairs == 40
+
+
+def test_a_pair_without_its_partner_is_reported_not_dropped(
+    demo_core, tmp_path: Path
+) -> None:
+    # a free-running reference camera reads its own trigger: not the same instant
+    demo_core.setProperty("ReferenceCam", "TriggerMode", "Internal")
+    acq = PairedAcquisition(demo_core)
+    reports: list[tuple[int, str]] = []
+    acq.events.pairIncomplete.connect(lambda p, why: reports.append((p.index, why)))
+    summary = acq.run(
+        useq.MDASequence(time_plan={"interval": 0, "loops": 4}),
+        writer=RunWriter(tmp_path),
+    )
+    assert summary.incomplete_pairs == 4 and [i for i, _ in reports] == [0, 1, 2, 3]
+    assert "different triggers" in reports[0][1]
+    run = pairscope.open_run(summary.run_dir)
+    assert len(run) == 4 and all(p.reference is None for p in run)
+    assert "different triggers" in run.records[0]["partner_missing"]
+
+
+def test_cli_acquire_runs_a_sequence_file_on_any_config(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    seq = tmp_path / "seq.json"
+    seq.write_text(json.dumps({"time_plan": {"interval": 0, "loops": 3}}))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pairscope.cli",
+            "acquire",
+            str(DEMO_CFG),
+            "--sequence",
+            str(seq),
+            "--mode",
+            "sparse",
+            "--reference-every",
+            "2",
+            "--headless",
+            "--no-restore",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = pairscope.open_run(proc.stdout.strip().splitlines()[-1])
+    assert len(run) == 3 and run.with_reference() == [0, 2]
