@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -79,6 +80,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     info.add_argument("--binning", type=int, default=None)
     info.set_defaults(func=_cmd_info)
+
+    cal = sub.add_parser(
+        "calibrate", help="register the low-dose camera to the reference"
+    )
+    cal.add_argument("run", type=Path)
+    cal.add_argument("--max-pairs", type=int, default=20)
+    cal.set_defaults(func=_cmd_calibrate)
+
+    tr = sub.add_parser("train", help="train or fine-tune a model on logged pairs")
+    tr.add_argument("runs", type=Path, nargs="+")
+    tr.add_argument("--out", type=Path, required=True, help="model file (.safetensors)")
+    tr.add_argument("--arch", choices=("unet", "resunet"), default="unet")
+    tr.add_argument("--width", type=int, default=16)
+    tr.add_argument("--depth", type=int, default=2)
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--crop", type=int, default=128)
+    tr.add_argument("--samples-per-epoch", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--loss", choices=("l1", "mse"), default="l1")
+    tr.add_argument("--init", type=Path, default=None, help="model file to fine-tune")
+    tr.add_argument("--synthetic-fraction", type=float, default=0.0)
+    tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score a model against bicubic & co.")
+    ev.add_argument("model", type=Path)
+    ev.add_argument("runs", type=Path, nargs="+")
+    ev.add_argument("--out", type=Path, required=True, help="folder for the report")
+    ev.add_argument("--max-pairs", type=int, default=None, help="per run")
+    ev.add_argument(
+        "--targets",
+        type=Path,
+        default=None,
+        help="JSON list of [[x1, y1], [x2, y2], separation_um] in reference pixels",
+    )
+    ev.set_defaults(func=_cmd_evaluate)
     return p
 
 
@@ -169,6 +208,66 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"factor:    {pair.factor}")
         for reason in pair.reasons:
             print(f"  - {reason}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .io.calibration import estimate_registration, save_calibration
+
+    reg = estimate_registration(args.run, max_pairs=args.max_pairs)
+    path = save_calibration(args.run, reg)
+    print(
+        f"low-dose camera vs reference: shift y {reg.shift_y_px:+.3f} px, x "
+        f"{reg.shift_x_px:+.3f} px (reference pixels), scale {reg.scale:.4f}, "
+        f"per-pair scatter {reg.residual_px:.3f} px over {reg.n_pairs} pairs",
+        file=sys.stderr,
+    )
+    print(path)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        width=args.width,
+        depth=args.depth,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        samples_per_epoch=args.samples_per_epoch,
+        lr=args.lr,
+        loss=args.loss,
+        init=args.init,
+        synthetic_fraction=args.synthetic_fraction,
+        resume=args.resume,
+        seed=args.seed,
+    )
+    result = train(list(args.runs), args.out, config)
+    if result.model_path is not None:  # rank 0 (or a single process)
+        last = result.history[-1] if result.history else {}
+        print(
+            f"final validation loss {last.get('val_loss', float('nan')):.4f}",
+            file=sys.stderr,
+        )
+        print(result.model_path)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    targets = None
+    if args.targets is not None:
+        targets = [
+            (tuple(a), tuple(b), float(sep))
+            for a, b, sep in json.loads(args.targets.read_text())
+        ]
+    evaluate(args.model, args.runs, args.out, max_pairs=args.max_pairs, targets=targets)
+    summary = args.out / "summary.md"
+    print(summary.read_text(), file=sys.stderr)
+    print(summary)
     return 0
 
 

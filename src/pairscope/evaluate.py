@@ -98,17 +98,11 @@ def evaluate(
 
 def _aligned_reference(run: Run, reference: np.ndarray, factor: int) -> np.ndarray:
     """The reference resampled onto the low-dose camera's frame if calibrated."""
-    if run.calibration is None:
-        return reference.astype(np.float32)
-    from .io.calibration import Registration, apply_registration
+    from .io.calibration import apply_registration, load_registration
 
-    reg = Registration(
-        **{
-            k: v
-            for k, v in run.calibration.items()
-            if k in Registration.__dataclass_fields__
-        }
-    )
+    reg = load_registration(run)
+    if reg is None or reg.is_identity:
+        return reference.astype(np.float32)
     return apply_registration(reference.astype(np.float32), reg, factor)
 
 
@@ -195,7 +189,9 @@ def _write_outputs(out: Path, report, per_frame, example, loaded) -> None:
         M.plot_frc_curves(curves, out / "frc_curves.png")
         crop = _crop_window(ref.shape, example["targets"])
         # each prediction affine-fitted to the reference: one shared contrast is fair
-        fitted = {m: M.affine_fit(img, ref)[crop] for m, img in example["preds"].items()}
+        fitted = {
+            m: M.affine_fit(img, ref)[crop] for m, img in example["preds"].items()
+        }
         crops = {"low-dose (nearest)": fitted["nearest"]}
         crops |= {m: fitted[m] for m in ("bilinear", "bicubic", "model")}
         crops["reference"] = ref[crop]

@@ -1,0 +1,248 @@
+"""Camera-to-camera registration: where the low-dose camera looks on the reference grid.
+
+Convention (all in *reference* pixels, ``c`` the frame centre ``(H-1)/2, (W-1)/2``):
+the low-dose camera's unbinned pixel ``p`` sees what reference pixel
+``c + scale * (p - c) + shift`` sees.  A low-dose camera displaced by ``+dx`` µm
+(the demo's ``OffsetX_um``) therefore has ``shift_x_px = +dx / pixel_um``: its
+image shows the specimen moved by ``-dx``.  :func:`apply_registration` resamples
+the reference onto the low-dose camera's (unbinned) grid, so that summing
+``factor x factor`` blocks of the result matches the low-dose frame.
+
+Estimation works on the low-dose grid (the reference is warped, then sum-binned, the
+forward model of charge binning; the low-dose frame is never interpolated): a
+Hann-windowed phase correlation with a parabolic peak fit gives a start for every pair,
+then a least-squares fit of ``low ≈ a·bin(warp(ref)) + b`` over shift and scale
+(Nelder-Mead, ``a, b`` solved in closed form per pair) refines it on all pairs together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.ndimage as ndi
+import scipy.optimize
+
+from . import _layout as L
+from ._reader import Run, open_run
+
+__all__ = [
+    "Registration",
+    "apply_registration",
+    "bin_sum",
+    "estimate_registration",
+    "load_registration",
+    "save_calibration",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Low-dose camera relative to the reference, in reference pixels (see module doc).
+
+    ``residual_px``: RMS scatter of the independent per-pair phase-correlation shifts
+    around the final estimate (a per-pair precision, not the error of the mean).
+    """
+
+    shift_y_px: float = 0.0
+    shift_x_px: float = 0.0
+    scale: float = 1.0
+    residual_px: float = 0.0
+    n_pairs: int = 0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.shift_y_px == 0 and self.shift_x_px == 0 and self.scale == 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Registration:
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def bin_sum(img: np.ndarray, f: int) -> np.ndarray:
+    """Sum ``f x f`` blocks (charge binning); trailing rows/columns are dropped."""
+    if f == 1:
+        return img
+    h, w = img.shape[-2] // f, img.shape[-1] // f
+    a = img[..., : h * f, : w * f]
+    return a.reshape(*a.shape[:-2], h, f, w, f).sum(axis=(-3, -1))
+
+
+def apply_registration(
+    reference: np.ndarray, reg: Registration, factor: int = 1
+) -> np.ndarray:
+    """Resample ``reference`` onto the low-dose camera's unbinned grid (cubic spline).
+
+    ``factor`` is accepted for symmetry with the callers; the result stays on the
+    reference grid (``bin_sum(result, factor)`` is then aligned with the low-dose
+    frame).  Pixels that come from outside the frame repeat the nearest edge.
+    """
+    del factor  # the warp is defined on the reference grid
+    ref = np.asarray(reference, dtype=np.float32)
+    if reg.is_identity:
+        return ref
+    c = (np.asarray(ref.shape, dtype=float) - 1) / 2
+    shift = np.array([reg.shift_y_px, reg.shift_x_px])
+    if reg.scale == 1:
+        return ndi.shift(ref, -shift, order=3, mode="nearest")
+    offset = c - reg.scale * c + shift
+    return ndi.affine_transform(
+        ref, np.array([reg.scale, reg.scale]), offset=offset, order=3, mode="nearest"
+    )
+
+
+def _phase_correlation_sum(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Shift ``s`` (y, x) with ``a(p) ≈ b(p + s)`` for all pairs ``(a, b)``.
+
+    The cross-power spectra are summed over pairs, then whitened; the correlation
+    peak is refined by a parabola through its neighbours on each axis.
+    """
+    shape = pairs[0][0].shape
+    win = np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
+    cross = np.zeros(shape, dtype=complex)
+    for a, b in pairs:
+        fa = np.fft.fft2((a - a.mean()) * win)
+        fb = np.fft.fft2((b - b.mean()) * win)
+        cross += fb * np.conj(fa)
+    corr = np.fft.ifft2(cross / (np.abs(cross) + 1e-12)).real
+    peak = np.array(np.unravel_index(np.argmax(corr), corr.shape))
+    out = np.empty(2)
+    for ax in range(2):
+        n = shape[ax]
+        idx = [int(peak[0]), int(peak[1])]
+        vals = []
+        for d in (-1, 0, 1):
+            idx[ax] = (int(peak[ax]) + d) % n
+            vals.append(corr[idx[0], idx[1]])
+        den = vals[0] - 2 * vals[1] + vals[2]
+        frac = 0.5 * (vals[0] - vals[2]) / den if den != 0 else 0.0
+        p = peak[ax] + frac
+        out[ax] = p - n if p > n / 2 else p
+    return -out  # the peak sits at -s for a(p) = b(p + s)
+
+
+def _affine_residual(low: np.ndarray, model: np.ndarray, margin: int) -> float:
+    """Sum of squares of ``low - (a·model + b)`` inside ``margin``, a/b least squares."""
+    sl = (slice(margin, -margin or None),) * 2
+    x, y = model[sl].ravel(), low[sl].ravel()
+    x = x - x.mean()
+    y = y - y.mean()
+    sxx = float(x @ x)
+    a = float(x @ y) / sxx if sxx > 0 else 0.0
+    r = y - a * x
+    return float(r @ r)
+
+
+def _pairs(run: Run, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    idx = run.with_reference()
+    if not idx:
+        raise ValueError(f"{run.path}: no pair has a reference frame to register to")
+    take = np.unique(np.linspace(0, len(idx) - 1, min(max_pairs, len(idx))).round())
+    out = []
+    for k in take.astype(int):
+        p = run[idx[k]]
+        assert p.reference is not None
+        out.append((p.lowdose.astype(np.float32), p.reference.astype(np.float32)))
+    return out
+
+
+def _warp(coeffs: np.ndarray, sy: float, sx: float, scale: float) -> np.ndarray:
+    """:func:`apply_registration` on precomputed cubic-spline coefficients."""
+    c = (np.asarray(coeffs.shape, dtype=float) - 1) / 2
+    offset = c - scale * c + np.array([sy, sx])
+    return ndi.affine_transform(
+        coeffs,
+        np.array([scale, scale]),
+        offset=offset,
+        order=3,
+        mode="nearest",
+        prefilter=False,
+    )
+
+
+def _fit(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    x0: np.ndarray,
+    f: int,
+    margin: int,
+    scale: float | None,
+) -> np.ndarray:
+    """Least-squares (Nelder-Mead) fit of shift (and log scale if ``scale is None``)."""
+
+    def cost(x: np.ndarray) -> float:
+        s = float(np.exp(x[2])) if scale is None else scale
+        if not 0.95 < s < 1.05:
+            return math.inf
+        return sum(
+            _affine_residual(low, bin_sum(_warp(co, x[0], x[1], s), f), margin)
+            for low, co in pairs
+        )
+
+    steps = np.diag([0.5, 0.5, 0.01][: x0.size])
+    res = scipy.optimize.minimize(
+        cost,
+        x0,
+        method="Nelder-Mead",
+        options={
+            "xatol": 2e-3,
+            "fatol": math.inf,
+            "initial_simplex": [x0, *(x0 + steps)],
+        },
+    )
+    return np.asarray(res.x)
+
+
+def estimate_registration(
+    run: Run | str | Path,
+    *,
+    max_pairs: int = 20,
+    fit_scale: bool = True,
+    scale_pairs: int = 4,
+) -> Registration:
+    """Estimate the shift (and scale, 0.95–1.05) of the low-dose camera (module doc).
+
+    1. phase correlation of the cross-power spectrum summed over up to ``max_pairs``
+       pairs (one low-dose frame is too noisy on its own) gives a start;
+    2. if ``fit_scale``, shift and scale are fitted jointly on ``scale_pairs`` pairs;
+    3. the shift is refitted on every pair with that scale; the result is their mean
+       and ``residual_px`` their RMS scatter.
+    """
+    run = run if isinstance(run, Run) else open_run(run)
+    f = run.factor
+    pairs = _pairs(run, max_pairs)
+    start = _phase_correlation_sum([(low, bin_sum(ref, f)) for low, ref in pairs]) * f
+    coeffs = [(low, ndi.spline_filter(ref, order=3)) for low, ref in pairs]
+    margin = math.ceil(float(np.abs(start).max()) / f) + 3
+    scale = 1.0
+    if fit_scale:
+        step = max(1, math.ceil(len(coeffs) / scale_pairs))
+        x = _fit(coeffs[::step], np.array([*start, 0.0]), f, margin, None)
+        start, scale = x[:2], float(np.exp(x[2]))
+    shifts = np.array([_fit([p], start, f, margin, scale) for p in coeffs])
+    sy, sx = shifts.mean(axis=0)
+    resid = float(np.sqrt(np.mean(np.sum((shifts - [sy, sx]) ** 2, axis=1))))
+    return Registration(float(sy), float(sx), scale, resid, len(pairs))
+
+
+def save_calibration(run_path: str | Path, reg: Registration) -> Path:
+    """Write ``calibration.json`` into the run folder atomically; return its path."""
+    path = Path(run_path) / L.CALIBRATION
+    data = {"registration": asdict(reg), "convention": __doc__.split("\n\n")[1]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_registration(run: Run | str | Path) -> Registration | None:
+    """The run's saved :class:`Registration`, or ``None`` if it has none."""
+    run = run if isinstance(run, Run) else open_run(run)
+    cal = run.calibration
+    if not cal or "registration" not in cal:
+        return None
+    return Registration.from_dict(cal["registration"])

@@ -1,0 +1,89 @@
+"""Semi-synthetic low-dose frames from references, through the fitted camera model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pairscope.io.calibration import bin_sum
+from pairscope.io.dataset import PairDataset
+
+from ._noise_fit import NoiseModel
+
+__all__ = ["CrappifiedDataset", "crappify"]
+
+ADU_MAX = 65535
+
+
+def crappify(
+    reference: np.ndarray,
+    factor: int,
+    noise: NoiseModel,
+    *,
+    dose_ratio: float | None = None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A low-dose, ``factor``-binned uint16 frame simulated from ``reference`` (ADU).
+
+    Reference ADU minus its offset → electrons (reference gain) → × ``dose_ratio``
+    (``noise.dose_ratio`` if ``None``) → Poisson → sum ``factor²`` blocks (charge
+    binning) → + read noise → ADU (low-dose gain) + offset → rounded, clipped to
+    16 bit.  The reference's own noise, scaled by ``dose_ratio``, is carried along
+    (a variance ``dose_ratio`` times smaller than the added shot noise).
+    """
+    ratio = noise.dose_ratio if dose_ratio is None else dose_ratio
+    g_ref = noise.reference_gain_e_per_adu
+    off_ref = noise.reference_offset_adu
+    if not (math.isfinite(ratio) and math.isfinite(g_ref) and math.isfinite(off_ref)):
+        raise ValueError(
+            "crappify needs dose_ratio and the reference gain/offset (fit_noise_model "
+            "fills them in)"
+        )
+    electrons = np.maximum(np.asarray(reference, np.float64) - off_ref, 0) * g_ref
+    counts = rng.poisson(electrons * ratio).astype(np.float64)
+    counts = bin_sum(counts, factor)
+    counts += rng.standard_normal(counts.shape) * noise.read_noise_e
+    adu = counts / noise.gain_e_per_adu + noise.offset_adu
+    return np.clip(np.rint(adu), 0, ADU_MAX).astype(np.uint16)
+
+
+class CrappifiedDataset(Dataset):
+    """``base`` items where a ``fraction`` of the low-dose crops are semi-synthetic.
+
+    The synthetic low-dose crop is made from the (registered, augmented) reference
+    crop, so it is perfectly aligned with its target.  Which items are synthetic and
+    their noise draw from torch's global RNG, like the crops.
+    """
+
+    def __init__(
+        self,
+        base: PairDataset,
+        noise: NoiseModel,
+        *,
+        fraction: float = 0.5,
+        dose_ratio: float | None = None,
+    ) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.base, self.noise = base, noise
+        self.fraction, self.dose_ratio = fraction, dose_ratio
+        self.normalization = base.normalization
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        low, ref = self.base.sample(index)
+        if self.fraction and torch.rand(()).item() < self.fraction:
+            seed = int(torch.randint(0, 2**63 - 1, ()).item())
+            low = crappify(
+                ref,
+                self.base.factor,
+                self.noise,
+                dose_ratio=self.dose_ratio,
+                rng=np.random.default_rng(seed),
+            ).astype(np.float32)
+        return self.base.to_tensors(low, ref)

@@ -1,0 +1,89 @@
+"""Camera noise fit from logged pairs, and the crappifier's statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import useq
+
+from pairscope.acquire import PairedAcquisition
+from pairscope.hardware import demo_config_path, open_core
+from pairscope.io import RunWriter
+from pairscope.io.calibration import Registration, save_calibration
+from pairscope.train import NoiseModel, crappify, fit_noise_model
+
+# the demo cfg's low-dose camera
+GAIN, READ_NOISE, OFFSET = 0.5, 1.6, 100.0
+
+
+def _acquire(out: Path, frames: int, *, led_percent: float) -> Path:
+    cfg = demo_config_path()
+    with open_core(cfg) as core:
+        for cam in ("LowDoseCam", "ReferenceCam"):
+            core.setProperty(cam, "SensorSize", 256)
+        core.setProperty("LED", "Power_percent", led_percent)
+        summary = PairedAcquisition(core, config_path=cfg).run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": frames}),
+            writer=RunWriter(out),
+        )
+    assert summary.run_dir is not None
+    return Path(summary.run_dir)
+
+
+@pytest.fixture(scope="module")
+def light_and_dark(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ptc")
+    light = _acquire(root / "light", 12, led_percent=100)
+    save_calibration(light, Registration(-0.7, 1.3))
+    return light, _acquire(root / "dark", 4, led_percent=0)
+
+
+def test_noise_fit_with_dark_frames(light_and_dark: tuple[Path, Path]) -> None:
+    light, dark = light_and_dark
+    nm = fit_noise_model([light], dark_runs=[dark])
+    assert nm.gain_e_per_adu == pytest.approx(GAIN, rel=0.1)
+    assert nm.read_noise_e == pytest.approx(READ_NOISE, rel=0.1)
+    assert nm.offset_adu == pytest.approx(OFFSET, abs=0.5)
+    # dose ratio of the demo: (10 % x 20 ms) / (90 % x 50 ms)
+    assert nm.dose_ratio == pytest.approx(0.1 * 20 / (0.9 * 50), rel=0.1)
+    assert nm.n_points > 10_000
+
+
+def test_noise_fit_without_dark_frames(light_and_dark: tuple[Path, Path]) -> None:
+    nm = fit_noise_model([light_and_dark[0]])
+    assert nm.gain_e_per_adu == pytest.approx(GAIN, rel=0.1)
+    assert nm.read_noise_e == pytest.approx(READ_NOISE, rel=0.1)
+    assert nm.offset_adu == pytest.approx(OFFSET, abs=1.0)
+
+
+@pytest.mark.parametrize(("factor", "electrons"), [(2, 40.0), (4, 10.0), (1, 300.0)])
+def test_crappify_flat_field_statistics(factor: int, electrons: float) -> None:
+    noise = NoiseModel(
+        gain_e_per_adu=0.5,
+        offset_adu=100,
+        read_noise_e=1.6,
+        dose_ratio=0.05,
+        reference_gain_e_per_adu=2.0,
+        reference_offset_adu=50,
+    )
+    ref = np.full((512, 512), 50 + electrons / 2.0)  # reference ADU
+    out = crappify(ref, factor, noise, rng=np.random.default_rng(0))
+    assert out.dtype == np.uint16 and out.shape == (512 // factor,) * 2
+    e_binned = electrons * 0.05 * factor**2
+    mean = 100 + e_binned / 0.5
+    var = (e_binned + 1.6**2) / 0.5**2 + 1 / 12
+    assert out.mean() == pytest.approx(mean, rel=0.01)
+    assert out.var() == pytest.approx(var, rel=0.05)
+
+
+def test_crappify_clips_and_needs_a_model() -> None:
+    noise = NoiseModel(0.5, 100, 1.6, dose_ratio=1.0, reference_gain_e_per_adu=1.0,
+                       reference_offset_adu=0)  # fmt: skip
+    out = crappify(np.full((8, 8), 1e6), 2, noise, rng=np.random.default_rng(0))
+    assert (out == 65535).all()
+    with pytest.raises(ValueError, match="dose_ratio"):
+        crappify(
+            np.zeros((8, 8)), 2, NoiseModel(0.5, 100, 1.6), rng=np.random.default_rng(0)
+        )

@@ -1,0 +1,87 @@
+"""The torch Dataset of pairs: aligned crops, augmentation, time-block split."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pairscope.io.calibration import Registration, bin_sum, save_calibration
+from pairscope.io.dataset import PairDataset, split_blocks
+from pairscope.restore import Normalization
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = shutil.copytree(demo_run, tmp_path_factory.mktemp("cal") / "run")
+    save_calibration(run, Registration(-0.7, 1.3))  # the demo's misregistration
+    return Path(run)
+
+
+def _corr(a: torch.Tensor, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.numpy().ravel(), b.ravel())[0, 1])
+
+
+def test_crops_are_aligned_and_augmented_together(calibrated_run: Path) -> None:
+    torch.manual_seed(0)
+    ds = PairDataset([calibrated_run], crop=64, samples_per_epoch=40)
+    assert len(ds) == 40
+    corrs, shifted = [], []
+    for i in range(len(ds)):
+        low, ref = ds[i]
+        assert low.shape == (1, 32, 32) and ref.shape == (1, 64, 64)
+        assert low.dtype == ref.dtype == torch.float32
+        binned = bin_sum(ref[0].numpy(), 2)
+        corrs.append(_corr(low[0], binned))
+        shifted.append(_corr(low[0, 1:], binned[:-1]))
+    # every augmented crop (flips, rotations) stays aligned; one pixel off is worse
+    assert min(corrs) > 0.5
+    assert np.mean(corrs) > np.mean(shifted) + 0.1
+    norm = ds.normalization
+    assert Normalization(**norm["input"]).high > Normalization(**norm["input"]).low
+    assert Normalization(**norm["target"]).mode == "fixed"
+
+
+def test_validation_items_are_fixed(calibrated_run: Path) -> None:
+    ds = PairDataset([calibrated_run], crop=64, augment=False)
+    a, b = ds[3], ds[3]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="multiple of factor"):
+        PairDataset([calibrated_run], crop=63)
+
+
+def _assert_separated(train: list[int], val: list[int]) -> None:
+    if train and val:
+        gaps = np.abs(np.subtract.outer(np.asarray(train), np.asarray(val)))
+        assert gaps.min() > 1  # no neighbouring trigger indices on both sides
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 5, 10])
+def test_time_block_split_separates_neighbours(block_size: int) -> None:
+    rng = np.random.default_rng(block_size)
+    trig = sorted(rng.choice(200, 150, replace=False).tolist())
+    parts = split_blocks(trig, block_size=block_size, val_fraction=0.2)
+    assert sorted(i for p in parts.values() for i in p) == list(range(len(trig)))
+    train = [trig[i] for i in parts["train"]]
+    val = [trig[i] for i in parts["val"]]
+    assert train and val
+    assert 0.1 < len(val) / len(trig) < 0.35
+    _assert_separated(train, val)
+
+
+def test_dataset_split_on_run(calibrated_run: Path) -> None:
+    kw = {"crop": 64, "block_size": 2, "val_fraction": 0.25}
+    train = PairDataset([calibrated_run], split="train", **kw)
+    val = PairDataset(
+        [calibrated_run], split="val", normalization=train.normalization, **kw
+    )
+    t = [ti for _, ti in train.trigger_indices]
+    v = [ti for _, ti in val.trigger_indices]
+    assert not set(t) & set(v)
+    _assert_separated(t, v)
+    assert val.normalization == train.normalization
+    with pytest.raises(ValueError, match="too few"):
+        PairDataset([calibrated_run], split="train", block_size=10)
