@@ -209,3 +209,32 @@ def test_cli_info_explains_a_refused_config(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "needs two cameras" in proc.stderr and "alternating" in proc.stderr
+
+
+def test_a_stage_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) -> None:
+    from pairscope.sim.devices import DemoXYStage
+
+    calls = {"n": 0}
+    original = DemoXYStage.set_position_um
+
+    def failing(self, x: float, y: float) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("XY stage controller not responding")
+        original(self, x, y)
+
+    DemoXYStage.set_position_um = failing
+    try:
+        summary = PairedAcquisition(demo_core).run(
+            useq.MDASequence(
+                time_plan={"interval": 0, "loops": 4},
+                stage_positions=[(0.0, 0.0, 0.0), (5.0, 5.0, 0.0)],
+            ),
+            writer=RunWriter(tmp_path),
+        )
+    finally:
+        DemoXYStage.set_position_um = original
+    assert summary.status == "failed" and summary.failed_trigger == 3
+    assert "did not reach (5.0, 5.0)" in summary.message
+    assert "earlier pair is saved" in summary.message.replace("Every", "every")
+    assert len(pairscope.open_run(summary.run_dir)) == 3

@@ -40,6 +40,11 @@ class AcquisitionSettings(BaseModel):
     split_ratio: float | None = Field(
         None, gt=0, lt=1, description="Fraction of light reaching the reference."
     )
+    stage_tolerance_um: float = Field(
+        1.0,
+        gt=0,
+        description="How far a stage may be from a target before the run stops.",
+    )
     camera_trigger_property: str = Field(
         "LastTriggerIndex",
         description="Camera property reporting the trigger it read (checked if present).",

@@ -24,6 +24,15 @@ class CameraFault(PairscopeError, RuntimeError):
         self.camera = camera
 
 
+class StageFault(PairscopeError, RuntimeError):
+    """A stage did not reach the position of a trigger; every earlier pair is kept."""
+
+    def __init__(self, message: str, *, trigger_index: int, device: str) -> None:
+        super().__init__(message)
+        self.trigger_index = trigger_index
+        self.device = device
+
+
 class WriterError(PairscopeError, OSError):
     """The run folder could not be written (full disk, no permission)."""
 

@@ -15,7 +15,7 @@ from useq import MDASequence
 
 from .. import __version__
 from ..config import AcquisitionSettings
-from ..errors import CameraFault, WriterError
+from ..errors import CameraFault, StageFault, WriterError
 from ..hardware import DetectorPair, find_detector_pair
 from ._engine import PairedEngine
 from ._pair import Pair
@@ -101,15 +101,23 @@ class PairedAcquisition:
         info = self.run_info(sequence)
         if writer is not None:
             writer.start(info)
-            self.events.pairReady.connect(self._to_writer(writer))
+            to_writer = self._to_writer(writer)
+            self.events.pairReady.connect(to_writer)
         self.events.started.emit(info)
         status: Status = "completed"
         failed_trigger, message = None, ""
         t0 = time.perf_counter()
         try:
             self.core.mda.run(sequence)
-        except CameraFault as fault:
+        except (CameraFault, StageFault) as fault:
             status, failed_trigger, message = "failed", fault.trigger_index, str(fault)
+        except Exception as exc:  # any other device error: stop, keep the data, say so
+            logger.exception("Acquisition stopped by an error")
+            status, failed_trigger = "failed", engine.pairs_emitted
+            message = (
+                f"Acquisition stopped at trigger {failed_trigger} by {exc!r}; every "
+                "earlier pair is saved. Check the device named above and start a new run."
+            )
         finally:
             if previous_engine is not None:
                 self.core.mda.set_engine(previous_engine)
@@ -130,7 +138,7 @@ class PairedAcquisition:
             run_dir=str(writer.run_dir) if writer is not None else None,
         )
         if writer is not None:
-            self.events.pairReady.disconnect()
+            self.events.pairReady.disconnect(to_writer)  # the user's listeners stay
             summary = _finish_writer(writer, summary)
         if message:
             self.events.error.emit(summary.message)

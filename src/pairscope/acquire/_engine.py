@@ -20,7 +20,7 @@ from pymmcore_plus.mda._engine import ImagePayload
 from useq import MDAEvent, MDASequence
 
 from ..config import AcquisitionSettings, PairingMode
-from ..errors import CameraFault
+from ..errors import CameraFault, StageFault
 from ..hardware import DetectorPair
 from ._pair import CameraFrameInfo, Pair, PairMetadata
 from ._signals import PairedSignals
@@ -74,6 +74,31 @@ class PairedEngine(MDAEngine):
             },
         }
         return meta
+
+    def setup_single_event(self, event: MDAEvent) -> None:
+        """Move stages as the stock engine does, then check they got there.
+
+        Work-around (pymmcore-plus 0.18.1): the stock engine logs a failed XY move
+        as a warning and acquires anyway, at the wrong place.  A pair must be where
+        its metadata says, so a stage that did not arrive stops the run.
+        """
+        super().setup_single_event(event)
+        core, tol = self.mmcore, self.settings.stage_tolerance_um
+        if (
+            event.x_pos is not None
+            and event.y_pos is not None
+            and core.getXYStageDevice()
+        ):
+            x, y = core.getXYPosition()
+            if abs(x - event.x_pos) > tol or abs(y - event.y_pos) > tol:
+                raise StageFault(
+                    f"XY stage {core.getXYStageDevice()!r} did not reach "
+                    f"({event.x_pos}, {event.y_pos}) µm for trigger {self._trigger}; it "
+                    f"reports ({x:.2f}, {y:.2f}) µm (see the device error logged above). "
+                    "Every earlier pair is saved; check the stage and start a new run.",
+                    trigger_index=self._trigger,
+                    device=core.getXYStageDevice(),
+                )
 
     # -- one trigger ----------------------------------------------------------
     def exec_single_event(self, event: MDAEvent) -> Iterator[ImagePayload]:
