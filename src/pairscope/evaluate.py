@@ -5,13 +5,18 @@ upsampling of the same low-dose frame are scored against the reference with
 scale-invariant PSNR and SSIM (percentile-normalised target, least-squares affine
 fit of the prediction, as PSSR and CAREamics report them), FRC resolution (1/7
 threshold) and the Rayleigh two-point criterion on the demo's bead pairs (or on
-targets given by the user).  On demo runs the *ceiling* is measured too: the
-reference against an independent second reference of the same instant.
+targets given by the user).  On demo runs two bounds are measured too: the
+*ceiling*, the reference against an independent second reference of the same
+instant (how well two measurements agree), and the *ideal*, the simulator's
+noise-free expectation against the reference (the best any prediction can score,
+since the reference's own noise cannot be predicted).  A noise-free prediction can
+beat the ceiling; it cannot beat the ideal.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +31,7 @@ from .io import Run, open_run
 from .restore import LoadedModel, StreamingRestorer, load_model
 from .sim import ground_truth
 
+logger = logging.getLogger(__name__)
 BASELINES = ("nearest", "bilinear", "bicubic")
 Target = tuple[tuple[float, float], tuple[float, float], float]
 
@@ -46,12 +52,13 @@ def evaluate(
     restorer = StreamingRestorer(loaded, device="auto")
     methods = ("model", *BASELINES)
     per_frame: dict[str, dict[str, list[float]]] = {
-        m: defaultdict(list) for m in (*methods, "ceiling")
+        m: defaultdict(list) for m in (*methods, "ceiling", "ideal")
     }
     resolved: dict[str, dict[float, list[int]]] = {
         m: defaultdict(lambda: [0, 0]) for m in (*methods, "reference")
     }
     example: dict[str, Any] = {}
+    registrations: dict[Path, Any] = {}
     opened = [r if isinstance(r, Run) else open_run(r) for r in runs]
     jobs = [(run, i) for run in opened for i in run.with_reference()[:max_pairs]]
     if not jobs:
@@ -67,7 +74,9 @@ def evaluate(
                 f"{run.path} pairs are {factor}x apart but the model restores "
                 f"{loaded_factor}x: evaluate it on runs acquired with binning {loaded_factor}."
             )
-        ref = _aligned_reference(run, pair.reference, factor)
+        if run.path not in registrations:
+            registrations[run.path] = _registration(run)
+        ref = _aligned_reference(pair.reference, registrations[run.path])
         px = pair.metadata["reference"].get("pixel_size_um") or 1.0
         preds = {"model": restorer.restore_now(pair.lowdose)}
         for name in BASELINES:
@@ -77,6 +86,8 @@ def evaluate(
         if ground_truth.is_demo_run(run.info):
             second = ground_truth.independent_reference(run.info, pair.metadata)
             _score(per_frame["ceiling"], second.astype(np.float32), pair.reference, px)
+            truth = ground_truth.noise_free_reference(run.info, pair.metadata)
+            _score(per_frame["ideal"], truth, pair.reference, px)
         frame_targets = _targets(run, pair.metadata, targets)
         for name, img in preds.items():
             _count_two_point(resolved[name], img, frame_targets["lowdose"])
@@ -92,18 +103,37 @@ def evaluate(
                 "targets": frame_targets["lowdose"],
             }
     report = _summarise(loaded, opened, per_frame, resolved, len(jobs))
+    report["registration_px"] = {
+        str(p): {"shift_y": r.shift_y_px, "shift_x": r.shift_x_px, "scale": r.scale}
+        for p, r in registrations.items()
+    }
     _write_outputs(out, report, per_frame, example, loaded)
     return report
 
 
-def _aligned_reference(run: Run, reference: np.ndarray, factor: int) -> np.ndarray:
-    """The reference resampled onto the low-dose camera's frame if calibrated."""
-    from .io.calibration import apply_registration, load_registration
+def _registration(run: Run) -> Any:
+    """The run's stored calibration, else one estimated now (and said so)."""
+    from .io.calibration import estimate_registration, load_registration
 
     reg = load_registration(run)
-    if reg is None or reg.is_identity:
+    if reg is None:
+        logger.warning(
+            "%s has no calibration: estimating the camera registration now. Run "
+            "'pairscope calibrate %s' to store it with the run.",
+            run.path,
+            run.path,
+        )
+        reg = estimate_registration(run)
+    return reg
+
+
+def _aligned_reference(reference: np.ndarray, reg: Any) -> np.ndarray:
+    """The reference resampled onto the low-dose camera's frame."""
+    from .io.calibration import apply_registration
+
+    if reg.is_identity:
         return reference.astype(np.float32)
-    return apply_registration(reference.astype(np.float32), reg, factor)
+    return apply_registration(reference.astype(np.float32), reg)
 
 
 def _score(
@@ -233,7 +263,7 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
         "| method | PSNR (dB) | SSIM | FRC resolution (µm) | smallest two-point separation resolved (µm) |",
         "|---|---|---|---|---|",
     ]
-    for m in ("model", *BASELINES, "ceiling"):
+    for m in ("model", *BASELINES, "ceiling", "ideal"):
         if m in o:
             sm = report["smallest_resolved_separation_um"].get(m)
             lines.append(
@@ -270,7 +300,15 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     if "ceiling" in o:
         lines.append(
             f"- Ceiling (reference vs an independent reference of the same instant): "
-            f"{o['ceiling']['psnr']:.2f} dB, SSIM {o['ceiling']['ssim']:.3f}."
+            f"{o['ceiling']['psnr']:.2f} dB, SSIM {o['ceiling']['ssim']:.3f}. A "
+            "noise-free prediction can score above it: two measurements both carry noise."
+        )
+    if "ideal" in o:
+        lines.append(
+            f"- Ideal (the simulator's noise-free truth vs the reference): "
+            f"{o['ideal']['psnr']:.2f} dB, SSIM {o['ideal']['ssim']:.3f}, FRC "
+            f"{o['ideal']['frc_um']:.3f} µm: no prediction can do better. The model "
+            f"is {o['ideal']['psnr'] - o['model']['psnr']:.2f} dB below it."
         )
     return "\n".join(lines) + "\n"
 

@@ -80,10 +80,11 @@ def targets_in_pixels(
     return out
 
 
-def independent_reference(
-    info: dict[str, Any], record: dict[str, Any], camera: str = "ReferenceCam"
-) -> np.ndarray:
-    """A second reference frame of the same instant with independent noise."""
+def _reference_photons(
+    info: dict[str, Any], record: dict[str, Any], camera: str
+) -> tuple[np.ndarray, Sensor, int, int]:
+    """Expected photons of the reference frame of ``record``, its sensor, binning
+    and trigger (the instant the camera read)."""
     scene = scene_for_run(info)
     hub, cam = _state(info, HUB), _state(info, camera)
     ref = record["reference"]
@@ -99,7 +100,29 @@ def independent_reference(
         gain_e_per_adu=float(cam["Gain"]),
         offset_adu=float(cam["Offset"]),
     )
-    rng = np.random.default_rng(
-        (int(hub["Seed"]), trigger, zlib.crc32(b"second reference"))
-    )
-    return sensor.expose(photons * np.float32(dose), int(ref["binning"]), rng)
+    return photons * np.float32(dose), sensor, int(ref["binning"]), trigger
+
+
+def independent_reference(
+    info: dict[str, Any], record: dict[str, Any], camera: str = "ReferenceCam"
+) -> np.ndarray:
+    """A second reference frame of the same instant with independent noise."""
+    photons, sensor, binning, trigger = _reference_photons(info, record, camera)
+    seed = int(_state(info, HUB)["Seed"])
+    rng = np.random.default_rng((seed, trigger, zlib.crc32(b"second reference")))
+    return sensor.expose(photons, binning, rng)
+
+
+def noise_free_reference(
+    info: dict[str, Any], record: dict[str, Any], camera: str = "ReferenceCam"
+) -> np.ndarray:
+    """The reference frame's expectation (ADU, float32): what an ideal restoration
+    could at best predict, since the noise of the measured reference is unknowable."""
+    photons, sensor, binning, _ = _reference_photons(info, record, camera)
+    if binning > 1:
+        h, w = photons.shape
+        photons = photons.reshape(h // binning, binning, w // binning, binning).sum(
+            (1, 3)
+        )
+    electrons = photons * sensor.quantum_efficiency
+    return (electrons / sensor.gain_e_per_adu + sensor.offset_adu).astype(np.float32)
