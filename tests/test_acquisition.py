@@ -129,6 +129,19 @@ def test_dose_and_binning_scale_the_signal_as_physics_says(demo_core) -> None:
     assert dark.std() == pytest.approx(1.6 / 0.5, rel=0.1)
 
 
+def test_defocus_blurs_and_keeps_the_photons(demo_core) -> None:
+    core = demo_core
+    core.setAutoShutter(False)
+    core.setProperty("DemoHub", "SpecimenSecondsPerTrigger", 0.0)
+    core.setProperty("ReferenceCam", "ReadNoise_e", 0.0)
+    focused = _snap(core, "ReferenceCam").astype(float) - 100
+    core.setPosition("Z", 2.0)
+    blurred = _snap(core, "ReferenceCam").astype(float) - 100
+    # same photons (up to light spread beyond the field edge), lower peaks
+    assert blurred.sum() / focused.sum() == pytest.approx(1.0, rel=0.05)
+    assert np.percentile(blurred, 99.9) < 0.6 * np.percentile(focused, 99.9)
+
+
 def test_specimen_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = pairscope.open_run(acquire_demo_run(tmp_path / "a", frames=2, seed=3))
     b = pairscope.open_run(acquire_demo_run(tmp_path / "b", frames=2, seed=3))

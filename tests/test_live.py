@@ -154,3 +154,39 @@ def test_model_for_another_binning_is_refused(demo_core, tmp_path: Path) -> None
         assert "restores ×4" in str(err) and "binning" in str(err)
     else:
         raise AssertionError("a x4 model was accepted for a x2 acquisition")
+
+
+def test_windowed_session_runs_and_shows_all_panels(demo_core, tmp_path: Path) -> None:
+    """The Qt path of the demo (offscreen): acquisition completes, panels have content."""
+    from qtpy.QtWidgets import QApplication
+
+    _small(demo_core)
+    net = default_preview_network(2)
+    restorer = _restorer(net, "window-test")
+    shots = []
+
+    def grab_at_end(acq, _restorer) -> None:
+        acq.events.finished.connect(lambda _s: shots.append(True))
+
+    summary = run_live(
+        demo_core,
+        AcquisitionSettings(),
+        SEQ,
+        options=LiveOptions(
+            out=tmp_path, window=True, keep_window_open=False, progress=False
+        ),
+        restorer=restorer,
+        on_started=grab_at_end,
+    )
+    assert summary.status == "completed" and summary.pairs == 30 and shots
+    windows = [
+        w
+        for w in QApplication.topLevelWidgets()
+        if w.windowTitle().startswith("pairscope")
+    ]
+    assert windows, "the preview window was never created"
+    window = windows[-1]
+    window.refresh()
+    image = window.grab().toImage()
+    assert image.width() > 100 and image.height() > 100
+    assert len(pairscope.open_run(summary.run_dir)) == 30

@@ -53,6 +53,8 @@ class LiveOptions:
     model: Path | None = None  # None: the bundled demo model for the binning
     save_restored: bool = False
     progress: bool = True
+    window: bool | None = None  # None: a window where there is a display
+    keep_window_open: bool = True  # after the run, until the user closes it
 
 
 def run_live(
@@ -82,7 +84,7 @@ def run_live(
         if options.save_restored:
             predictions = PredictionWriter(writer.run_dir)
             restorer.events.restored.connect(predictions.on_restored)
-    headless = options.headless or not has_display()
+    headless = options.headless or (options.window is None and not has_display())
     sink = _make_sink(headless, writer.run_dir)
     from .preview import connect_preview
 
@@ -96,7 +98,9 @@ def run_live(
         if headless:
             summary = acq.run(sequence, writer=writer)
         else:
-            summary = _run_with_window(acq, sequence, writer, sink)
+            summary = _run_with_window(
+                acq, sequence, writer, sink, keep_open=options.keep_window_open
+            )
     finally:
         if restorer is not None:
             restorer.stop()
@@ -156,22 +160,30 @@ def _progress(acq: PairedAcquisition, sequence: MDASequence) -> tqdm:
 
 
 def _run_with_window(
-    acq: PairedAcquisition, sequence, writer, window
+    acq: PairedAcquisition,
+    sequence: MDASequence,
+    writer: RunWriter,
+    window: Any,
+    *,
+    keep_open: bool = True,
 ) -> AcquisitionSummary:
-    """Acquire on a thread while Qt runs the window; closing it cancels the run."""
+    """Acquire on a thread while Qt runs the window; closing it cancels the run.
+
+    With ``keep_open`` the window stays up after the run until the user closes it.
+    """
     from qtpy.QtCore import QTimer
 
     app = window._app_ref
     window.setWindowTitle("pairscope — live paired acquisition")
     window.show()
     thread, result = acq.run_in_thread(sequence, writer=writer)
-    closed = {"by_user": False}
 
     def _poll() -> None:
-        if not window.isVisible() and thread.is_alive():
-            closed["by_user"] = True
-            acq.cancel()
-        if not thread.is_alive() and not window.isVisible():
+        if thread.is_alive():
+            if not window.isVisible():  # closed by the user: stop the run
+                acq.cancel()
+        elif not keep_open or not window.isVisible():
+            window.close()
             app.quit()
 
     timer = QTimer()
