@@ -11,6 +11,7 @@ fsync per file, so a crash loses at most that interval, never a listed pair.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -55,12 +56,93 @@ def new_run_dir(root: str | Path, name: str = "run") -> Path:
     )
 
 
+class _StagedFile(io.RawIOBase):
+    """A new file whose writes are staged in memory and committed in a few syscalls.
+
+    tifffile seeks and writes a dozen times per page; every such call releases and
+    re-takes the GIL, and against a CPU-bound acquisition thread each re-take waits
+    for Python's switch interval (the "convoy effect"), which slowed acquisition by
+    5-10 %.  Staged, a commit is one ``pwrite`` of the new bytes, ``pwrite`` patches
+    of earlier bytes (the previous page's next-IFD offset) and one ``fsync``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._disk = 0  # bytes committed
+        self._tail = bytearray()  # staged bytes from offset self._disk on
+        self._patches: list[tuple[int, bytes]] = []  # staged bytes below self._disk
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos}.get(whence)
+        if base is None:  # SEEK_END
+            base = self._disk + len(self._tail)
+        self._pos = base + offset
+        return self._pos
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = len(view)
+        below = max(0, min(n, self._disk - self._pos))  # part over committed bytes
+        if below:
+            self._patches.append((self._pos, bytes(view[:below])))
+        i = self._pos + below - self._disk
+        if i > len(self._tail):
+            self._tail.extend(bytes(i - len(self._tail)))
+        self._tail[i : i + n - below] = view[below:]
+        self._pos += n
+        return n
+
+    def commit(self) -> None:
+        """New bytes first, then the patches that link to them: a failure midway
+        leaves the committed file intact (no pointer into missing bytes)."""
+        if self._tail:
+            _pwrite_all(self._fd, self._tail, self._disk)
+            os.fsync(self._fd)
+            self._disk += len(self._tail)
+            self._tail = bytearray()
+        for offset, patch in self._patches:
+            _pwrite_all(self._fd, patch, offset)
+        self._patches.clear()
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Commit what is staged and close; if that fails the staged bytes are lost
+        (the manifest never listed them) and the error is raised."""
+        if not self.closed:
+            try:
+                self.commit()
+            finally:
+                self._tail = bytearray()  # a new one: a failed write may hold a view
+                self._patches.clear()
+                os.close(self._fd)
+                super().close()
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 class _PageFile:
     """A BigTIFF that grows one page per frame."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._tif = tifffile.TiffWriter(path, bigtiff=True)
+        self._file = _StagedFile(path)
+        self._tif = tifffile.TiffWriter(self._file, bigtiff=True)
         self.pages = 0
         self.shape: tuple[int, int] | None = None
         self.dtype: np.dtype | None = None
@@ -88,12 +170,14 @@ class _PageFile:
         return self.pages - 1
 
     def sync(self) -> None:
-        fh = self._tif.filehandle
-        fh.flush()
-        os.fsync(fh._fh.fileno())  # tifffile's FileHandle wraps the OS file
+        self._tif.filehandle.flush()
+        self._file.commit()
 
     def close(self) -> None:
-        self._tif.close()
+        try:
+            self._tif.close()
+        finally:
+            self._file.close()
 
     def finalize_ome(self, name: str) -> None:
         """Write OME-XML (a T stack with physical pixel sizes) into page 0."""
@@ -187,7 +271,10 @@ class RunWriter:
             self._queue.put(_STOP)
             self._thread.join()
         for key, f in self._files.items():
-            f.close()
+            try:
+                f.close()
+            except OSError as exc:  # e.g. the disk filled while closing
+                self._error = self._error or self._fail(exc)
             if self._error is None:
                 try:
                     f.finalize_ome(key)
