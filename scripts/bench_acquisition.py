@@ -16,6 +16,7 @@ from pathlib import Path
 import useq
 
 import pairscope
+from pairscope._memory import keep_frame_memory
 from pairscope.acquire import PairedAcquisition
 from pairscope.hardware import demo_config_path, open_core
 from pairscope.io import RunWriter
@@ -55,6 +56,7 @@ def bench(binning: int, sensor: int, pairs: int, block: int, out: Path) -> dict:
 
 
 def main() -> None:
+    keep_frame_memory()  # as the pairscope CLI does
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--pairs", type=int, default=2000, help="pairs per condition")
     p.add_argument("--block", type=int, default=200)

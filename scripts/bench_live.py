@@ -16,6 +16,7 @@ from pathlib import Path
 import useq
 
 import pairscope
+from pairscope._memory import keep_frame_memory
 from pairscope.config import AcquisitionSettings
 from pairscope.hardware import demo_config_path, open_core
 from pairscope.live import LiveOptions, bundled_model_path, run_live
@@ -81,6 +82,7 @@ def bench(interval_ms: float, pairs: int, block: int, sensor: int, out: Path) ->
 
 
 def main() -> None:
+    keep_frame_memory()  # as the pairscope CLI does
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--pairs", type=int, default=400, help="pairs per condition")
     p.add_argument("--block", type=int, default=100)

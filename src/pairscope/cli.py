@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._memory import keep_frame_memory
 from .errors import PairscopeError
 
 DEFAULT_OUT = Path("pairscope_runs")
@@ -18,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _quiet_logging()
+    keep_frame_memory()
     try:
         return int(args.func(args) or 0)
     except (PairscopeError, FileNotFoundError, ValueError) as exc:
