@@ -286,12 +286,23 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
         f"bicubic to {o['bicubic']['frc_um']:.3f} µm ({'better' if df < 0 else 'NOT better'})."
     )
     sm = report["smallest_resolved_separation_um"]
+    fr = report["two_point_fraction_resolved"]
     if "model" in sm and "bicubic" in sm:
-        better = sm["model"] < sm["bicubic"]
-        lines.append(
-            f"- Two-point: the model resolves pairs down to {_fmt(sm['model'], 3)} µm, bicubic "
-            f"down to {_fmt(sm['bicubic'], 3)} µm ({'better' if better else 'NOT better'})."
-        )
+        if math.isinf(sm["model"]) and math.isinf(sm["bicubic"]):
+            widest = max(fr["model"], key=float)
+            lines.append(
+                f"- Two-point: neither the model nor bicubic resolves half of the pairs "
+                f"at any tested separation (up to {float(widest):.3f} µm); there the "
+                f"model resolves {fr['model'][widest]:.0%} and bicubic "
+                f"{fr['bicubic'][widest]:.0%}."
+            )
+        else:
+            better = sm["model"] < sm["bicubic"]
+            lines.append(
+                f"- Two-point: the model resolves pairs down to {_fmt(sm['model'], 3)} µm, "
+                f"bicubic down to {_fmt(sm['bicubic'], 3)} µm "
+                f"({'better' if better else 'NOT better'})."
+            )
     if report["two_point_regressions_um"]:
         seps = ", ".join(f"{s:.3f}" for s in report["two_point_regressions_um"])
         lines.append(
