@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 import torch
 import useq
@@ -190,3 +191,19 @@ def test_windowed_session_runs_and_shows_all_panels(demo_core, tmp_path: Path) -
     image = window.grab().toImage()
     assert image.width() > 100 and image.height() > 100
     assert len(pairscope.open_run(summary.run_dir)) == 30
+
+
+def test_live_session_registers_the_cameras_and_stores_it(
+    demo_core, tmp_path: Path
+) -> None:
+    for cam in ("LowDoseCam", "ReferenceCam"):
+        demo_core.setProperty(cam, "SensorSize", 256)
+    summary = run_live(
+        demo_core, AcquisitionSettings(), SEQ, options=_opts(tmp_path, restore=False)
+    )
+    saved = json.loads((Path(summary.run_dir) / "calibration.json").read_text())
+    reg = saved["registration"]
+    # the demo's low-dose camera is offset by (+0.13, -0.07) µm = (+1.3, -0.7) px
+    assert reg["shift_x_px"] == pytest.approx(1.3, abs=0.2)
+    assert reg["shift_y_px"] == pytest.approx(-0.7, abs=0.2)
+    assert reg["n_pairs"] == 4

@@ -10,18 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymmcore_plus import CMMCorePlus
 from tqdm import tqdm
 from useq import MDASequence
 
+from ._threads import deprioritize_current_thread
 from .acquire import AcquisitionSummary, PairedAcquisition
 from .acquire._engine import camera_pixel_size_um
-from .config import AcquisitionSettings
+from .config import AcquisitionSettings, PairingMode
 from .io import RunWriter
 from .io._predictions import PredictionWriter
 
@@ -89,6 +93,10 @@ def run_live(
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
+    calibration = None
+    if acq.detectors.mode is not PairingMode.ALTERNATING:
+        calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
+        acq.events.pairReady.connect(calibration.on_pair)
     bar = _progress(acq, sequence) if options.progress else None
     if on_started is not None:
         on_started(acq, restorer)
@@ -104,6 +112,8 @@ def run_live(
     finally:
         if restorer is not None:
             restorer.stop()
+        if calibration is not None:
+            calibration.finish()
         link.disconnect()  # pushes the final status
         if predictions is not None:
             predictions.close()
@@ -134,6 +144,72 @@ def _load_restorer(
     pixel = camera_pixel_size_um(core, acq.detectors.lowdose, settings.binning)
     loaded = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
     return StreamingRestorer(loaded)
+
+
+class _LiveCalibration:
+    """Register the cameras from the first pairs, on a low-priority thread.
+
+    Restored frames live in the low-dose camera's frame; once the registration is
+    known the preview shows the reference (and restored − reference) in that frame,
+    and the run folder gets its ``calibration.json``.
+    """
+
+    def __init__(self, sink: Any, run_dir: Path, factor: int, n_pairs: int = 4) -> None:
+        self.sink, self.run_dir, self.factor, self.n_pairs = (
+            sink,
+            run_dir,
+            factor,
+            n_pairs,
+        )
+        self.pairs: list[tuple[Any, Any]] = []
+        self.registration: Any = None
+        self._thread: threading.Thread | None = None
+
+    def on_pair(self, pair: Any) -> None:  # acquisition thread: keep references only
+        if self._thread is not None or pair.reference is None:
+            return
+        self.pairs.append((pair.lowdose, pair.reference))
+        if len(self.pairs) >= self.n_pairs:
+            self._thread = threading.Thread(
+                target=self._estimate, name="pairscope-calibration", daemon=True
+            )
+            self._thread.start()
+
+    def _estimate(self) -> None:
+        from .io.calibration import apply_registration, registration_from_pairs
+
+        deprioritize_current_thread()
+        try:
+            pairs = [
+                (a.astype(np.float32), b.astype(np.float32)) for a, b in self.pairs
+            ]
+            reg = registration_from_pairs(pairs, self.factor)
+        except Exception:
+            logger.warning("Live camera registration failed", exc_info=True)
+            return
+        self.registration = reg
+        self.sink.reference_transform = partial(apply_registration, reg=reg)
+
+    def finish(self, timeout: float = 120.0) -> None:
+        """Wait for the estimate and store it with the run."""
+        from .io.calibration import save_calibration
+
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.registration is not None:
+            save_calibration(self.run_dir, self.registration)
+
+
+def _central(low: Any, ref: Any, factor: int, size: int = 256) -> tuple[Any, Any]:
+    """The central ``size``² of the reference and the matching low-dose crop (the
+    registration is about the frame centre, so a central crop gives the same answer
+    at a fraction of the work)."""
+    h, w = low.shape
+    n = min(size // factor, h, w)
+    y0, x0 = (h - n) // 2, (w - n) // 2
+    crop_low = low[y0 : y0 + n, x0 : x0 + n]
+    crop_ref = ref[y0 * factor : (y0 + n) * factor, x0 * factor : (x0 + n) * factor]
+    return crop_low.astype(np.float32), crop_ref.astype(np.float32)
 
 
 def _make_sink(headless: bool, run_dir: Path) -> Any:

@@ -213,8 +213,20 @@ def estimate_registration(
        and ``residual_px`` their RMS scatter.
     """
     run = run if isinstance(run, Run) else open_run(run)
-    f = run.factor
-    pairs = _pairs(run, max_pairs)
+    return registration_from_pairs(
+        _pairs(run, max_pairs), run.factor, fit_scale=fit_scale, scale_pairs=scale_pairs
+    )
+
+
+def registration_from_pairs(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    factor: int,
+    *,
+    fit_scale: bool = True,
+    scale_pairs: int = 4,
+) -> Registration:
+    """:func:`estimate_registration` on ``(lowdose, reference)`` float32 arrays."""
+    f = factor
     start = _phase_correlation_sum([(low, bin_sum(ref, f)) for low, ref in pairs]) * f
     coeffs = [(low, ndi.spline_filter(ref, order=3)) for low, ref in pairs]
     margin = math.ceil(float(np.abs(start).max()) / f) + 3

@@ -5,6 +5,7 @@ Shared by the Qt window and the headless sink so both show the same pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -184,9 +185,17 @@ def panels_for(
     *,
     limits: Limits | None = None,
     method: Literal["nearest", "bilinear"] = "nearest",
+    reference_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[PanelImage]:
-    """:func:`render_panels` for a ``Pair`` and a restored frame (or ``None``)."""
+    """:func:`render_panels` for a ``Pair`` and a restored frame (or ``None``).
+
+    ``reference_transform`` (e.g. the camera registration) maps the reference onto
+    the low-dose camera's frame, where restored frames live, before it is shown and
+    subtracted.
+    """
     low, ref = pair.lowdose, pair.reference
+    if ref is not None and reference_transform is not None:
+        ref = reference_transform(ref)
     restored = None if frame is None else frame.image
     grid = ref if ref is not None else restored
     factor = pair.factor if grid is None else max(1, grid.shape[-1] // low.shape[-1])

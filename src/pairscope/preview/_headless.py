@@ -44,6 +44,8 @@ class HeadlessPreview:
         method: Literal["nearest", "bilinear"] = "nearest",
         dpi: int = 100,
     ) -> None:
+        #: maps the reference onto the low-dose camera frame (set by the live session)
+        self.reference_transform: Any = None
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
         self.out_dir = Path(out_dir)
@@ -160,8 +162,14 @@ class HeadlessPreview:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        frame = self._latest.restored_for(pair.index)
-        panels = panels_for(pair, frame, method=self.method)
+        matched, frame, _ = self._latest.latest()
+        pair = matched or pair
+        panels = panels_for(
+            pair,
+            frame,
+            method=self.method,
+            reference_transform=self.reference_transform,
+        )
         fig = Figure(figsize=(4 * 4, 4.6), dpi=self.dpi, layout="constrained")
         FigureCanvasAgg(fig)
         for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):

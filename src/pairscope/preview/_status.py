@@ -113,22 +113,28 @@ class PreviewSink(Protocol):
 
 
 class LatestFrames:
-    """Thread-safe store of the newest pair and the few newest restored frames.
+    """Thread-safe store of the few newest pairs and restored frames.
 
-    :meth:`latest` pairs the newest pair with the restored frame of the same index
-    when there is one, else with the newest restored frame.
+    :meth:`latest` prefers a *matched* view: the newest restored frame with its own
+    pair (restoration lags acquisition by its latency, so the newest pair rarely has
+    its restored frame yet, and a difference needs both of the same instant); with no
+    match it gives the newest pair and the newest restored frame.
     """
 
     def __init__(self, keep: int = 16) -> None:
         self._lock = threading.Lock()
         self._keep = keep
         self._pair: Pair | None = None
+        self._pairs: OrderedDict[int, Pair] = OrderedDict()
         self._restored: OrderedDict[int, RestoredLike] = OrderedDict()
         self.version = 0  # increases on every change
 
     def put_pair(self, pair: Pair) -> None:
         with self._lock:
             self._pair = pair
+            self._pairs[pair.index] = pair
+            while len(self._pairs) > self._keep:
+                self._pairs.popitem(last=False)
             self.version += 1
 
     def put_restored(self, frame: RestoredLike) -> None:
@@ -148,9 +154,13 @@ class LatestFrames:
             return frame
 
     def latest(self) -> tuple[Pair | None, RestoredLike | None, int]:
-        """``(newest pair, its best restored frame, version)``."""
+        """``(pair, restored frame, version)``: matched if possible (class doc)."""
         with self._lock:
-            pair, version = self._pair, self.version
+            version = self.version
+            for index in reversed(self._restored):
+                if index in self._pairs:
+                    return self._pairs[index], self._restored[index], version
+            pair = self._pair
         frame = self.restored_for(-1 if pair is None else pair.index)
         return pair, frame, version
 

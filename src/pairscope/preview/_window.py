@@ -122,6 +122,8 @@ class PreviewWindow(QWidget):
         super().__init__(parent)
         self.setWindowTitle("pairscope preview")
         self.method: Literal["nearest", "bilinear"] = method
+        #: maps the reference onto the low-dose camera frame (set by the live session)
+        self.reference_transform: Any = None
         self._latest = LatestFrames()
         self._lock = threading.Lock()
         self._status = PreviewStatus()
@@ -278,7 +280,11 @@ class PreviewWindow(QWidget):
 
     def _show_frames(self, pair: Pair, frame: RestoredLike | None) -> None:
         self.panels = panels_for(
-            pair, frame, limits=self.manual_limits, method=self.method
+            pair,
+            frame,
+            limits=self.manual_limits,
+            method=self.method,
+            reference_transform=self.reference_transform,
         )
         for view, title, panel in zip(
             self.views, self.titles, self.panels, strict=True
