@@ -27,6 +27,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.optimize
 
+from .._binning import bin_sum
 from . import _layout as L
 from ._reader import Run, open_run
 
@@ -62,15 +63,6 @@ class Registration:
     def from_dict(cls, d: dict[str, Any]) -> Registration:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def bin_sum(img: np.ndarray, f: int) -> np.ndarray:
-    """Sum ``f x f`` blocks (charge binning); trailing rows/columns are dropped."""
-    if f == 1:
-        return img
-    h, w = img.shape[-2] // f, img.shape[-1] // f
-    a = img[..., : h * f, : w * f]
-    return a.reshape(*a.shape[:-2], h, f, w, f).sum(axis=(-3, -1))
 
 
 def apply_registration(

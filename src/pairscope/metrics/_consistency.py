@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter
 
+from .._binning import bin_sum
 from ._intensity import affine_fit, percentile_normalize
 
 __all__ = ["ConsistencyResult", "bin_image", "consistency_residual", "reblur_and_bin"]
@@ -51,11 +52,8 @@ def bin_image(
     ndarray of float64
         Shape ``(..., H // factor, W // factor)``.
     """
-    x = np.asarray(img, dtype=np.float64)
-    h, w = x.shape[-2] // factor, x.shape[-1] // factor
-    x = x[..., : h * factor, : w * factor]
-    blocks = x.reshape((*x.shape[:-2], h, factor, w, factor))
-    return blocks.sum(axis=(-3, -1)) if reduce == "sum" else blocks.mean(axis=(-3, -1))
+    summed = bin_sum(np.asarray(img, dtype=np.float64), factor)
+    return summed if reduce == "sum" else summed / factor**2
 
 
 def reblur_and_bin(

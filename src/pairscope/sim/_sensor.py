@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._binning import bin_sum
+
 ADU_MAX = 65535
 
 
@@ -31,14 +33,7 @@ class Sensor:
         Poisson statistics of the summed signal and one read noise, not ``b²``.
         """
         electrons = photons * self.quantum_efficiency
-        if binning > 1:
-            h, w = electrons.shape
-            hb, wb = h // binning, w // binning
-            electrons = (
-                electrons[: hb * binning, : wb * binning]
-                .reshape(hb, binning, wb, binning)
-                .sum(axis=(1, 3))
-            )
+        electrons = bin_sum(electrons, binning)
         counts = rng.poisson(np.maximum(electrons, 0.0)).astype(np.float32)
         counts += (
             rng.standard_normal(counts.shape, dtype=np.float32) * self.read_noise_e

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._binning import bin_sum
 from ._optics import Optics
 from ._scene import Scene, SensorGeometry
 from ._sensor import Sensor
@@ -119,10 +120,6 @@ def noise_free_reference(
     """The reference frame's expectation (ADU, float32): what an ideal restoration
     could at best predict, since the noise of the measured reference is unknowable."""
     photons, sensor, binning, _ = _reference_photons(info, record, camera)
-    if binning > 1:
-        h, w = photons.shape
-        photons = photons.reshape(h // binning, binning, w // binning, binning).sum(
-            (1, 3)
-        )
+    photons = bin_sum(photons, binning)
     electrons = photons * sensor.quantum_efficiency
     return (electrons / sensor.gain_e_per_adu + sensor.offset_adu).astype(np.float32)
