@@ -238,3 +238,9 @@ def test_a_stage_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) -
     assert "did not reach (5.0, 5.0)" in summary.message
     assert "earlier pair is saved" in summary.message.replace("Every", "every")
     assert len(pairscope.open_run(summary.run_dir)) == 3
+
+
+def test_cpp_config_without_micromanager_says_how_to_fix_it() -> None:
+    cfg = DEMO_CFG.parent / "example_cpp_two_cameras.cfg"
+    with pytest.raises(ConfigError, match=r"line 14.*mmcore install"), open_core(cfg):
+        pass
