@@ -242,5 +242,5 @@ def test_a_stage_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) -
 
 def test_cpp_config_without_micromanager_says_how_to_fix_it() -> None:
     cfg = DEMO_CFG.parent / "example_cpp_two_cameras.cfg"
-    with pytest.raises(ConfigError, match=r"line 14.*mmcore install"), open_core(cfg):
+    with pytest.raises(ConfigError, match=r"(?s)line 14.*mmcore install"), open_core(cfg):
         pass
