@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import numpy as np
 
@@ -50,20 +50,8 @@ class Pair:
     metadata: PairMetadata = field(default_factory=lambda: PairMetadata())
 
     @property
-    def has_reference(self) -> bool:
-        return self.reference is not None
-
-    @property
     def factor(self) -> int:
         """Binning ratio reference/low-dose (1 when there is no reference)."""
         if self.reference is None:
             return int(self.metadata.get("lowdose", {}).get("binning", 1) or 1)
         return self.reference.shape[-1] // self.lowdose.shape[-1]
-
-    def summary(self) -> dict[str, Any]:
-        """A short, JSON-friendly description for logs and errors."""
-        return {
-            "index": self.index,
-            "lowdose_shape": self.lowdose.shape,
-            "reference_shape": None if self.reference is None else self.reference.shape,
-        }
