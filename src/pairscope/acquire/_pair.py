@@ -51,7 +51,7 @@ class Pair:
 
     @property
     def factor(self) -> int:
-        """Binning ratio reference/low-dose (1 when there is no reference)."""
+        """Binning ratio reference/low-dose (the low-dose binning without a reference)."""
         if self.reference is None:
             return int(self.metadata.get("lowdose", {}).get("binning", 1) or 1)
         return self.reference.shape[-1] // self.lowdose.shape[-1]
