@@ -106,6 +106,12 @@ def test_camera_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) ->
     assert run.info["status"] == "failed"
 
 
+def _headless_demo(out: Path, *, frames: int) -> list[str]:
+    """The CLI line of a headless demo run at 256² without restoration."""
+    return [*CLI, "demo", "--frames", str(frames), "--sensor", "256", "--headless",
+            "--no-restore", "--no-progress", "--out", str(out)]  # fmt: skip
+
+
 def _limit_file_size() -> None:  # runs in the child before exec
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of a signal
     resource.setrlimit(resource.RLIMIT_FSIZE, (3_000_000, 3_000_000))
@@ -114,19 +120,7 @@ def _limit_file_size() -> None:  # runs in the child before exec
 def test_full_disk_stops_the_run_and_keeps_what_was_written(tmp_path: Path) -> None:
     """A real OS write failure (file-size limit), in a real CLI process."""
     proc = subprocess.run(
-        [
-            *CLI,
-            "demo",
-            "--frames",
-            "200",
-            "--sensor",
-            "256",
-            "--headless",
-            "--no-restore",
-            "--no-progress",
-            "--out",
-            str(tmp_path),
-        ],
+        _headless_demo(tmp_path, frames=200),
         preexec_fn=_limit_file_size,
         capture_output=True,
         text=True,
@@ -143,19 +137,7 @@ def test_full_disk_stops_the_run_and_keeps_what_was_written(tmp_path: Path) -> N
 
 def test_kill_9_leaves_every_manifest_pair_readable(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [
-            *CLI,
-            "demo",
-            "--frames",
-            "100000",
-            "--sensor",
-            "256",
-            "--headless",
-            "--no-restore",
-            "--no-progress",
-            "--out",
-            str(tmp_path),
-        ],
+        _headless_demo(tmp_path, frames=100_000),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -242,5 +224,8 @@ def test_a_stage_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) -
 
 def test_cpp_config_without_micromanager_says_how_to_fix_it() -> None:
     cfg = DEMO_CFG.parent / "example_cpp_two_cameras.cfg"
-    with pytest.raises(ConfigError, match=r"(?s)line 14.*mmcore install"), open_core(cfg):
+    with (
+        pytest.raises(ConfigError, match=r"(?s)line 14.*mmcore install"),
+        open_core(cfg),
+    ):
         pass
