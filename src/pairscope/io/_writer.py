@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .._files import write_atomic
 from ..errors import WriterError
 from . import _layout as L
 
@@ -365,12 +366,8 @@ class RunWriter:
         )
 
     def _write_json(self, name: str, data: dict[str, Any]) -> None:
-        tmp = self.run_dir / (name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.run_dir / name)
+        text = json.dumps(data, indent=2, default=_json_default)
+        write_atomic(self.run_dir / name, text.encode())
 
 
 def _json_default(obj: Any) -> Any:

@@ -28,6 +28,7 @@ import scipy.ndimage as ndi
 import scipy.optimize
 
 from .._binning import bin_sum
+from .._files import write_atomic
 from . import _layout as L
 from ._reader import Run, open_run
 
@@ -237,9 +238,7 @@ def save_calibration(run_path: str | Path, reg: Registration) -> Path:
     """Write ``calibration.json`` into the run folder atomically; return its path."""
     path = Path(run_path) / L.CALIBRATION
     data = {"registration": asdict(reg), "convention": __doc__.split("\n\n")[1]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2).encode())
     return path
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .._files import write_atomic
 from ._networks import ARCHITECTURES, RestorationNet, build_network
 
 __all__ = [
@@ -234,9 +235,7 @@ def save_model(path: str | Path, network: RestorationNet, info: ModelInfo) -> st
     """
     path = Path(path)
     data = _serialize(network, info)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

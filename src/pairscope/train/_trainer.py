@@ -9,6 +9,7 @@ writes the checkpoint and the model file.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from pairscope._files import write_atomic
 from pairscope.io import Run
 from pairscope.io.dataset import PairDataset
 from pairscope.restore import (
@@ -137,9 +139,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _build(
