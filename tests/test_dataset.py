@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pairscope.io.calibration import Registration, bin_sum, save_calibration
+from pairscope._binning import bin_sum
+from pairscope.io.calibration import Registration, save_calibration
 from pairscope.io.dataset import PairDataset, split_blocks
 from pairscope.restore import Normalization
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import metrics as M
 from .io import Run, open_run
+from .io.calibration import registration_or_estimate
 from .restore import LoadedModel, StreamingRestorer, load_model
 from .sim import ground_truth
 
@@ -75,7 +76,7 @@ def evaluate(
                 f"{loaded_factor}x: evaluate it on runs acquired with binning {loaded_factor}."
             )
         if run.path not in registrations:
-            registrations[run.path] = _registration(run)
+            registrations[run.path] = registration_or_estimate(run)
         ref = _aligned_reference(pair.reference, registrations[run.path])
         px = pair.metadata["reference"].get("pixel_size_um") or 1.0
         preds = {"model": restorer.restore_now(pair.lowdose)}
@@ -109,22 +110,6 @@ def evaluate(
     }
     _write_outputs(out, report, per_frame, example, loaded)
     return report
-
-
-def _registration(run: Run) -> Any:
-    """The run's stored calibration, else one estimated now (and said so)."""
-    from .io.calibration import estimate_registration, load_registration
-
-    reg = load_registration(run)
-    if reg is None:
-        logger.warning(
-            "%s has no calibration: estimating the camera registration now. Run "
-            "'pairscope calibrate %s' to store it with the run.",
-            run.path,
-            run.path,
-        )
-        reg = estimate_registration(run)
-    return reg
 
 
 def _aligned_reference(reference: np.ndarray, reg: Any) -> np.ndarray:

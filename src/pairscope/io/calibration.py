@@ -18,6 +18,7 @@ then a least-squares fit of ``low ≈ a·bin(warp(ref)) + b`` over shift and sca
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,12 +33,14 @@ from .._files import write_atomic
 from . import _layout as L
 from ._reader import Run, open_run
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Registration",
     "apply_registration",
-    "bin_sum",
     "estimate_registration",
     "load_registration",
+    "registration_or_estimate",
     "save_calibration",
 ]
 
@@ -249,3 +252,19 @@ def load_registration(run: Run | str | Path) -> Registration | None:
     if not cal or "registration" not in cal:
         return None
     return Registration.from_dict(cal["registration"])
+
+
+def registration_or_estimate(run: Run | str | Path) -> Registration:
+    """The run's stored registration, else one estimated now (with a warning that
+    ``pairscope calibrate`` would store it)."""
+    run = run if isinstance(run, Run) else open_run(run)
+    reg = load_registration(run)
+    if reg is None:
+        logger.warning(
+            "%s has no calibration: estimating the camera registration now. Run "
+            "'pairscope calibrate %s' to store it with the run.",
+            run.path,
+            run.path,
+        )
+        reg = estimate_registration(run)
+    return reg

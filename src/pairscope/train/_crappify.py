@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pairscope.io.calibration import bin_sum
+from pairscope._binning import bin_sum
 from pairscope.io.dataset import PairDataset
 
 from ._noise_fit import NoiseModel

@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from pairscope._binning import bin_sum
 from pairscope.io import Run, open_run
 from pairscope.io.calibration import (
     Registration,
     apply_registration,
-    bin_sum,
-    estimate_registration,
-    load_registration,
+    registration_or_estimate,
 )
 
 __all__ = ["NoiseModel", "fit_noise_model"]
@@ -79,7 +78,7 @@ def fit_noise_model(
     dark_ref: list[np.ndarray] = []
     for run in opened + darks:
         is_dark_run = run in darks
-        reg = Registration() if is_dark_run else _registration(run)
+        reg = Registration() if is_dark_run else registration_or_estimate(run)
         for i in range(len(run)):
             rec = run.records[i]
             dark = is_dark_run or float(rec.get("light_power", 1.0)) == 0
@@ -147,16 +146,6 @@ def fit_noise_model(
         reference_gain_e_per_adu=float(g_ref),
         reference_offset_adu=float(off_ref),
     )
-
-
-def _registration(run: Run) -> Registration:
-    reg = load_registration(run)
-    if reg is None:
-        logger.warning(
-            "%s has no calibration.json: estimating the registration", run.path
-        )
-        reg = estimate_registration(run)
-    return reg
 
 
 def _dark_stats(frames: list[np.ndarray]) -> tuple[float, float]:
