@@ -120,7 +120,24 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON list of [[x1, y1], [x2, y2], separation_um] in reference pixels",
     )
     ev.set_defaults(func=_cmd_evaluate)
+    _register_command_modules(sub)
     return p
+
+
+def _register_command_modules(sub: argparse._SubParsersAction) -> None:
+    """Each module of :mod:`pairscope.commands` adds its own subcommand(s).
+
+    A module defines ``register(subparsers)``, which adds a parser and sets its
+    ``func`` default (a function of the parsed arguments returning an exit code).
+    """
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
 
 
 def _live_options(p: argparse.ArgumentParser) -> None:
