@@ -13,6 +13,8 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,15 +27,26 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .._files import write_atomic
-from ._networks import ARCHITECTURES, RestorationNet, build_network
+from ._networks import (
+    ARCHITECTURES,
+    MAX_FACTOR,
+    RestorationNet,
+    build_network,
+    check_params,
+    expected_shapes,
+)
 
 __all__ = [
     "FORMAT_VERSION",
+    "CameraModel",
     "LoadedModel",
     "ModelFileError",
     "ModelInfo",
+    "NoiseFit",
     "Normalization",
     "TrainedRun",
+    "ValidationScores",
+    "describe_model_file",
     "load_model",
     "model_sha256",
     "save_model",
@@ -41,9 +54,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1: no camera, noise fit, training or validation
 METADATA_KEY = "pairscope"
-_MAX_HEADER = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # the JSON header; read only if within this
+MAX_PARAMETERS = 64_000_000  # network parameters built from a file, at most
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 
 
 def _pairscope_version() -> str:
@@ -126,8 +142,51 @@ class TrainedRun(BaseModel):
     sha256: str
 
 
+class CameraModel(BaseModel):
+    """A camera as its device reported it: offset, gain and read noise."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    camera: str | None = None
+    offset_adu: float | None = None
+    gain_e_per_adu: float | None = Field(None, gt=0)
+    read_noise_e: float | None = Field(None, ge=0)
+
+
+class NoiseFit(BaseModel):
+    """The photon-transfer fit of the low-dose camera (``pairscope.train.NoiseModel``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gain_e_per_adu: float
+    offset_adu: float
+    read_noise_e: float
+    n_points: int = Field(0, ge=0)
+    dose_ratio: float | None = None
+    reference_gain_e_per_adu: float | None = None
+    reference_offset_adu: float | None = None
+
+
+class ValidationScores(BaseModel):
+    """Scores of the stored weights on the held-out validation pairs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epoch: int = Field(ge=0)
+    selected: Literal["best", "last"] = "best"
+    val_loss: float
+    psnr_db: float | None = None
+    bicubic_psnr_db: float | None = None
+    n_pairs: int = Field(0, ge=0)
+    n_train_pairs: int = Field(0, ge=0)
+
+
 class ModelInfo(BaseModel):
-    """Everything a model file records besides its weights."""
+    """Everything a model file records besides its weights.
+
+    ``training`` is the JSON form of the :class:`pairscope.train.TrainConfig` that
+    made the model (with its ``version``); ``history`` one entry per epoch.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -135,7 +194,7 @@ class ModelInfo(BaseModel):
     name: str
     arch: str
     params: dict[str, Any] = Field(default_factory=dict)
-    factor: int = Field(ge=1)
+    factor: int = Field(ge=1, le=MAX_FACTOR)
     input_norm: Normalization = Normalization()
     target_norm: Normalization = Normalization()
     lowdose_pixel_size_um: float | None = Field(None, gt=0)
@@ -144,6 +203,12 @@ class ModelInfo(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     pairscope_version: str = Field(default_factory=_pairscope_version)
     created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    lowdose_camera: CameraModel | None = None
+    reference_camera: CameraModel | None = None
+    noise_fit: NoiseFit | None = None
+    training: dict[str, Any] | None = None
+    validation: ValidationScores | None = None
+    history: tuple[dict[str, float], ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> ModelInfo:
@@ -153,6 +218,7 @@ class ModelInfo(BaseModel):
             )
         if "factor" in self.params:
             raise ValueError("give the upscale factor as `factor`, not in `params`")
+        check_params(self.arch, self.factor, self.params)
         if self.target_norm.mode != "fixed":
             raise ValueError(
                 "target_norm.mode must be 'fixed': the output has no frame of its own "
@@ -224,6 +290,7 @@ def _serialize(network: RestorationNet, info: ModelInfo) -> bytes:
     tensors = {
         k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()
     }
+    _check_finite(None, tensors)
     return st_save(tensors, metadata={METADATA_KEY: info.model_dump_json()})
 
 
@@ -247,56 +314,167 @@ _CONVERT = (
     "pairscope.restore.save_model(path, network, info); or retrain with "
     "`pairscope train`"
 )
+_RESAVE = "re-save it with pairscope.restore.save_model"
 
 
-def _parse_header(path: Path | None, data: bytes) -> dict[str, Any]:
-    """Validate the safetensors framing of ``data`` and return its JSON header."""
-    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:4] in (
-        b"PK\x03\x04",
-        b"PK\x05\x06",
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool and float are not offsets or sizes
+
+
+def _check_entry(path: Path | None, name: str, entry: object) -> tuple[int, int]:
+    """Check one tensor entry of the header; return its ``(begin, end)`` offsets."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(
+            path,
+            f"header entry {name!r} is {_type_name(entry)} {str(entry)[:40]}, not an "
+            f"object with dtype, shape and data_offsets: corrupt file; {_RESAVE}",
+        )
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BYTES:
+        raise ModelFileError(
+            path,
+            f"tensor {name!r} has dtype {dtype!r}; a model file holds only "
+            f"{'/'.join(_DTYPE_BYTES)} weights; {_RESAVE}",
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 8
+        or not all(_is_int(n) and 0 <= n < 2**32 for n in shape)
     ):
-        raise ModelFileError(path, _CONVERT)
-    if len(data) < 8:
         raise ModelFileError(
             path,
-            f"file is {len(data)} bytes, too short for a model file "
-            "(truncated?): copy it again or re-save it with save_model",
+            f"tensor {name!r} has shape {str(shape)[:40]}, not a list of at most 8 "
+            f"non-negative integers: corrupt file; {_RESAVE}",
         )
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or not data[8:9] == b"{":
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_int(o) and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
         raise ModelFileError(
             path,
-            "not a safetensors file (no JSON header); pairscope model files are "
-            "written by pairscope.restore.save_model",
+            f"tensor {name!r} has data_offsets {str(offsets)[:40]}, not two "
+            f"increasing integers: corrupt file; {_RESAVE}",
         )
-    if len(data) < 8 + n:
+    size = math.prod(shape) * _DTYPE_BYTES[dtype]
+    if offsets[1] - offsets[0] != size:
         raise ModelFileError(
             path,
-            f"truncated: header needs {8 + n} bytes, file has {len(data)}; copy "
-            "the file again or re-save it with save_model",
+            f"tensor {name!r} declares shape {shape} {dtype} ({size} bytes) but "
+            f"{offsets[1] - offsets[0]} bytes of data: corrupt file; {_RESAVE}",
         )
-    try:
-        header: dict[str, Any] = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    return offsets[0], offsets[1]
+
+
+def _check_header(path: Path | None, header: object) -> int:
+    """Check every field of a parsed header; return the size of the data section."""
+    if not isinstance(header, dict):
         raise ModelFileError(
-            path, f"corrupt safetensors header ({e}); re-save it"
-        ) from e
-    end = max(
-        (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-        default=0,
+            path,
+            f"the header is a JSON {_type_name(header)}, not an object: not a "
+            f"pairscope model file; {_RESAVE}",
+        )
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelFileError(
+            path,
+            "header __metadata__ is not an object of strings: corrupt file; " + _RESAVE,
+        )
+    spans = sorted(
+        _check_entry(path, k, v) for k, v in header.items() if k != "__metadata__"
     )
-    if len(data) < 8 + n + end:
-        raise ModelFileError(
-            path,
-            f"truncated: the weights need {8 + n + end} bytes, file has "
-            f"{len(data)}; copy the file again or re-save it with save_model",
-        )
-    return header
+    end = 0
+    for begin, stop in spans:
+        if begin != end:
+            raise ModelFileError(
+                path,
+                f"tensor data overlaps or leaves a gap at byte {end}: corrupt file; "
+                + _RESAVE,
+            )
+        end = stop
+    return end
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The header and the whole file's bytes, each size checked before it is read.
+
+    Only a regular file is opened; its 8-byte header length is bounded by
+    :data:`MAX_HEADER_BYTES` and the file size, the header's entries are checked,
+    and the data section is read only if the file has exactly the declared size.
+    """
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        raise ModelFileError(path, f"cannot read model file: {e}") from e
+    with f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(
+                path,
+                "not a regular file (a device, pipe or folder); pass a .safetensors "
+                "model file written by pairscope",
+            )
+        size = st.st_size
+        head = f.read(8)
+        if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[
+            :4
+        ] in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ModelFileError(path, _CONVERT)
+        if len(head) < 8:
+            raise ModelFileError(
+                path,
+                f"file is {len(head)} bytes, too short for a model file "
+                "(truncated?): copy it again or re-save it with save_model",
+            )
+        (n,) = struct.unpack("<Q", head)
+        if n == 0 or n > MAX_HEADER_BYTES:
+            raise ModelFileError(
+                path,
+                f"not a safetensors file (its header length {n} is not within 1 byte "
+                f"to {MAX_HEADER_BYTES >> 20} MiB); pairscope model files are written "
+                "by pairscope.restore.save_model",
+            )
+        if size < 8 + n:
+            raise ModelFileError(
+                path,
+                f"truncated: header needs {8 + n} bytes, file has {size}; copy "
+                "the file again or re-save it with save_model",
+            )
+        raw = f.read(n)
+        if raw[:1] != b"{":
+            raise ModelFileError(
+                path,
+                "not a safetensors file (no JSON header); pairscope model files are "
+                "written by pairscope.restore.save_model",
+            )
+        try:
+            header = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelFileError(
+                path, f"corrupt safetensors header ({e}); {_RESAVE}"
+            ) from e
+        end = _check_header(path, header)
+        if size != 8 + n + end:
+            problem = "truncated" if size < 8 + n + end else "trailing data"
+            raise ModelFileError(
+                path,
+                f"{problem}: the weights need {8 + n + end} bytes, file has {size}; "
+                "copy the file again or re-save it with save_model",
+            )
+        data = head + raw + f.read(end)
+    if len(data) != size:  # the file changed while it was read
+        raise ModelFileError(path, "the file changed while being read; try again")
+    return header, data
 
 
 def _parse_info(path: Path | None, header: dict[str, Any]) -> ModelInfo:
-    meta = header.get("__metadata__") or {}
-    raw = meta.get(METADATA_KEY)
+    """The :class:`ModelInfo` of a checked header, every field strictly typed."""
+    raw = header.get("__metadata__", {}).get(METADATA_KEY)
     if raw is None:
         raise ModelFileError(
             path,
@@ -306,15 +484,26 @@ def _parse_info(path: Path | None, header: dict[str, Any]) -> ModelInfo:
         )
     try:
         fields = json.loads(raw)
-        version = fields.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFileError(
-                path,
-                f"model file format {version!r} is not supported (this "
-                f"pairscope reads format {FORMAT_VERSION}); update pairscope or "
-                "re-save the model",
-            )
-        return ModelInfo.model_validate(fields)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(
+            path, f"invalid pairscope metadata ({e}); re-save it with save_model"
+        ) from e
+    if not isinstance(fields, dict):
+        raise ModelFileError(
+            path,
+            f"invalid pairscope metadata (a JSON {_type_name(fields)}, not an "
+            "object); re-save it with save_model",
+        )
+    version = fields.get("format_version")
+    if not _is_int(version) or version not in READABLE_VERSIONS:
+        raise ModelFileError(
+            path,
+            f"model file format {version!r} is not supported (this pairscope reads "
+            f"formats {', '.join(map(str, READABLE_VERSIONS))}); update pairscope or "
+            "re-save the model",
+        )
+    try:
+        return ModelInfo.model_validate_json(raw, strict=True)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(map(str, err['loc'])) or 'metadata'}: {err['msg']}"
@@ -322,11 +511,50 @@ def _parse_info(path: Path | None, header: dict[str, Any]) -> ModelInfo:
         )
         raise ModelFileError(
             path, f"invalid pairscope metadata ({problems}); re-save it with save_model"
-        ) from e
-    except (json.JSONDecodeError, AttributeError) as e:
+        ) from None
+
+
+def _check_weights(path: Path | None, info: ModelInfo, header: dict[str, Any]) -> None:
+    """The weights the header declares must be exactly the network's, and small."""
+    expected = expected_shapes(info.arch, info.factor, info.params)
+    n_params = sum(math.prod(s) for s in expected.values())
+    what = f"{info.arch} {info.params} ×{info.factor}"
+    if n_params > MAX_PARAMETERS:
         raise ModelFileError(
-            path, f"invalid pairscope metadata ({e}); re-save it with save_model"
-        ) from e
+            path,
+            f"the metadata describes a {what} network of {n_params:,} parameters, "
+            f"more than pairscope builds from a file ({MAX_PARAMETERS:,}); {_RESAVE}",
+        )
+    declared = {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    missing = sorted(set(expected) - set(declared))
+    extra = sorted(set(declared) - set(expected))
+    wrong = sorted(
+        k for k in expected.keys() & declared.keys() if expected[k] != declared[k]
+    )
+    if missing or extra or wrong:
+        detail = (
+            f"missing {missing[:3]}" if missing
+            else f"unexpected {extra[:3]}" if extra
+            else f"{wrong[0]} is {list(declared[wrong[0]])}, expected "
+            f"{list(expected[wrong[0]])}"
+        )  # fmt: skip
+        raise ModelFileError(
+            path,
+            f"weights do not fit the {what} network the metadata describes "
+            f"({detail}); {_RESAVE}",
+        )
+
+
+def _check_finite(path: Path | None, tensors: dict[str, Any]) -> None:
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            bad = int((~t.isfinite()).sum())
+            raise ModelFileError(
+                path,
+                f"weights are not finite ({bad} NaN/inf values in {name!r}): the "
+                "training diverged or the file is damaged; retrain or use another "
+                "model",
+            )
 
 
 def check_compatible(
@@ -374,17 +602,17 @@ def load_model(
 ) -> LoadedModel:
     """Load a model file written by :func:`save_model`, network in eval mode.
 
-    Raises :class:`ModelFileError` for pickle checkpoints (never unpickled),
-    truncated or foreign files, missing or invalid metadata, weights that do not
-    fit the architecture, and (see :func:`check_compatible`) a factor or pixel
-    size that does not match the acquisition.
+    Everything is checked before it is trusted, each refusal a one-line
+    :class:`ModelFileError` naming the file: pickle checkpoints (never unpickled),
+    files that are not regular, a header longer than :data:`MAX_HEADER_BYTES`
+    (checked before reading it), the type of every header and metadata field,
+    truncated or padded files, a network larger than :data:`MAX_PARAMETERS` or not
+    matching the declared weight shapes (checked before building it), non-finite
+    weights, and (see :func:`check_compatible`) a factor or pixel size that does
+    not match the acquisition.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ModelFileError(path, f"cannot read model file: {e}") from e
-    header = _parse_header(path, data)
+    header, data = _read_file(path)
     info = _parse_info(path, header)
     check_compatible(
         info,
@@ -393,16 +621,14 @@ def load_model(
         rtol=rtol,
         path=path,
     )
+    _check_weights(path, info, header)
     try:
         tensors = st_load(data)
-        network = build_network(info.arch, factor=info.factor, **info.params)
-        network.load_state_dict(tensors, strict=True)
-    except Exception as e:  # safetensors and torch raise several types
-        raise ModelFileError(
-            path,
-            f"weights do not load into {info.arch} {info.params} ×{info.factor}: "
-            f"{e}; re-save the model with save_model",
-        ) from e
+    except Exception as e:  # safetensors' own checks, after ours
+        raise ModelFileError(path, f"corrupt weights ({e}); {_RESAVE}") from None
+    _check_finite(path, tensors)
+    network = build_network(info.arch, factor=info.factor, **info.params)
+    network.load_state_dict(tensors, strict=True)
     network.eval().requires_grad_(False)
     return LoadedModel(network, info, hashlib.sha256(data).hexdigest(), path)
 
@@ -425,3 +651,79 @@ def loaded_from_network(network: RestorationNet, info: ModelInfo) -> LoadedModel
     data = _serialize(network, info)
     network.eval().requires_grad_(False)
     return LoadedModel(network, info, hashlib.sha256(data).hexdigest())
+
+
+def _fmt(value: float | None, spec: str = ".4g", unit: str = "") -> str:
+    return "unknown" if value is None else f"{value:{spec}}{unit}"
+
+
+def describe_model_file(path: str | Path) -> str:
+    """A human-readable account of a model file: everything it records.
+
+    Architecture, normalisation, pixel sizes, the camera models, the noise fit,
+    the training configuration, the validation scores and the runs it was trained
+    on.  The file is checked exactly as :func:`load_model` does.
+    """
+    loaded = load_model(path)
+    info = loaded.info
+    n_params = sum(p.numel() for p in loaded.network.parameters())
+    lines = [
+        f"model:        {info.name}  ({Path(path)})",
+        f"sha256:       {loaded.sha256}",
+        f"format:       {info.format_version} (pairscope {info.pairscope_version}, "
+        f"created {info.created:%Y-%m-%d %H:%M} UTC)",
+        f"network:      {info.arch} {info.params}, ×{info.factor} upscaling, "
+        f"{n_params:,} parameters",
+        f"pixel size:   low-dose {_fmt(info.lowdose_pixel_size_um, 'g', ' µm')}, "
+        f"reference {_fmt(info.reference_pixel_size_um, 'g', ' µm')}",
+    ]
+    for role, norm in (("input", info.input_norm), ("target", info.target_norm)):
+        lines.append(
+            f"{role + ' norm:':<14}{norm.mode}, ADU {norm.low:.1f} .. {norm.high:.1f} "
+            f"(percentiles {norm.p_low:g} / {norm.p_high:g})"
+        )
+    for role, cam in (
+        ("low-dose cam:", info.lowdose_camera),
+        ("ref. camera:", info.reference_camera),
+    ):
+        if cam is None:
+            lines.append(f"{role:<14}not recorded")
+        else:
+            lines.append(
+                f"{role:<14}{cam.camera or '?'}: offset "
+                f"{_fmt(cam.offset_adu, '.1f', ' ADU')}, gain "
+                f"{_fmt(cam.gain_e_per_adu, '.3g', ' e-/ADU')}, read noise "
+                f"{_fmt(cam.read_noise_e, '.3g', ' e-')}"
+            )
+    nf = info.noise_fit
+    lines.append(
+        "noise fit:    not recorded"
+        if nf is None
+        else f"noise fit:    gain {nf.gain_e_per_adu:.4g} e-/ADU, offset "
+        f"{nf.offset_adu:.2f} ADU, read noise {nf.read_noise_e:.3g} e-, dose ratio "
+        f"{_fmt(nf.dose_ratio)} ({nf.n_points:,} pixels)"
+    )
+    val = info.validation
+    if val is None:
+        lines.append("validation:   not recorded")
+    else:
+        lines.append(
+            f"validation:   {val.selected} epoch {val.epoch}: loss {val.val_loss:.5g}, "
+            f"PSNR {_fmt(val.psnr_db, '.2f', ' dB')} vs bicubic "
+            f"{_fmt(val.bicubic_psnr_db, '.2f', ' dB')} on {val.n_pairs} held-out "
+            f"pairs ({val.n_train_pairs} training pairs)"
+        )
+    if info.metrics:
+        lines.append(
+            "metrics:      "
+            + ", ".join(f"{k} {v:.5g}" for k, v in sorted(info.metrics.items()))
+        )
+    if info.training is None:
+        lines.append("training:     configuration not recorded")
+    else:
+        lines.append("training:     " + ", ".join(
+            f"{k}={v}" for k, v in info.training.items() if v is not None
+        ))  # fmt: skip
+    for run in info.trained_on:
+        lines.append(f"trained on:   {run.path} (manifest sha256 {run.sha256[:12]}…)")
+    return "\n".join(lines)

@@ -14,16 +14,23 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 __all__ = [
     "ARCHITECTURES",
+    "MAX_FACTOR",
+    "NetworkParams",
     "ResUNet",
     "RestorationNet",
     "UNet",
     "build_network",
+    "check_params",
     "default_preview_network",
+    "expected_shapes",
 ]
+
+MAX_FACTOR = 16
 
 SkipMode = Literal["bilinear", "bicubic"]
 _Block = Callable[[int, int], nn.Module]
@@ -185,6 +192,55 @@ class ResUNet(RestorationNet):
 
 
 ARCHITECTURES: dict[str, type[RestorationNet]] = {"unet": UNet, "resunet": ResUNet}
+
+
+class NetworkParams(BaseModel):
+    """The constructor keywords of a network, strictly typed and bounded.
+
+    The bounds keep a network built from an untrusted model file small: the widest
+    level has at most ``width * 2**depth = 4096`` channels.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    factor: int = Field(2, ge=1, le=MAX_FACTOR)
+    width: int = Field(32, ge=1, le=512)
+    depth: int = Field(2, ge=0, le=6)
+    skip: SkipMode = "bilinear"
+
+
+def check_params(arch: str, factor: Any, params: dict[str, Any]) -> NetworkParams:
+    """Validate ``arch`` and its constructor keywords; ``ValueError`` names the field."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch {arch!r} is not one of {sorted(ARCHITECTURES)}")
+    try:
+        checked = NetworkParams.model_validate({"factor": factor, **params})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ValueError(f"network parameters: {problems}") from None
+    if checked.width * 2**checked.depth > 4096:
+        raise ValueError(
+            f"network parameters: width {checked.width} x 2**depth {checked.depth} "
+            "exceeds 4096 channels"
+        )
+    return checked
+
+
+def expected_shapes(
+    arch: str, factor: int, params: dict[str, Any]
+) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of a network, computed on torch's ``meta`` device.
+
+    Nothing is allocated, so this is safe for parameters read from an untrusted
+    file before the weights' declared sizes have been compared with it.
+    """
+    checked = check_params(arch, factor, params)
+    with torch.device("meta"):
+        net = ARCHITECTURES[arch](**checked.model_dump())
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def build_network(arch: str, **params: Any) -> RestorationNet:
