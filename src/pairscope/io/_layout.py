@@ -8,6 +8,11 @@ LOWDOSE_TIFF = "lowdose.ome.tif"
 REFERENCE_TIFF = "reference.ome.tif"
 CALIBRATION = "calibration.json"
 PREDICTION_TIFF = "restored.prediction.ome.tif"
+PREDICTION_INDEX = "restored.jsonl"
+WRITING_LOCK = "writing.lock"  # held (flock) by the writing process, with its PID
+RESERVE = ".space-reserve"  # freed at close so the metadata fits on a full disk
 IN_PROGRESS_DESCRIPTION = (
     "pairscope run in progress or interrupted: pairs.jsonl lists the frames on disk"
 )
+ROLES = ("lowdose", "reference")
+TIFF_OF_ROLE = {"lowdose": LOWDOSE_TIFF, "reference": REFERENCE_TIFF}

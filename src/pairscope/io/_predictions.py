@@ -1,14 +1,19 @@
-"""Restored frames saved on request: their own OME-TIFF, marked as predictions.
+"""Restored frames: their own OME-TIFF, marked as predictions, never mixed with data.
 
-Predictions never mix with measured data: they go to ``restored.prediction.ome.tif``
-with an index ``restored.jsonl`` naming, for every page, the pair it restores and
-the SHA-256 of the model file that predicted it.
+Predictions go to ``restored.prediction.ome.tif`` with an index ``restored.jsonl``
+naming, for every page, the pair it restores (``pair``: the manifest's pair index;
+``trigger_index``) and the SHA-256 of the model file that predicted it.  Its OME-XML
+(:func:`finalize_predictions`) follows the low-dose data's axes (so the T index of
+a restored plane is the low-dose one), has the reference grid's pixel size and
+maps every plane to its pair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 from pathlib import Path
@@ -17,11 +22,82 @@ from typing import Any
 import numpy as np
 
 from . import _layout as L
+from . import _ome
+from ._finalize import read_info, read_manifest
 from ._writer import _PageFile
 
 logger = logging.getLogger(__name__)
-PREDICTION_INDEX = "restored.jsonl"
+PREDICTION_INDEX = L.PREDICTION_INDEX
 _STOP = object()
+
+
+def finalize_predictions(
+    folder: str | Path,
+    run_dir: str | Path | None = None,
+    *,
+    model_sha256: str | None = None,
+) -> int:
+    """Write the OME-XML of ``folder``'s restored file (planes of listed pairs).
+
+    ``run_dir``: the run the predictions belong to (default: ``folder``).  Returns
+    the number of planes described.
+    """
+    folder = Path(folder)
+    run_dir = Path(run_dir or folder)
+    tiff = folder / L.PREDICTION_TIFF
+    index, _, _ = read_manifest(folder / L.PREDICTION_INDEX)
+    records, _, _ = read_manifest(run_dir / L.MANIFEST)
+    info = read_info(run_dir)
+    by_pair = {int(r.get("pair", i)): r for i, r in enumerate(records)}
+    by_trigger = {int(r["trigger_index"]): r for r in records if "trigger_index" in r}
+    merged = []
+    for item in index:
+        rec = (
+            by_pair.get(int(item["pair"]))
+            if "trigger_index" in item
+            else by_trigger.get(int(item["pair"]))  # live files: pair = trigger
+        )
+        if rec is None or not rec.get("lowdose"):
+            continue
+        low = dict(rec["lowdose"])
+        factor = int(
+            item.get("factor") or (info.get("detectors") or {}).get("factor") or 1
+        )
+        px = (rec.get("reference") or {}).get("pixel_size_um")
+        if px is None and low.get("pixel_size_um"):
+            px = low["pixel_size_um"] / factor
+        frame = {
+            **low,
+            "page": int(item["page"]),
+            "camera": "restored",
+            "label": None,
+            "binning": None,
+            "pixel_size_um": px,
+        }
+        merged.append({**rec, "restored": frame})
+    if not merged or not tiff.is_file():
+        return 0
+    layout = _ome.page_layout(tiff)
+    planes = _ome.planes_of(merged, "restored", layout)
+    sha = model_sha256 or next((i.get("model_sha256") for i in index), None) or "?"
+    images = _ome.group_images(
+        "restored",
+        planes,
+        f"restored (prediction, not measured data; model sha256 {sha})",
+    )
+    urn = _ome.file_uuid(str(info.get("run_id") or run_dir.name), L.PREDICTION_TIFF)
+    xml = _ome.build_ome_xml(
+        images,
+        files={"restored": (L.PREDICTION_TIFF, urn)},
+        root_uuid=urn,
+        info={**info, "status": "prediction"},
+        description={
+            "restored": "prediction by a restoration model, not measured data; "
+            f"model sha256 {sha}; pairs listed in {L.PREDICTION_INDEX}"
+        },
+    )
+    _ome.write_ome(tiff, xml)
+    return len(planes)
 
 
 class PredictionWriter:
@@ -49,10 +125,15 @@ class PredictionWriter:
     def close(self) -> int:
         self._queue.put(_STOP)
         self._thread.join()
-        self._file.close()
-        self._index.close()
         try:
-            self._file.finalize_ome("restored (prediction, not measured data)")
+            self._file.close()
+        except OSError:
+            logger.error("Could not save the last restored frames (disk full?)")
+            self._file.abort()
+        with contextlib.suppress(OSError):
+            self._index.close()
+        try:
+            finalize_predictions(self.run_dir)
         except Exception:
             logger.exception("Could not write OME-XML into %s", self._file.path)
         return self.written
@@ -72,8 +153,9 @@ class PredictionWriter:
                 }
                 self._index.write(json.dumps(record) + "\n")
                 self._index.flush()
+                os.fsync(self._index.fileno())
                 self.written += 1
-            except OSError:
+            except Exception:
                 logger.exception(
                     "Could not save a restored frame (measured data unaffected)"
                 )

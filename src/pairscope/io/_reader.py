@@ -19,10 +19,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RunPair:
-    """One pair read back from disk."""
+    """One pair read back from disk (``lowdose`` is ``None`` when its frame was lost,
+    ``reference`` when the reference camera was not due or its frame was lost)."""
 
     index: int
-    lowdose: np.ndarray
+    lowdose: np.ndarray | None
     reference: np.ndarray | None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -49,8 +50,8 @@ class Run:
 
     def __getitem__(self, i: int) -> RunPair:
         rec = self.records[i]
-        low = self._page("lowdose", rec["lowdose"]["page"])
-        ref_info = rec.get("reference")
+        low_info, ref_info = rec.get("lowdose"), rec.get("reference")
+        low = self._page("lowdose", low_info["page"]) if low_info else None
         ref = self._page("reference", ref_info["page"]) if ref_info else None
         return RunPair(rec["trigger_index"], low, ref, rec)
 
@@ -77,8 +78,21 @@ class Run:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def with_reference(self) -> list[int]:
-        """Indices of pairs that have a reference frame."""
-        return [i for i, r in enumerate(self.records) if r.get("reference")]
+        """Indices of complete pairs: a low-dose frame and its reference."""
+        return [
+            i
+            for i, r in enumerate(self.records)
+            if r.get("reference") and r.get("lowdose")
+        ]
+
+    def with_lowdose(self) -> list[int]:
+        """Indices of pairs that have a low-dose frame (all but lost partners)."""
+        return [i for i, r in enumerate(self.records) if r.get("lowdose")]
+
+    @property
+    def status(self) -> str:
+        """``run.json``'s status (``running`` also for a run interrupted hard)."""
+        return str(self.info.get("status", "unknown"))
 
     def __del__(self) -> None:
         self.close()
@@ -98,7 +112,7 @@ class Run:
     def _factor_from_data(self) -> int:
         for i in self.with_reference()[:1]:
             p = self[i]
-            assert p.reference is not None
+            assert p.reference is not None and p.lowdose is not None
             return p.reference.shape[-1] // p.lowdose.shape[-1]
         return 1
 

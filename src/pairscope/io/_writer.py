@@ -1,16 +1,22 @@
 """Crash-safe paired-data writer: one BigTIFF per detector plus a pairs manifest.
 
-Frames are appended as TIFF pages while they arrive (each page's IFD is on disk
-once written) and fsynced; only then is the pair's line appended to
-``pairs.jsonl`` and fsynced, so every manifest line names frames that are
-readable after a ``kill -9``.  Closing the run turns the TIFFs into OME-TIFFs
-(OME-XML with physical pixel sizes in the first page) for Fiji and napari.
-Work is group-committed: the pairs arriving within ``commit_interval_s`` cost one
-fsync per file, so a crash loses at most that interval, never a listed pair.
+Frames are appended as TIFF pages while they arrive and fsynced; only then is the
+pair's line appended to ``pairs.jsonl`` and fsynced, so every manifest line names
+frames that are readable after a ``kill -9``.  Work is group-committed: the pairs
+arriving within ``commit_interval_s`` cost one fsync per file.
+
+The writer fails safe: any error (full disk, a folder removed or turned read-only, a
+bad frame, a bug) stops it; ``submit`` then raises :class:`WriterError` at once, the
+pairs already listed stay readable, and :meth:`RunWriter.close` still finalises what
+is on disk (:func:`pairscope.io._finalize.finalize_run`: OME-XML, ``run.json`` with
+``pairs_written`` counted from the manifest).  While it writes, the folder holds
+``writing.lock`` (flock + PID), so ``pairscope repair`` leaves it alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
@@ -18,6 +24,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,10 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .._files import write_atomic
 from ..errors import WriterError
 from . import _layout as L
+from ._finalize import finalize_run, json_default, read_manifest, write_json
+from ._lock import RunLock
 
 logger = logging.getLogger(__name__)
 _STOP = object()
@@ -117,6 +125,15 @@ class _StagedFile(io.RawIOBase):
         self._patches.clear()
         os.fsync(self._fd)
 
+    def abort(self) -> None:
+        """Drop what is staged (never committed, never listed) and close."""
+        if not self.closed:
+            self._tail = bytearray()
+            self._patches.clear()
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            super().close()
+
     def close(self) -> None:
         """Commit what is staged and close; if that fails the staged bytes are lost
         (the manifest never listed them) and the error is raised."""
@@ -150,6 +167,11 @@ class _PageFile:
         self.pixel_size_um: float | None = None
 
     def write(self, frame: np.ndarray, pixel_size_um: float | None) -> int:
+        if frame.ndim != 2:
+            raise ValueError(
+                f"a frame of shape {frame.shape} reached the writer; pairscope "
+                "writes 2-D (mono) frames"
+            )
         kwargs: dict[str, Any] = {}
         if pixel_size_um:
             kwargs = {
@@ -180,31 +202,18 @@ class _PageFile:
         finally:
             self._file.close()
 
-    def finalize_ome(self, name: str) -> None:
-        """Write OME-XML (a T stack with physical pixel sizes) into page 0."""
-        if not self.pages or self.shape is None or self.dtype is None:
-            return
-        ome = tifffile.OmeXml()
-        px = self.pixel_size_um
-        extra = {"PhysicalSizeX": px, "PhysicalSizeY": px} if px else {}
-        ome.addimage(
-            self.dtype,
-            (self.pages, *self.shape),
-            (self.pages, 1, 1, *self.shape, 1),
-            axes="TYX",
-            Name=name,
-            **extra,
-            **({"PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"} if px else {}),
-        )
-        tifffile.tiffcomment(self.path, ome.tostring().encode(), pageindex=0)
+    def abort(self) -> None:
+        """Close without committing: the file stays as its last commit left it."""
+        self._file.abort()
 
 
 class RunWriter:
     """Writes pairs to a new run folder on its own thread, behind a bounded queue.
 
-    ``submit`` blocks when the queue is full (back-pressure: a slow disk slows the
-    acquisition, it never drops data) and raises :class:`WriterError` once writing
-    failed (full disk, removed folder); everything written before stays readable.
+    ``submit`` blocks while the queue is full (back-pressure: a slow disk slows the
+    acquisition, it never drops data) and raises :class:`WriterError` as soon as
+    writing failed or the writer was cancelled/closed.  A pair whose ``lowdose`` is
+    ``None`` (its low-dose partner was lost) is written with its reference only.
     """
 
     def __init__(
@@ -214,13 +223,30 @@ class RunWriter:
         name: str = "run",
         queue_size: int = 64,
         commit_interval_s: float = 0.1,
+        reserve_bytes: int = 4 << 20,
     ) -> None:
         self.run_dir = new_run_dir(root, name)
+        self._lock = RunLock(self.run_dir)
+        try:
+            self._lock.acquire()
+            st = self.run_dir.stat()
+        except OSError as exc:
+            raise WriterError(
+                f"Cannot lock the new run folder {self.run_dir}: {exc}. Choose a "
+                "local, writable output folder (--out).",
+                pairs_written=0,
+            ) from exc
+        self._dir_id = (st.st_dev, st.st_ino)
         self.commit_interval_s = commit_interval_s
+        self.reserve_bytes = reserve_bytes
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._error: WriterError | None = None
+        self._closing = threading.Event()
+        self._closed = False
         self._written = 0
+        self._submitted = 0
+        self._lost = 0
         self._files: dict[str, _PageFile] = {}
         self._manifest: Any = None
         self._info: dict[str, Any] = {}
@@ -237,70 +263,142 @@ class RunWriter:
         """Record how the run is acquired and start the writing thread."""
         self._info = {
             **info,
+            "run_id": uuid.uuid4().hex,
             "started": datetime.now().isoformat(),
             "status": "running",
+            "writer_pid": os.getpid(),
         }
         try:
-            self._write_json(L.RUN_INFO, self._info)
+            write_json(self.run_dir / L.RUN_INFO, self._info)
+            self._reserve()
             self._manifest = open(self.run_dir / L.MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
-            self._files = {
-                "lowdose": _PageFile(self.run_dir / L.LOWDOSE_TIFF),
-                "reference": _PageFile(self.run_dir / L.REFERENCE_TIFF),
-            }
-        except OSError as exc:
-            raise self._fail(exc) from exc
+            for role in L.ROLES:
+                self._files[role] = _PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
+        except Exception as exc:
+            self._error = self._fail(exc)
+            self._abort_files()
+            raise self._error from exc
         self._thread = threading.Thread(
             target=self._loop, name="pairscope-writer", daemon=True
         )
         self._thread.start()
 
     def submit(self, pair: Any) -> None:
-        """Queue a pair for writing (blocks while the queue is full)."""
-        if self._error is not None:
-            raise self._error
+        """Queue a pair for writing (blocks while the queue is full).
+
+        Raises :class:`WriterError` once writing failed, or after :meth:`cancel`
+        or :meth:`close` (also while blocked on a full queue).
+        """
         while True:
+            if self._error is not None:
+                raise self._error
+            if self._closing.is_set() or self._thread is None:
+                raise WriterError(
+                    f"The writer of {self.run_dir} is not accepting pairs (not "
+                    "started, cancelled or closed).",
+                    pairs_written=self._written,
+                )
             try:
-                self._queue.put(pair, timeout=0.5)
+                self._queue.put(pair, timeout=0.05)
+                self._submitted += 1
                 return
             except queue.Full:
-                if self._error is not None:
-                    raise self._error from None
+                continue
+
+    def cancel(self) -> None:
+        """Stop accepting pairs (a blocked ``submit`` raises); queued ones are kept."""
+        self._closing.set()
 
     def close(self, summary: dict[str, Any] | None = None) -> int:
-        """Write everything queued, finalise the OME-TIFFs; returns pairs written."""
+        """Write what is queued, finalise the folder; returns the pairs on disk.
+
+        Always finalises what it can (OME-XML, ``run.json``: ``pairs_written``
+        counted from the manifest, the status, the error) and raises the
+        :class:`WriterError` if writing or finalising failed.
+        """
+        if self._closed:
+            if self._error is not None:
+                raise self._error
+            return self._written
+        self._closed = True
+        self._closing.set()
         if self._thread is not None:
-            self._queue.put(_STOP)
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
             self._thread.join()
-        for key, f in self._files.items():
+        for f in self._files.values():
+            if self._error is not None:
+                f.abort()
+                continue
             try:
                 f.close()
-            except OSError as exc:  # e.g. the disk filled while closing
+            except Exception as exc:  # e.g. the disk filled while closing
                 self._error = self._error or self._fail(exc)
-            if self._error is None:
-                try:
-                    f.finalize_ome(key)
-                except Exception:  # keep the data; the manifest still indexes it
-                    logger.exception("Could not write OME-XML into %s", f.path)
+                f.abort()
         if self._manifest is not None:
-            self._manifest.close()
-        info = {
-            **self._info,
+            with contextlib.suppress(OSError):
+                self._manifest.close()
+        self._unreserve()
+        summary = dict(summary or {})
+        status = "failed" if self._error else summary.get("status", "completed")
+        extra: dict[str, Any] = {
             "finished": datetime.now().isoformat(),
-            "pairs_written": self._written,
-            "summary": summary or {},
+            "summary": summary,
+            "pairs_submitted": self._submitted,
+            "pairs_not_written": self._lost,
         }
-        info["status"] = (
-            "failed" if self._error else (summary or {}).get("status", "completed")
-        )
-        if self._error:
-            info["writer_error"] = str(self._error)
-        try:
-            self._write_json(L.RUN_INFO, info)
-        except OSError:
-            logger.error("Could not update %s (disk full?)", self.run_dir / L.RUN_INFO)
         if self._error is not None:
+            extra["writer_error"] = str(self._error)
+        try:
+            self._written = finalize_run(
+                self.run_dir, status=status, extra_info=extra
+            ).pairs
+        except Exception as exc:
+            self._written = len(read_manifest(self.run_dir / L.MANIFEST)[0])
+            err = self._fail(exc, finalising=True)
+            logger.error("%s", err)
+            self._error = self._error or err
+        finally:
+            self._lock.release()
+        if self._error is not None:
+            self._error.pairs_written = self._written
             raise self._error
         return self._written
+
+    def discard_if_empty(self) -> bool:
+        """Remove the run folder if no pair was written (a failed start); True if so.
+
+        Only pairscope's own files are removed, and the folder only if then empty.
+        """
+        if read_manifest(self.run_dir / L.MANIFEST)[0]:
+            return False
+        self._closing.set()
+        self._closed = True
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(_STOP)
+            self._thread.join(timeout=5)
+        self._abort_files()
+        if self._manifest is not None:
+            with contextlib.suppress(OSError):
+                self._manifest.close()
+        names = [
+            L.RUN_INFO, L.MANIFEST, L.RESERVE, L.RUN_INFO + ".tmp",
+            *L.TIFF_OF_ROLE.values(),
+        ]  # fmt: skip
+        for name in names:
+            with contextlib.suppress(OSError):
+                (self.run_dir / name).unlink()
+        self._lock.release()
+        try:
+            self.run_dir.rmdir()
+        except OSError:
+            return False
+        return True
 
     # -- writing thread --------------------------------------------------------
     def _loop(self) -> None:
@@ -317,29 +415,41 @@ class RunWriter:
                     break
             stop = any(item is _STOP for item in batch)
             pairs = [item for item in batch if item is not _STOP]
-            if pairs and self._error is None:
-                try:
-                    self._write_batch(pairs)
-                except OSError as exc:
-                    self._error = self._fail(exc)
+            if not pairs:
+                continue
+            if self._error is not None:  # failed: drain, so no submit waits forever
+                self._lost += len(pairs)
+                continue
+            try:
+                self._write_batch(pairs)
+            except BaseException as exc:  # fail safe on anything, not only OSError
+                self._lost += len(pairs)
+                self._error = self._fail(exc)
+                if isinstance(exc, OSError):
                     logger.error("%s", self._error)
+                else:
+                    logger.error("%s", self._error, exc_info=exc)
 
     def _write_batch(self, pairs: list[Any]) -> None:
+        self._check_folder()
         lines = []
         for pair in pairs:
-            meta = dict(pair.metadata)
-            low_info = dict(meta.pop("lowdose", {}))
-            low_info["page"] = self._files["lowdose"].write(
-                pair.lowdose, low_info.get("pixel_size_um")
-            )
-            ref_info = meta.pop("reference", None)
+            meta = dict(pair.metadata or {})
+            low_meta = meta.pop("lowdose", None)
+            ref_meta = meta.pop("reference", None)
+            low_info = ref_info = None
+            if pair.lowdose is not None:
+                low_info = dict(low_meta or {})
+                low_info["page"] = self._files["lowdose"].write(
+                    pair.lowdose, low_info.get("pixel_size_um")
+                )
             if pair.reference is not None:
-                ref_info = dict(ref_info or {})
+                ref_info = dict(ref_meta or {})
                 ref_info["page"] = self._files["reference"].write(
                     pair.reference, ref_info.get("pixel_size_um")
                 )
-            else:
-                ref_info = None
+            if low_info is None and ref_info is None:
+                raise ValueError(f"pair {pair.index} has neither frame")
             record = {
                 "pair": self._written + len(lines),
                 "trigger_index": pair.index,
@@ -348,7 +458,7 @@ class RunWriter:
                 **meta,
                 "written_at": round(time.time(), 3),
             }
-            lines.append(json.dumps(record, default=_json_default) + "\n")
+            lines.append(json.dumps(record, default=json_default) + "\n")
         for f in self._files.values():
             f.sync()
         self._manifest.write("".join(lines))
@@ -356,23 +466,70 @@ class RunWriter:
         os.fsync(self._manifest.fileno())
         self._written += len(lines)
 
-    def _fail(self, exc: OSError) -> WriterError:
-        reason = "the disk is full" if exc.errno == 28 else (exc.strerror or str(exc))
+    def _check_folder(self) -> None:
+        """Open files outlive their folder: notice a removed or moved folder."""
+        try:
+            st = self.run_dir.stat()
+            gone = (st.st_dev, st.st_ino) != self._dir_id
+        except FileNotFoundError:
+            gone = True
+        if gone:
+            raise FileNotFoundError(
+                errno.ENOENT, "the run folder was removed or moved", str(self.run_dir)
+            )
+
+    def _reserve(self) -> None:
+        """Hold some space that :meth:`close` frees for the metadata on a full disk."""
+        if self.reserve_bytes <= 0:
+            return
+        path = self.run_dir / L.RESERVE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, self.reserve_bytes)
+        except OSError:  # no room for it (or a file-size limit): go without
+            with contextlib.suppress(OSError):
+                path.unlink()
+        finally:
+            os.close(fd)
+
+    def _unreserve(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.run_dir / L.RESERVE).unlink()
+
+    def _abort_files(self) -> None:
+        for f in self._files.values():
+            with contextlib.suppress(Exception):
+                f.abort()
+
+    def _fail(self, exc: BaseException, *, finalising: bool = False) -> WriterError:
+        if isinstance(exc, WriterError):
+            return exc
+        if isinstance(exc, OSError):
+            reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+        else:
+            reason = f"an unexpected error ({type(exc).__name__}: {exc})"
+        n = self._written
+        if finalising:
+            return WriterError(
+                f"Finalising {self.run_dir} failed: {reason}. The {n} pairs listed in "
+                f"{L.MANIFEST} are complete and readable; once the folder is "
+                f"writable run 'pairscope repair {self.run_dir}'.",
+                pairs_written=n,
+            )
         return WriterError(
             f"Writing to {self.run_dir} failed: {reason}. The run was stopped; the "
-            f"{self._written} pairs listed in {L.MANIFEST} are complete and readable. "
+            f"{n} pairs listed in {L.MANIFEST} are complete and readable. "
             "Free space or choose another --out folder, then start a new run.",
-            pairs_written=self._written,
+            pairs_written=n,
         )
 
-    def _write_json(self, name: str, data: dict[str, Any]) -> None:
-        text = json.dumps(data, indent=2, default=_json_default)
-        write_atomic(self.run_dir / name, text.encode())
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    return str(obj)
+_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EROFS: "the file system became read-only",
+    errno.EACCES: "permission denied (the folder became read-only?)",
+    errno.EPERM: "operation not permitted (the folder became read-only?)",
+    errno.ENOENT: "the run folder was removed or moved",
+}

@@ -258,7 +258,7 @@ def _augment(a: np.ndarray, flips: int, rot: int) -> np.ndarray:
 def _pixel_sizes(run: Run) -> tuple[float | None, float | None]:
     """``(low-dose, reference)`` pixel sizes in µm from the first manifest record."""
     for rec in run.records:
-        if rec.get("reference"):
+        if rec.get("reference") and rec.get("lowdose"):
             return (
                 rec["lowdose"].get("pixel_size_um"),
                 rec["reference"].get("pixel_size_um"),
