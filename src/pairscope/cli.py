@@ -90,24 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--max-pairs", type=int, default=20)
     cal.set_defaults(func=_cmd_calibrate)
 
-    tr = sub.add_parser("train", help="train or fine-tune a model on logged pairs")
-    tr.add_argument("runs", type=Path, nargs="+")
-    tr.add_argument("--out", type=Path, required=True, help="model file (.safetensors)")
-    tr.add_argument("--arch", choices=("unet", "resunet"), default="unet")
-    tr.add_argument("--width", type=int, default=16)
-    tr.add_argument("--depth", type=int, default=2)
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--crop", type=int, default=128)
-    tr.add_argument("--samples-per-epoch", type=int, default=256)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--loss", choices=("l1", "mse"), default="l1")
-    tr.add_argument("--init", type=Path, default=None, help="model file to fine-tune")
-    tr.add_argument("--synthetic-fraction", type=float, default=0.0)
-    tr.add_argument("--resume", action="store_true")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.set_defaults(func=_cmd_train)
-
     ev = sub.add_parser("evaluate", help="score a model against bicubic & co.")
     ev.add_argument("model", type=Path)
     ev.add_argument("runs", type=Path, nargs="+")
@@ -242,35 +224,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(path)
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
-
-    config = TrainConfig(
-        arch=args.arch,
-        width=args.width,
-        depth=args.depth,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        samples_per_epoch=args.samples_per_epoch,
-        lr=args.lr,
-        loss=args.loss,
-        init=args.init,
-        synthetic_fraction=args.synthetic_fraction,
-        resume=args.resume,
-        seed=args.seed,
-    )
-    result = train(list(args.runs), args.out, config)
-    if result.model_path is not None:  # rank 0 (or a single process)
-        last = result.history[-1] if result.history else {}
-        print(
-            f"final validation loss {last.get('val_loss', float('nan')):.4f}",
-            file=sys.stderr,
-        )
-        print(result.model_path)
     return 0
 
 

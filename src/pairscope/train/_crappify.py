@@ -65,9 +65,13 @@ class CrappifiedDataset(Dataset):
         *,
         fraction: float = 0.5,
         dose_ratio: float | None = None,
+        dose_jitter: float = 0.0,
     ) -> None:
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        if not 0 <= dose_jitter < 1:
+            raise ValueError(f"dose_jitter must be in [0, 1), got {dose_jitter}")
+        self.dose_jitter = dose_jitter
         self.base, self.noise = base, noise
         self.fraction, self.dose_ratio = fraction, dose_ratio
         self.normalization = base.normalization
@@ -79,11 +83,19 @@ class CrappifiedDataset(Dataset):
         low, ref = self.base.sample(index)
         if self.fraction and torch.rand(()).item() < self.fraction:
             seed = int(torch.randint(0, 2**63 - 1, ()).item())
+            ratio = (
+                self.dose_ratio
+                if self.dose_ratio is not None
+                else self.noise.dose_ratio
+            )
+            if self.dose_jitter:
+                u = float(torch.rand(()).item())
+                ratio *= 1 + self.dose_jitter * (2 * u - 1)
             low = crappify(
                 ref,
                 self.base.factor,
                 self.noise,
-                dose_ratio=self.dose_ratio,
+                dose_ratio=ratio,
                 rng=np.random.default_rng(seed),
             ).astype(np.float32)
         return self.base.to_tensors(low, ref)

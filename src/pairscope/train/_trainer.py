@@ -13,16 +13,17 @@ import io
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -30,52 +31,30 @@ from tqdm.auto import tqdm
 
 from pairscope._files import write_atomic
 from pairscope.io import Run
-from pairscope.io.dataset import PairDataset
+from pairscope.io.dataset import PairDataset, split_blocks
 from pairscope.restore import (
+    CameraModel,
     ModelInfo,
+    NoiseFit,
     Normalization,
     RestorationNet,
     TrainedRun,
+    ValidationScores,
     build_network,
     load_model,
     save_model,
 )
 
+from ._config import TrainConfig, TrainingError
 from ._crappify import CrappifiedDataset
 from ._noise_fit import NoiseModel, fit_noise_model
 
 __all__ = ["TrainConfig", "TrainResult", "checkpoint_path", "train"]
 
+# options that may differ between an interrupted training and its --resume
+_RUNTIME_FIELDS = {"resume", "force", "progress", "num_workers", "device", "threads"}
+
 logger = logging.getLogger(__name__)
-
-
-class TrainConfig(BaseModel):
-    """Training settings.  ``samples_per_epoch`` random crops make one epoch."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    arch: Literal["unet", "resunet"] = "unet"
-    width: int = Field(16, ge=1)
-    depth: int = Field(2, ge=0)
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    loss: Literal["l1", "mse"] = "l1"
-    crop: int = Field(128, ge=8)
-    samples_per_epoch: int = Field(256, ge=1)
-    synthetic_fraction: float = Field(0.0, ge=0, le=1)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    block_size: int = Field(10, ge=1)
-    val_crops_per_pair: int = Field(4, ge=1)
-    seed: int = 0
-    init: Path | None = None
-    resume: bool = False
-    num_workers: int = Field(0, ge=0)
-    amp: bool = True
-    device: str | None = None
-    name: str | None = None
-    progress: bool = True
 
 
 @dataclass
@@ -86,6 +65,7 @@ class TrainResult:
     checkpoint_path: Path
     history: list[dict[str, float]]
     network: RestorationNet = field(repr=False)
+    info: ModelInfo | None = None
 
 
 def checkpoint_path(out: str | Path) -> Path:
@@ -114,8 +94,23 @@ def _manifest_sha256(path: Path) -> str:
     return hashlib.sha256((path / "pairs.jsonl").read_bytes()).hexdigest()
 
 
-def _loss_fn(name: str) -> Any:
-    return F.l1_loss if name == "l1" else F.mse_loss
+def _loss_fn(name: str, fft_weight: float = 0.05) -> Any:
+    """The training loss; ``l1_fft`` adds the L1 distance of the 2-D spectra."""
+    if name == "mse":
+        return F.mse_loss
+    if name == "l1":
+        return F.l1_loss
+
+    def l1_fft(
+        pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        diff = torch.fft.rfft2(pred.float() - target.float(), norm="ortho").abs()
+        l1 = F.l1_loss(pred, target, reduction=reduction)
+        if reduction == "sum":
+            return l1 + fft_weight * diff.sum() * (pred.numel() / diff.numel())
+        return l1 + fft_weight * diff.mean()
+
+    return l1_fft
 
 
 def _rng_state() -> dict[str, Any]:
@@ -144,6 +139,122 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+_CKPT_KEYS = {
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "epoch": int,
+    "history": list,
+    "normalization": dict,
+    "rng": dict,
+    "config": str,
+    "factor": int,
+}
+_START_OVER = "drop --resume and pass --force to start over"
+
+
+def _check_outputs(out: Path, ckpt: Path, config: TrainConfig) -> None:
+    """Refuse to overwrite a model or an interrupted training unless told to."""
+    if config.resume and not ckpt.is_file():
+        raise TrainingError(
+            f"--resume: there is no checkpoint {ckpt} to continue (it is written "
+            "after each epoch); drop --resume to start a new training"
+        )
+    if out.exists() and not config.force:
+        raise TrainingError(
+            f"{out} exists: pass --force to overwrite it, or choose another --out"
+        )
+    if ckpt.exists() and not (config.resume or config.force):
+        raise TrainingError(
+            f"{ckpt} holds an interrupted training of {out}: pass --resume to "
+            "continue it, or --force to start over"
+        )
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, Any]:
+    """A checkpoint of this very training, checked; never unpickles objects."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TrainingError(f"{path}: cannot read the checkpoint ({e})") from None
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise TrainingError(
+            f"{path}: holds Python objects that pairscope never unpickles (not a "
+            f"checkpoint written by pairscope train); {_START_OVER}"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, ... when cut
+        first = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        raise TrainingError(
+            f"{path}: truncated or corrupt checkpoint ({first}); {_START_OVER}"
+        ) from None
+    bad = [
+        k
+        for k, kind in _CKPT_KEYS.items()
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get(k), kind)
+    ]
+    if bad:
+        raise TrainingError(
+            f"{path}: not a checkpoint of pairscope train (missing or mistyped "
+            f"{', '.join(bad[:4])}); {_START_OVER}"
+        )
+    try:
+        stored = TrainConfig.model_validate_json(ckpt["config"])
+    except ValidationError:
+        raise TrainingError(
+            f"{path}: its training configuration is unreadable; {_START_OVER}"
+        ) from None
+    differ = [
+        f"{k}={getattr(stored, k)!r} (now {getattr(config, k)!r})"
+        for k in type(config).model_fields
+        if k not in _RUNTIME_FIELDS and getattr(stored, k) != getattr(config, k)
+    ]
+    if ckpt["factor"] != factor:
+        differ.insert(0, f"factor={ckpt['factor']} (these runs: {factor})")
+    if differ:
+        raise TrainingError(
+            f"{path}: the checkpoint was written for another training "
+            f"({'; '.join(differ[:3])}): resume with the same runs and options, "
+            f"or {_START_OVER}"
+        )
+    return ckpt
+
+
+def _usable(run: Run) -> list[int]:
+    """Records with both a low-dose and a reference frame."""
+    return [
+        i for i, r in enumerate(run.records) if r.get("lowdose") and r.get("reference")
+    ]
+
+
+def _check_pairs(runs: list[Run], config: TrainConfig) -> None:
+    """Enough pairs for the split, or a message naming the option that helps."""
+    for run in runs:
+        idx = _usable(run)
+        if len(idx) < 2:
+            raise TrainingError(
+                f"{run.path}: {len(idx)} pair(s) with both frames; training needs at "
+                "least 2 (one to train on, one to validate): acquire more pairs"
+            )
+        trig = [int(run.records[i]["trigger_index"]) for i in idx]
+        try:
+            split_blocks(trig, **config.split)
+        except ValueError:
+            hint = (
+                "acquire more pairs or lower --val-fraction"
+                if config.independent_frames
+                else "pass --independent-frames if the frames are independent "
+                "snapshots, or a smaller --block-size / --gap-blocks 0, or "
+                "acquire more pairs"
+            )
+            raise TrainingError(
+                f"{run.path}: {len(idx)} pairs are too few for a training / gap / "
+                f"validation split in blocks of {config.split['block_size']} "
+                f"triggers: {hint}"
+            ) from None
+
+
 def _build(
     config: TrainConfig, factor: int
 ) -> tuple[RestorationNet, dict[str, Any] | None]:
@@ -160,7 +271,7 @@ def _build(
         "target": loaded.info.target_norm.model_dump(),
     }
     if norm["input"]["mode"] != "fixed":
-        raise ValueError(
+        raise TrainingError(
             f"{config.init}: fine-tuning needs a fixed input normalisation"
         )
     return net, norm
@@ -180,6 +291,98 @@ def _evaluate(
     return total / max(n, 1)
 
 
+def _affine_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-crop MSE after the least-squares affine fit of ``pred`` to ``target``."""
+    p = pred.flatten(1).double()
+    t = target.flatten(1).double()
+    pc, tc = p - p.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    a = (pc * tc).sum(1, keepdim=True) / (pc * pc).sum(1, keepdim=True).clamp_min(1e-12)
+    return ((a * pc - tc) ** 2).mean(1)
+
+
+@torch.no_grad()
+def _val_psnr(
+    net: RestorationNet, loader: DataLoader, device: torch.device
+) -> tuple[float, float]:
+    """PSNR (dB) of the network and of bicubic on the validation crops.
+
+    Both are fitted affinely to the target (as PSSR and CAREamics score) and use
+    the target normalisation's range (percentiles 1 .. 99.8) as data range 1.
+    """
+    net.eval()
+    model_se, bicubic_se = [], []
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        model_se.append(_affine_mse(net(x), y))
+        up = F.interpolate(
+            x, scale_factor=net.factor, mode="bicubic", align_corners=False
+        )
+        bicubic_se.append(_affine_mse(up, y))
+    net.train()
+
+    def psnr(se: list[torch.Tensor]) -> float:
+        return float(-10 * torch.log10(torch.cat(se).mean().clamp_min(1e-12)))
+
+    return psnr(model_se), psnr(bicubic_se)
+
+
+def _camera(run: Run, role: str) -> CameraModel | None:
+    """The camera's offset / gain / read noise as its device properties said."""
+    label = run.info.get("detectors", {}).get(role)
+    if not isinstance(label, str):
+        return None
+    props = run.info.get("system_state", {}).get(label, {})
+
+    def number(key: str, positive: bool = False) -> float | None:
+        try:
+            value = float(props[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+        ok = math.isfinite(value) and (value > 0 or not positive)
+        return value if ok else None
+
+    return CameraModel(
+        camera=label,
+        offset_adu=number("Offset"),
+        gain_e_per_adu=number("Gain", positive=True),
+        read_noise_e=number("ReadNoise_e"),
+    )
+
+
+def _noise_fit(model: NoiseModel | None) -> NoiseFit | None:
+    if model is None:
+        return None
+
+    def finite(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    core = (model.gain_e_per_adu, model.offset_adu, model.read_noise_e)
+    if not all(math.isfinite(v) for v in core):
+        return None
+    return NoiseFit(
+        gain_e_per_adu=model.gain_e_per_adu,
+        offset_adu=model.offset_adu,
+        read_noise_e=model.read_noise_e,
+        n_points=model.n_points,
+        dose_ratio=finite(model.dose_ratio),
+        reference_gain_e_per_adu=finite(model.reference_gain_e_per_adu),
+        reference_offset_adu=finite(model.reference_offset_adu),
+    )
+
+
+def _fit_noise(runs: list[Run], config: TrainConfig) -> NoiseModel | None:
+    try:
+        return fit_noise_model(runs, max_pairs=16)
+    except (ValueError, KeyError, np.linalg.LinAlgError) as e:
+        if config.synthetic_fraction > 0:
+            raise TrainingError(
+                f"synthetic crops need the camera noise fit, which failed ({e}); "
+                "set --synthetic-fraction 0"
+            ) from None
+        logger.warning("camera noise fit failed, not stored in the model: %s", e)
+        return None
+
+
 def train(
     runs: list[str | Path | Run],
     out: str | Path,
@@ -190,12 +393,17 @@ def train(
     """Train (or fine-tune, or resume) a restoration model on the pairs of ``runs``.
 
     ``out`` is the model file to write (``.safetensors``); the resumable checkpoint
-    is :func:`checkpoint_path` ``(out)``.  ``noise`` is used for semi-synthetic pairs
-    (``config.synthetic_fraction > 0``); it is fitted on ``runs`` if not given.
+    is :func:`checkpoint_path` ``(out)``.  Neither is overwritten unless
+    ``config.force`` (or ``config.resume`` for the checkpoint).  ``noise`` is the
+    camera noise model (for synthetic crops and the model file); it is fitted on
+    ``runs`` if not given and ``config.noise_fit`` or synthetic crops ask for it.
     """
     config = config or TrainConfig()
     out = Path(out)
     ckpt_path = checkpoint_path(out)
+    _check_outputs(out, ckpt_path, config)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     rank, world, device, own_group = _setup_distributed(config)
     try:
         return _train(runs, out, ckpt_path, config, noise, rank, world, device)
@@ -216,17 +424,17 @@ def _train(
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 (for code using the global RNG)
-    if rank == 0:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = None
-    if config.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     runs = [r if isinstance(r, Run) else Run(r) for r in runs]
+    if not runs:
+        raise TrainingError("no runs given: pass at least one run folder")
     factor = runs[0].factor
+    _check_pairs(runs, config)
+    ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
     if ckpt is not None:
         norm = ckpt["normalization"]
-    split = {"val_fraction": config.val_fraction, "block_size": config.block_size}
+    if rank == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
     train_set = PairDataset(
         runs,
         crop=config.crop,
@@ -234,18 +442,32 @@ def _train(
         seed=config.seed,
         normalization=norm,
         samples_per_epoch=config.samples_per_epoch,
-        **split,
+        **config.split,
     )
     norm = train_set.normalization
     val_set = PairDataset(
         runs, crop=config.crop, augment=False, split="val", seed=config.seed,
-        normalization=norm, **split,
+        normalization=norm, **config.split,
     )  # fmt: skip
     val_set.samples_per_epoch = len(val_set.items) * config.val_crops_per_pair
+    low, _ = train_set.load(train_set.items[0])
+    if min(low.shape) * factor < config.crop:
+        raise TrainingError(
+            f"--crop {config.crop} does not fit frames of "
+            f"{low.shape[0] * factor}x{low.shape[1] * factor} reference pixels: "
+            "pass a smaller --crop"
+        )
+    if noise is None and (config.synthetic_fraction > 0 or config.noise_fit):
+        noise = _fit_noise(runs, config)
     data: Dataset = train_set
     if config.synthetic_fraction > 0:
-        noise = noise or fit_noise_model(runs)
-        data = CrappifiedDataset(train_set, noise, fraction=config.synthetic_fraction)
+        assert noise is not None
+        data = CrappifiedDataset(
+            train_set,
+            noise,
+            fraction=config.synthetic_fraction,
+            dose_jitter=config.dose_jitter,
+        )
 
     net = net.to(device)
     model: nn.Module = net
@@ -274,12 +496,21 @@ def _train(
         opt, T_max=config.epochs * len(loader)
     )
     history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf, "model": None}
     start = 0
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
+        try:
+            net.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            first = str(e).splitlines()[0][:100]
+            raise TrainingError(
+                f"{ckpt_path}: its weights do not fit this network ({first}); "
+                f"{_START_OVER}"
+            ) from None
         start, history = int(ckpt["epoch"]), list(ckpt["history"])
+        best = dict(ckpt.get("best") or best)
         if rank == 0:
             _set_rng_state(ckpt["rng"])
         else:
@@ -293,7 +524,7 @@ def _train(
         torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    loss_fn = _loss_fn(config.loss)
+    loss_fn = _loss_fn(config.loss, config.fft_weight)
     model.train()
     for epoch in range(start, config.epochs):
         if sampler is not None:
@@ -321,16 +552,31 @@ def _train(
         stats = torch.tensor([total, seen], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(stats)
+        train_loss = float(stats[0] / max(stats[1], 1))
+        if not math.isfinite(train_loss):
+            raise TrainingError(
+                f"training diverged (loss {train_loss} in epoch {epoch + 1}); the "
+                f"checkpoint {ckpt_path} keeps the last good epoch: pass a smaller "
+                "--lr and --force"
+            )
         val = _evaluate(net, val_loader, loss_fn, device)
         history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": float(stats[0] / max(stats[1], 1)),
+                "train_loss": train_loss,
                 "val_loss": val,
                 "seconds": seconds,
                 "samples_per_s": float(stats[1]) / seconds,
             }
         )
+        if val < best["val_loss"]:
+            best = {
+                "epoch": epoch + 1,
+                "val_loss": val,
+                "model": {
+                    k: v.detach().cpu().clone() for k, v in net.state_dict().items()
+                },
+            }
         if rank == 0:
             if config.progress:
                 tqdm.write(
@@ -345,19 +591,26 @@ def _train(
                     "scheduler": sched.state_dict(),
                     "epoch": epoch + 1,
                     "history": history,
+                    "best": best,
                     "normalization": norm,
                     "rng": _rng_state(),
                     "config": config.model_dump_json(),
+                    "factor": factor,
                 },
             )
 
-    model_path = None
+    if config.select == "best" and best["model"] is not None:
+        net.load_state_dict(best["model"])
+    model_path, info = None, None
     if rank == 0:
         model_path = out
-        _save_final(out, net, config, norm, runs, train_set, history)
+        info = _save_final(
+            out, net, config, norm, runs, train_set, val_set, val_loader, history,
+            best, noise, device,
+        )  # fmt: skip
     if world > 1:
         dist.barrier()
-    return TrainResult(model_path, ckpt_path, history, net)
+    return TrainResult(model_path, ckpt_path, history, net, info)
 
 
 def _save_final(
@@ -367,15 +620,35 @@ def _save_final(
     norm: dict[str, Any],
     runs: list[Run],
     train_set: PairDataset,
+    val_set: PairDataset,
+    val_loader: DataLoader,
     history: list[dict[str, float]],
-) -> None:
+    best: dict[str, Any],
+    noise: NoiseModel | None,
+    device: torch.device,
+) -> ModelInfo:
     low_px, ref_px = train_set.pixel_sizes
+    chosen = (
+        history[best["epoch"] - 1]
+        if config.select == "best" and best["epoch"]
+        else history[-1]
+        if history
+        else None
+    )
     metrics = {"epochs": float(len(history))}
-    if history:
-        metrics |= {
-            "val_loss": history[-1]["val_loss"],
-            "train_loss": history[-1]["train_loss"],
-        }
+    validation = None
+    if chosen is not None:
+        metrics |= {"val_loss": chosen["val_loss"], "train_loss": chosen["train_loss"]}
+        psnr, bicubic = _val_psnr(net, val_loader, device)
+        validation = ValidationScores(
+            epoch=int(chosen["epoch"]),
+            selected=config.select,
+            val_loss=chosen["val_loss"],
+            psnr_db=psnr if math.isfinite(psnr) else None,
+            bicubic_psnr_db=bicubic if math.isfinite(bicubic) else None,
+            n_pairs=len(val_set.items),
+            n_train_pairs=len(train_set.items),
+        )
     info = ModelInfo.for_network(
         net,
         name=config.name or out.stem,
@@ -387,5 +660,12 @@ def _save_final(
             TrainedRun(path=str(r.path), sha256=_manifest_sha256(r.path)) for r in runs
         ),
         metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
+        lowdose_camera=_camera(runs[0], "lowdose"),
+        reference_camera=_camera(runs[0], "reference"),
+        noise_fit=_noise_fit(noise),
+        training=config.model_dump(mode="json"),
+        validation=validation,
+        history=tuple(history),
     )
     save_model(out, net, info)
+    return info

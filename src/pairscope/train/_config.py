@@ -1,0 +1,147 @@
+"""The training configuration: one versioned pydantic model.
+
+The ``pairscope train`` options are generated from its fields (names, types,
+defaults and descriptions), and every model file stores its JSON form, so a model
+can be retrained exactly as it was made (``TrainConfig.from_model_info``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pairscope.errors import PairscopeError
+
+__all__ = ["TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
+
+TRAIN_CONFIG_VERSION = 1
+
+
+class TrainingError(PairscopeError, ValueError):
+    """Training cannot start or continue as asked; the message names the fix."""
+
+
+class TrainConfig(BaseModel):
+    """Training settings.  ``samples_per_epoch`` random crops make one epoch."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = Field(
+        TRAIN_CONFIG_VERSION, description="version of this configuration schema"
+    )
+    arch: Literal["unet", "resunet"] = Field(
+        "unet", description="network: CARE-style U-Net or PSSR-style ResUNet"
+    )
+    width: int = Field(16, ge=1, le=512, description="channels at the first level")
+    depth: int = Field(2, ge=0, le=6, description="number of 2x downsampling steps")
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(8, ge=1, description="crops per optimisation step")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    loss: Literal["l1", "mse", "l1_fft"] = Field(
+        "l1",
+        description="l1, mse, or l1_fft: L1 plus fft_weight x the L1 distance of "
+        "the Fourier amplitudes (keeps high frequencies and dips)",
+    )
+    fft_weight: float = Field(
+        0.05, ge=0, description="weight of the frequency term of loss l1_fft"
+    )
+    crop: int = Field(128, ge=8, description="training crop, reference pixels")
+    samples_per_epoch: int = Field(256, ge=1, description="random crops per epoch")
+    synthetic_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of low-dose crops simulated from the reference "
+        "through the fitted camera noise model",
+    )
+    dose_jitter: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="photon-level augmentation of synthetic crops: dose ratio "
+        "drawn from the fitted one x [1 - j, 1 + j]",
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="fraction of the pairs held out for validation"
+    )
+    block_size: int = Field(
+        10,
+        ge=1,
+        description="consecutive triggers kept together by the train/validation "
+        "split (time-correlated frames); 1 splits pair by pair",
+    )
+    gap_blocks: int = Field(
+        1, ge=0, description="blocks left out between training and validation"
+    )
+    independent_frames: bool = Field(
+        False,
+        description="frames are independent snapshots: split pair by pair with no "
+        "gap (all data used); overrides block_size and gap_blocks",
+    )
+    val_crops_per_pair: int = Field(
+        4, ge=1, description="fixed validation crops per held-out pair"
+    )
+    select: Literal["best", "last"] = Field(
+        "best",
+        description="keep the epoch with the lowest validation loss, or the last",
+    )
+    noise_fit: bool = Field(
+        True, description="fit the camera noise model and store it in the model file"
+    )
+    seed: int = Field(0, description="random seed (crops, augmentation, init)")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads per process (default: torch's)"
+    )
+    init: Path | None = Field(None, description="model file to fine-tune from")
+    resume: bool = Field(
+        False, description="continue the interrupted training of --out from its .ckpt"
+    )
+    force: bool = Field(
+        False, description="overwrite an existing --out model and its checkpoint"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    device: str | None = Field(None, description="torch device (default: cuda if any)")
+    name: str | None = Field(None, description="model name (default: the file's stem)")
+    progress: bool = Field(True, description="show progress bars")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.dose_jitter and not self.synthetic_fraction:
+            raise ValueError(
+                f"dose_jitter {self.dose_jitter} acts on synthetic crops only: set "
+                "synthetic_fraction > 0 as well"
+            )
+        return self
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """The keywords of :func:`pairscope.io.dataset.split_blocks` this implies."""
+        if self.independent_frames:
+            return {"val_fraction": self.val_fraction, "block_size": 1, "gap_blocks": 0}
+        return {
+            "val_fraction": self.val_fraction,
+            "block_size": self.block_size,
+            "gap_blocks": self.gap_blocks,
+        }
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a configuration from JSON or YAML."""
+        text = Path(path).read_text()
+        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        return cls.model_validate(data or {})
+
+    @classmethod
+    def from_model_info(cls, training: dict[str, Any] | None) -> TrainConfig | None:
+        """The configuration stored in a model file's ``training`` field."""
+        return None if training is None else cls.model_validate(training)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return type(self).model_validate({**self.model_dump(), **changes})
