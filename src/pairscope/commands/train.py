@@ -58,8 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model on logged pairs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train (or fine-tune, or resume) a restoration model on the "
+        "pairs of run folders. Every option below is a field of the versioned "
+        "training configuration that is stored in the model file; --config FILE "
+        "reads a whole configuration (JSON/YAML) that the options override.",
     )
     p.add_argument("runs", type=Path, nargs="+", help="run folders with pairs")
     p.add_argument(

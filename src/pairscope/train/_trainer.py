@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ from ._noise_fit import NoiseModel, fit_noise_model
 __all__ = ["TrainConfig", "TrainResult", "checkpoint_path", "train"]
 
 # options that may differ between an interrupted training and its --resume
-_RUNTIME_FIELDS = {"resume", "force", "progress", "num_workers", "device", "threads"}
+_RUNTIME_FIELDS = {
+    "resume", "force", "progress", "num_workers", "device", "threads", "name",
+    "noise_fit", "select",
+}  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +181,15 @@ def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, 
         data = path.read_bytes()
     except OSError as e:
         raise TrainingError(f"{path}: cannot read the checkpoint ({e})") from None
+    if data[:1] == b"\x80":  # a bare pickle stream: torch.save writes a zip
+        raise TrainingError(
+            f"{path}: a pickle file, which pairscope never unpickles (not a "
+            f"checkpoint written by pairscope train); {_START_OVER}"
+        )
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise TrainingError(
             f"{path}: holds Python objects that pairscope never unpickles (not a "

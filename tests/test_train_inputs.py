@@ -1,0 +1,234 @@
+"""`pairscope train`: what the model file records, and every bad input refused.
+
+Each bad input is a real file (a real checkpoint cut short, a pickle, a model with
+NaN weights, ...) fed to the real CLI: one line on stderr, exit code 2, no
+traceback, and no existing file changed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from pairscope.cli import main
+from pairscope.io.calibration import Registration, save_calibration
+from pairscope.restore import (
+    ModelInfo,
+    UNet,
+    describe_model_file,
+    load_model,
+    save_model,
+)
+from pairscope.train import TrainConfig, checkpoint_path, train
+
+TINY = ["--width", "4", "--depth", "1", "--crop", "64", "--batch-size", "4",
+        "--samples-per-epoch", "8", "--block-size", "2", "--no-progress",
+        "--no-noise-fit"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = shutil.copytree(demo_run, tmp_path_factory.mktemp("inputs") / "run")
+    save_calibration(path, Registration(-0.7, 1.3))  # the demo rig's true shift
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def trained(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model (and its checkpoint) trained by the CLI, 3 epochs, noise fit on."""
+    out = tmp_path_factory.mktemp("trained") / "m.safetensors"
+    args = [a for a in TINY if a != "--no-noise-fit"]
+    assert main(["train", str(run), "--out", str(out), "--epochs", "3", *args]) == 0
+    return out
+
+
+def test_the_model_file_says_everything(trained: Path) -> None:
+    info = load_model(trained).info
+    config = TrainConfig.from_model_info(info.training)
+    assert config is not None and config.version == 1
+    assert (config.width, config.depth, config.epochs, config.crop) == (4, 1, 3, 64)
+    assert info.training == config.model_dump(mode="json")
+    # the demo cameras' device properties: offset 100 ADU, 0.5 e-/ADU, 1.6 e-
+    cam = info.lowdose_camera
+    assert cam is not None and cam.camera == "LowDoseCam"
+    assert (cam.offset_adu, cam.gain_e_per_adu, cam.read_noise_e) == (100, 0.5, 1.6)
+    assert info.reference_camera is not None
+    assert info.reference_camera.camera == "ReferenceCam"
+    noise = info.noise_fit  # fitted from the pairs, close to the true camera
+    assert noise is not None
+    assert noise.gain_e_per_adu == pytest.approx(0.5, rel=0.1)
+    assert noise.offset_adu == pytest.approx(100, abs=2)
+    val = info.validation
+    assert val is not None and val.selected == "best"
+    losses = [h["val_loss"] for h in info.history]
+    assert val.epoch == 1 + losses.index(min(losses))
+    assert val.val_loss == min(losses) == info.metrics["val_loss"]
+    assert val.psnr_db is not None and val.bicubic_psnr_db is not None
+    assert val.n_pairs > 0 and val.n_train_pairs > val.n_pairs
+    text = describe_model_file(trained)
+    for piece in ("LowDoseCam: offset 100.0 ADU, gain 0.5 e-/ADU, read noise 1.6 e-",
+                  "noise fit:    gain", f"best epoch {val.epoch}", "width=4",
+                  "vs bicubic"):  # fmt: skip
+        assert piece in text, piece
+
+
+def test_independent_frames_use_every_pair(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    cfg = TrainConfig(width=4, depth=1, crop=64, batch_size=4, samples_per_epoch=8,
+                      epochs=1, progress=False, noise_fit=False, val_fraction=0.25,
+                      independent_frames=True)  # fmt: skip
+    val = train([run], out, cfg).info.validation  # type: ignore[union-attr]
+    assert val is not None
+    assert (val.n_train_pairs, val.n_pairs) == (9, 3)  # 12 pairs, no gap block
+    blocked = cfg.replace(independent_frames=False, block_size=2, force=True)
+    val2 = train([run], out, blocked).info.validation  # type: ignore[union-attr]
+    assert val2 is not None and val2.n_train_pairs + val2.n_pairs < 12
+
+
+# -- bad input: (prepare files in tmp -> extra CLI args, expected message) ---------
+
+
+def _ckpt_copy(trained: Path, tmp: Path) -> Path:
+    out = tmp / "m.safetensors"
+    shutil.copy(checkpoint_path(trained), checkpoint_path(out))
+    return out
+
+
+def _truncated(trained: Path, tmp: Path) -> list[str]:
+    out = _ckpt_copy(trained, tmp)
+    ckpt = checkpoint_path(out)
+    ckpt.write_bytes(ckpt.read_bytes()[:5000])
+    return ["--out", str(out), "--resume", "--epochs", "3"]
+
+
+def _pickle(trained: Path, tmp: Path) -> list[str]:
+    out = tmp / "m.safetensors"
+    torch.save(UNet(factor=2, width=4, depth=1), checkpoint_path(out))  # a module
+    return ["--out", str(out), "--resume", "--epochs", "3"]
+
+
+def _bare_pickle(trained: Path, tmp: Path) -> list[str]:
+    import pickle
+
+    out = tmp / "m.safetensors"
+    checkpoint_path(out).write_bytes(pickle.dumps({"model": print}))
+    return ["--out", str(out), "--resume", "--epochs", "3"]
+
+
+def _mismatched(trained: Path, tmp: Path) -> list[str]:
+    out = _ckpt_copy(trained, tmp)
+    return ["--out", str(out), "--resume", "--epochs", "3", "--width", "8"]
+
+
+def _nan_init(trained: Path, tmp: Path) -> list[str]:
+    net = load_model(trained).network
+    with torch.no_grad():
+        net.head.weight.fill_(float("nan"))
+    nan = tmp / "nan.safetensors"
+    data = nan.with_suffix(".tmp")
+    # write with safetensors directly: save_model itself refuses NaN weights
+    from safetensors.torch import save_file
+
+    info = ModelInfo.for_network(net, name="nan")
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        data,
+        metadata={"pairscope": info.model_dump_json()},
+    )
+    data.rename(nan)
+    return ["--out", str(tmp / "new.safetensors"), "--init", str(nan)]
+
+
+def _existing_out(trained: Path, tmp: Path) -> list[str]:
+    out = tmp / "m.safetensors"
+    shutil.copy(trained, out)
+    return ["--out", str(out)]
+
+
+def _existing_ckpt(trained: Path, tmp: Path) -> list[str]:
+    return ["--out", str(_ckpt_copy(trained, tmp))]
+
+
+BAD: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "resume-missing": (
+        lambda t, d: ["--out", str(d / "m.safetensors"), "--resume"],
+        r"--resume: there is no checkpoint .*m\.ckpt to continue",
+    ),
+    "resume-truncated": (_truncated, r"m\.ckpt: truncated or corrupt checkpoint"),
+    "resume-pickle": (_pickle, r"m\.ckpt: holds Python objects that pairscope never"),
+    "resume-bare-pickle": (_bare_pickle, r"m\.ckpt: a pickle file, which pairscope"),
+    "resume-mismatched": (
+        _mismatched,
+        r"written for another training \(width=4 \(now 8\)\): resume with the same",
+    ),
+    "init-nan": (_nan_init, r"nan\.safetensors: weights are not finite"),
+    "out-exists": (_existing_out, r"m\.safetensors exists: pass --force"),
+    "ckpt-exists": (_existing_ckpt, r"m\.ckpt holds an interrupted training"),
+    "too-few-pairs": (
+        lambda t, d: ["--out", str(d / "m.safetensors"), "--block-size", "6"],
+        r"12 pairs are too few .* blocks of 6 triggers: pass --independent-frames",
+    ),
+    "crop-too-large": (
+        lambda t, d: ["--out", str(d / "m.safetensors"), "--crop", "512"],
+        r"--crop 512 does not fit frames of 256x256 reference pixels",
+    ),
+    "bad-value": (
+        lambda t, d: ["--out", str(d / "m.safetensors"), "--epochs", "0"],
+        r"--epochs: Input should be greater than or equal to 1 \(got 0\)",
+    ),
+    "jitter-without-synthetic": (
+        lambda t, d: ["--out", str(d / "m.safetensors"), "--dose-jitter", "0.5"],
+        r"dose_jitter 0.5 acts on synthetic crops only",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_training_input_is_one_line_and_overwrites_nothing(
+    case: str,
+    run: Path,
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prepare, message = BAD[case]
+    extra = prepare(trained, tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    capsys.readouterr()
+    rc = main(["train", str(run), *TINY, "--epochs", "1", *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("pairscope: error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_force_overwrites_and_resume_finishes(
+    run: Path, trained: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "m.safetensors"
+    shutil.copy(trained, out)
+    assert main(["train", str(run), *TINY, "--epochs", "1", "--out", str(out),
+                 "--force", "--name", "again"]) == 0  # fmt: skip
+    assert load_model(out).info.name == "again"
+    # a finished checkpoint resumes to the same epochs without training more
+    res = train([run], out, TrainConfig.from_model_info(load_model(out).info.training)
+                .replace(resume=True, force=True))  # fmt: skip
+    assert [h["epoch"] for h in res.history] == [1]
+
+
+def test_save_refuses_nan_from_training_code(tmp_path: Path) -> None:
+    net = UNet(factor=2, width=4, depth=1)
+    with torch.no_grad():
+        net.head.bias.fill_(float("inf"))
+    with pytest.raises(ValueError, match="not finite"):
+        save_model(
+            tmp_path / "x.safetensors", net, ModelInfo.for_network(net, name="x")
+        )
