@@ -37,6 +37,7 @@ class FinalizeReport:
     unlisted_pages_removed: dict[str, int] = field(default_factory=dict)
     damaged_lines_removed: int = 0
     files_removed: list[str] = field(default_factory=list)
+    ome_errors: dict[str, str] = field(default_factory=dict)
 
 
 def read_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
@@ -213,9 +214,17 @@ def finalize_run(
                 for r in files
             },
         )
-        _ome.write_ome(run_dir / name, xml)
+        try:
+            _ome.write_ome(run_dir / name, xml)
+        except OSError as exc:  # the data stays readable; repair can add it later
+            logger.error("Could not write the OME-XML of %s: %s", name, exc)
+            report.ome_errors[name] = exc.strerror or str(exc)
     info["pairs_written"] = report.pairs
     info["frames_written"] = report.frames
+    if report.ome_errors:
+        info["ome_metadata_missing"] = report.ome_errors
+    else:
+        info.pop("ome_metadata_missing", None)
     info.setdefault("finished", datetime.now().isoformat())
     write_json(run_dir / L.RUN_INFO, info)
     return report

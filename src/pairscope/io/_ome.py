@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -414,5 +416,39 @@ def _tiffdata(
 
 
 def write_ome(path: Path, xml: str) -> None:
-    """Put ``xml`` into the first page's ImageDescription (in place or appended)."""
-    tifffile.tiffcomment(path, xml.encode("utf-8"), pageindex=0)
+    """Put ``xml`` into the first page's ImageDescription, crash-safely.
+
+    The new text is appended and fsynced before the tag is pointed at it, so an
+    interruption or a full disk leaves the old description (and every page) intact;
+    a failed append is cut off again.
+    """
+    data = xml.encode("utf-8") + b"\0"
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags.get(270)  # ImageDescription
+        bigtiff, byteorder = tif.is_bigtiff, tif.byteorder
+    if tag is None:  # not written by pairscope: let tifffile add it
+        tifffile.tiffcomment(path, xml.encode("utf-8"), pageindex=0)
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        start = size + (size % 2)  # values start on a word boundary
+        try:
+            _pwrite_all(fd, b"\0" * (start - size) + data, size)
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+        fmt = byteorder + ("HQQ" if bigtiff else "HII")
+        os.pwrite(fd, struct.pack(fmt, 2, len(data), start), tag.offset + 2)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

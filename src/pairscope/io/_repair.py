@@ -1,0 +1,146 @@
+"""``pairscope repair``: finalise a run interrupted by ``kill -9``, a crash or power loss.
+
+Keeps exactly the pairs the manifest lists (a manifest line cut by the crash and
+pages written after the last listed pair are removed), writes the OME-XML, and sets
+``run.json``'s status to ``recovered``.  Idempotent; refuses a run whose writer still
+holds ``writing.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import tifffile
+
+from ..errors import PairscopeError
+from . import _layout as L
+from ._finalize import FinalizeReport, finalize_run, read_info, read_manifest
+from ._lock import RunLock, lock_holder
+
+FINAL = ("completed", "canceled", "cancelled", "failed")
+
+
+class RunInUseError(PairscopeError, RuntimeError):
+    """The run folder is still being written by a live process."""
+
+    def __init__(self, message: str, *, pid: int) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+@dataclass(slots=True)
+class RepairReport:
+    """What ``repair`` found and did."""
+
+    run_dir: Path
+    status_before: str
+    status: str
+    changed: bool
+    finalize: FinalizeReport = field(default_factory=FinalizeReport)
+    stale_files_removed: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        f = self.finalize
+        out = [f"{self.run_dir}: status was {self.status_before!r}"]
+        if not self.changed:
+            out.append(
+                f"already finalised ({f.pairs} pairs listed, OME-XML present): "
+                "nothing to do"
+            )
+            return out
+        frames = ", ".join(f"{n} {r}" for r, n in f.frames.items()) or "no frames"
+        out.append(f"kept the {f.pairs} pairs the manifest lists ({frames})")
+        if f.damaged_lines_removed:
+            out.append(
+                f"removed {f.damaged_lines_removed} incomplete manifest line(s) "
+                "(cut by the interruption)"
+            )
+        for role, n in f.unlisted_pages_removed.items():
+            if n:
+                out.append(
+                    f"removed {n} {role} page(s) written after the last listed pair"
+                )
+        removed = self.stale_files_removed + f.files_removed
+        if removed:
+            out.append(f"removed leftovers: {', '.join(removed)}")
+        images = ", ".join(f"{n} {r} image(s)" for r, n in f.images.items())
+        out.append(
+            f"wrote OME-XML ({images or 'no images'}); status now {self.status!r}"
+        )
+        return out
+
+
+def _is_final(run_dir: Path, info: dict) -> bool:
+    """Status final, no leftovers, every listed detector file carries OME-XML."""
+    if info.get("status") not in (*FINAL, "recovered"):
+        return False
+    if info.get("ome_metadata_missing") or any(
+        (run_dir / n).exists() for n in (L.RESERVE, L.WRITING_LOCK)
+    ):
+        return False
+    records, _good, damaged = read_manifest(run_dir / L.MANIFEST)
+    if damaged or info.get("pairs_written") != len(records):
+        return False
+    for role in L.ROLES:
+        pages = [r[role]["page"] for r in records if r.get(role)]
+        if not pages:
+            continue
+        try:
+            with tifffile.TiffFile(run_dir / L.TIFF_OF_ROLE[role]) as tif:
+                if not tif.is_ome or len(tif.pages) != len(pages):
+                    return False
+        except Exception:
+            return False
+    return True
+
+
+def repair_run(run_dir: str | Path) -> RepairReport:
+    """Finalise ``run_dir`` from its manifest (module doc); returns what was done."""
+    run_dir = Path(run_dir)
+    if not (run_dir / L.MANIFEST).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} is not a pairscope run folder (no {L.MANIFEST}); pass the "
+            "folder 'pairscope demo' or 'pairscope acquire' printed."
+        )
+    pid = lock_holder(run_dir)
+    if pid is not None:
+        who = f"process {pid}" if pid > 0 else "another process"
+        raise RunInUseError(
+            f"{run_dir} is still being written by {who}; let the run finish or stop "
+            "it, then run 'pairscope repair' again.",
+            pid=pid,
+        )
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise RunInUseError(
+            f"{run_dir} is locked by another process ({exc}); try again when it is done.",
+            pid=-1,
+        ) from exc
+    try:
+        info = read_info(run_dir)
+        before = str(info.get("status", "unknown"))
+        stale = []
+        for name in (L.RESERVE, L.RUN_INFO + ".tmp"):
+            path = run_dir / name
+            if path.exists():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    stale.append(name)
+        if not stale and _is_final(run_dir, info):
+            records = read_manifest(run_dir / L.MANIFEST)[0]
+            return RepairReport(
+                run_dir, before, before, False, FinalizeReport(pairs=len(records))
+            )
+        extra = {"repaired": datetime.now().isoformat()}
+        if "status_before_repair" not in info:
+            extra["status_before_repair"] = before
+        status = before if before in FINAL else "recovered"
+        report = finalize_run(run_dir, status=status, extra_info=extra)
+        return RepairReport(run_dir, before, status, True, report, stale)
+    finally:
+        lock.release()
