@@ -5,18 +5,30 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class PairingMode(str, Enum):
-    """How a low-dose frame and its reference are obtained."""
+    """How a low-dose frame and its reference are obtained.
 
-    SIMULTANEOUS = "simultaneous"  # two cameras, one trigger (beam splitter)
-    SPARSE = "sparse"  # as simultaneous, reference only every N-th trigger
+    ``auto`` picks ``simultaneous`` on a rig of one core per camera and
+    ``sequential`` on one core with two cameras.
+    """
+
+    AUTO = "auto"
+    TRIGGERED = "triggered"  # hardware-triggered sequences, one core per camera
+    SIMULTANEOUS = "simultaneous"  # all cores snap at once, each from its own thread
+    SPARSE = "sparse"  # as simultaneous/sequential, reference only every N-th trigger
+    MULTI_CAMERA = "multi-camera"  # one core, Multi Camera, equal-size detectors
+    SEQUENTIAL = "sequential"  # one core, two cameras snapped one after the other
     ALTERNATING = "alternating"  # one camera: binned frame, then unbinned frame
+
+
+SETTINGS_VERSION = 1
+SEQUENCE_METADATA_KEY = "pairscope"
 
 
 class AcquisitionSettings(BaseModel):
@@ -24,7 +36,8 @@ class AcquisitionSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: PairingMode = PairingMode.SIMULTANEOUS
+    version: Literal[1] = SETTINGS_VERSION
+    mode: PairingMode = PairingMode.AUTO
     lowdose_camera: str | None = None
     reference_camera: str | None = None
     binning: int | None = Field(
@@ -48,6 +61,17 @@ class AcquisitionSettings(BaseModel):
     camera_trigger_property: str = Field(
         "LastTriggerIndex",
         description="Camera property reporting the trigger it read (checked if present).",
+    )
+    buffer_mb: int | None = Field(
+        None,
+        ge=8,
+        description="Circular buffer per core in MB (None: 2 s of frames, >= 256 MB).",
+    )
+    frame_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="How long a camera may deliver nothing before the run stops "
+        "(None: 3 x (exposure + interval) + 2 s).",
     )
 
     @model_validator(mode="after")
@@ -75,6 +99,31 @@ class AcquisitionSettings(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> AcquisitionSettings:
         return cls.model_validate(_load_mapping(path))
+
+    @classmethod
+    def resolve(
+        cls,
+        *layers: dict[str, Any] | None,
+    ) -> AcquisitionSettings:
+        """Settings from layers, later ones overriding earlier ones key by key
+        (e.g. rig file < sequence metadata < settings file < CLI flags typed)."""
+        data: dict[str, Any] = {}
+        for layer in layers:
+            if layer:
+                data.update(layer)
+        return cls.model_validate(data)
+
+    @staticmethod
+    def from_sequence(sequence: Any) -> dict[str, Any]:
+        """The settings embedded in ``sequence.metadata["pairscope"]`` (or {})."""
+        meta = getattr(sequence, "metadata", None) or {}
+        data = meta.get(SEQUENCE_METADATA_KEY) or {}
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"sequence metadata[{SEQUENCE_METADATA_KEY!r}] must be a mapping of "
+                f"pairing settings, got {type(data).__name__}."
+            )
+        return dict(data)
 
 
 def _load_mapping(path: str | Path) -> dict[str, Any]:

@@ -39,3 +39,7 @@ class WriterError(PairscopeError, OSError):
     def __init__(self, message: str, *, pairs_written: int) -> None:
         super().__init__(message)
         self.pairs_written = pairs_written
+
+
+class SequenceOverflow(PairscopeError, RuntimeError):
+    """A core's circular buffer overflowed; the run stops with status 'overflow'."""

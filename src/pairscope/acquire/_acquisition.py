@@ -6,6 +6,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,15 +16,15 @@ from useq import MDASequence
 
 from .. import __version__
 from ..config import AcquisitionSettings
-from ..errors import CameraFault, StageFault, WriterError
-from ..hardware import DetectorPair, find_detector_pair
+from ..errors import CameraFault, SequenceOverflow, StageFault, WriterError
+from ..hardware import DetectorPair, Rig, find_detector_pair
 from ._engine import PairedEngine
 from ._pair import Pair
-from ._signals import PairedSignals
+from ._signals import PairedSignals, listener_failures
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["completed", "canceled", "failed"]
+Status = Literal["completed", "cancelled", "failed", "overflow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,31 +40,38 @@ class AcquisitionSummary:
     failed_trigger: int | None = None
     message: str = ""
     run_dir: str | None = None
+    simultaneous_pairs: int = 0
+    problems: tuple[str, ...] = ()
+    listener_failures: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class PairedAcquisition:
-    """Paired low-dose / reference timelapse on any core (demo or real hardware).
+    """Paired low-dose / reference timelapse on a rig (demo or real hardware).
 
-    ``events.pairReady`` fires on the acquisition thread once per trigger; a writer
-    passed to :meth:`run` receives every pair (back-pressure, never dropping).
+    ``rig``: a :class:`~pairscope.hardware.Rig` (one core per camera) or a single
+    core.  A writer passed to :meth:`run` receives every pair first (back-pressure,
+    never dropping); then ``events.pairReady`` fires on the acquisition thread,
+    each listener isolated from the others.
     """
 
     def __init__(
         self,
-        core: CMMCorePlus,
+        rig: Rig | CMMCorePlus,
         settings: AcquisitionSettings | None = None,
         *,
         config_path: str | Path | None = None,
     ) -> None:
-        self.core = core
+        self.rig = rig if isinstance(rig, Rig) else Rig.from_core(rig, config_path)
+        self.core = self.rig.primary.core
         self.settings = settings or AcquisitionSettings()
-        self.detectors: DetectorPair = find_detector_pair(core, self.settings)
-        self.config_path = Path(config_path) if config_path else None
+        self.detectors: DetectorPair = find_detector_pair(self.rig, self.settings)
+        self.config_path = Path(config_path) if config_path else self.rig.path
         self.events = PairedSignals()
         self._writer_error: WriterError | None = None
+        self._engine: PairedEngine | None = None
 
     def run_info(self, sequence: MDASequence) -> dict[str, Any]:
         """Everything a run folder records about how it was acquired."""
@@ -74,15 +82,10 @@ class PairedAcquisition:
             "pairscope_version": __version__,
             "config_path": str(self.config_path) if self.config_path else None,
             "config_sha256": cfg_hash,
-            "detectors": {
-                "mode": self.detectors.mode.value,
-                "lowdose": self.detectors.lowdose,
-                "reference": self.detectors.reference,
-                "factor": self.detectors.factor,
-                "reasons": list(self.detectors.reasons),
-            },
+            "rig": self.rig.describe(),
+            "detectors": self.detectors.describe(),
             "settings": self.settings.model_dump(mode="json"),
-            "system_state": _system_state(self.core),
+            "system_state": _system_state(self.rig),
             "sequence": sequence.model_dump(mode="json", exclude_unset=True),
         }
 
@@ -94,15 +97,15 @@ class PairedAcquisition:
         A camera fault or a full disk stops the run; the summary says where, and
         every pair acquired before it is kept (and written, with a writer).
         """
-        engine = PairedEngine(self.core, self.detectors, self.settings, self.events)
+        deliver = self._deliverer(writer)
+        engine = PairedEngine(self.rig, self.detectors, self.settings, deliver)
+        self._engine = engine
         previous_engine = self.core.mda.engine
         self.core.mda.set_engine(engine)
         self._writer_error = None
         info = self.run_info(sequence)
         if writer is not None:
             writer.start(info)
-            to_writer = self._to_writer(writer)
-            self.events.pairReady.connect(to_writer)
         self.events.started.emit(info)
         status: Status = "completed"
         failed_trigger, message = None, ""
@@ -111,6 +114,9 @@ class PairedAcquisition:
             self.core.mda.run(sequence)
         except (CameraFault, StageFault) as fault:
             status, failed_trigger, message = "failed", fault.trigger_index, str(fault)
+        except SequenceOverflow as fault:
+            status, failed_trigger = "overflow", engine.pairs_emitted
+            message = str(fault)
         except Exception as exc:  # any other device error: stop, keep the data, say so
             logger.exception("Acquisition stopped by an error")
             status, failed_trigger = "failed", engine.pairs_emitted
@@ -122,8 +128,11 @@ class PairedAcquisition:
             if previous_engine is not None:
                 self.core.mda.set_engine(previous_engine)
         elapsed = time.perf_counter() - t0
-        if status == "completed" and self.core.mda.status.finish_reason == "canceled":
-            status = "canceled"
+        if status == "completed" and (
+            self.core.mda.status.finish_reason == "canceled"
+            or engine.cancel_requested.is_set()
+        ):
+            status = "cancelled"
         if self._writer_error is not None:
             status, message = "failed", str(self._writer_error)
         summary = AcquisitionSummary(
@@ -136,9 +145,11 @@ class PairedAcquisition:
             failed_trigger=failed_trigger,
             message=message,
             run_dir=str(writer.run_dir) if writer is not None else None,
+            simultaneous_pairs=self._simultaneous,
+            problems=tuple(engine.problems),
+            listener_failures=listener_failures(self.events) or None,
         )
         if writer is not None:
-            self.events.pairReady.disconnect(to_writer)  # the user's listeners stay
             summary = _finish_writer(writer, summary)
         if message:
             self.events.error.emit(summary.message)
@@ -159,23 +170,36 @@ class PairedAcquisition:
         return thread, result
 
     def cancel(self) -> None:
+        """Stop after the current frame (a running hardware sequence stops too)."""
+        if self._engine is not None:
+            self._engine.cancel_requested.set()
         self.core.mda.cancel()
 
     def set_paused(self, paused: bool) -> None:
         self.core.mda.set_paused(paused)
 
-    def _to_writer(self, writer: Any):
-        def submit(pair: Pair) -> None:
-            if self._writer_error is not None:
-                return
-            try:
-                writer.submit(pair)
-            except WriterError as err:
-                self._writer_error = err
-                logger.error("%s", err)
-                self.core.mda.cancel()
+    _simultaneous = 0
 
-        return submit
+    def _deliverer(self, writer: Any | None) -> Callable[[Pair], None]:
+        """Each pair goes to the writer first, then to the (isolated) listeners."""
+        self._simultaneous = 0
+
+        def deliver(pair: Pair) -> None:
+            if pair.metadata.get("simultaneous"):
+                self._simultaneous += 1
+            if writer is not None and self._writer_error is None:
+                try:
+                    writer.submit(pair)
+                except WriterError as err:
+                    self._writer_error = err
+                    logger.error("%s", err)
+                    self.cancel()
+            problem = pair.metadata.get("partner_missing")
+            if problem:
+                self.events.pairIncomplete.emit(pair, problem)
+            self.events.pairReady.emit(pair)
+
+        return deliver
 
 
 def _finish_writer(writer: Any, summary: AcquisitionSummary) -> AcquisitionSummary:
@@ -194,13 +218,15 @@ def _finish_writer(writer: Any, summary: AcquisitionSummary) -> AcquisitionSumma
     return summary
 
 
-def _system_state(core: CMMCorePlus) -> dict[str, dict[str, str]]:
-    """Every device property at the start of the run (the full hardware state)."""
-    try:
-        return core.getSystemState().dict()
-    except Exception:  # a device that cannot report must not stop the run
-        logger.warning("Could not read the system state", exc_info=True)
-        return {}
+def _system_state(rig: Rig) -> dict[str, dict[str, str]]:
+    """Every device property of every core at the start of the run."""
+    state: dict[str, dict[str, str]] = {}
+    for rc in reversed(rig.cores):  # the primary core's 'Core' entry wins
+        try:
+            state.update(rc.core.getSystemState().dict())
+        except Exception:  # a device that cannot report must not stop the run
+            logger.warning("Could not read the state of core %s", rc.name, exc_info=True)
+    return state
 
 
 def _count_events(sequence: MDASequence) -> int:

@@ -7,18 +7,9 @@ from typing import TypedDict
 
 import numpy as np
 
+from ._timing import FrameRecord
 
-class CameraFrameInfo(TypedDict, total=False):
-    """Per-camera facts recorded with every frame of a pair."""
-
-    label: str
-    image_number: int
-    timestamp_ms: float
-    exposure_ms: float
-    binning: int
-    gain: float | None
-    pixel_size_um: float | None
-    shape: tuple[int, int]
+CameraFrameInfo = FrameRecord  # the per-frame record (kept name)
 
 
 class PairMetadata(TypedDict, total=False):
@@ -26,9 +17,11 @@ class PairMetadata(TypedDict, total=False):
 
     trigger_index: int
     event_index: dict[str, int]
-    lowdose: CameraFrameInfo
-    reference: CameraFrameInfo | None
-    time_difference_ms: float | None
+    lowdose: FrameRecord | None
+    reference: FrameRecord | None
+    simultaneous: bool  # the two exposures overlapped by >= half the shorter one
+    exposure_overlap_ms: float | None
+    partner_missing: str  # why a frame is alone (missed trigger, camera failed)
     split_ratio: float | None
     light_power: float | None
     stage_xyz_um: tuple[float | None, float | None, float | None]
@@ -39,19 +32,25 @@ class PairMetadata(TypedDict, total=False):
 class Pair:
     """A low-dose frame and the reference frame of the same specimen instant.
 
-    ``reference`` is ``None`` when the reference camera was not due at this
-    trigger (sparse-reference mode).  ``lowdose`` is on the coarse (binned) grid,
-    ``reference`` on the fine grid; their shape ratio is the binning factor.
+    ``reference`` is ``None`` when the reference camera was not due (sparse mode)
+    or its frame was lost; ``lowdose`` is ``None`` for a reference frame whose
+    low-dose partner was lost (kept, never dropped).  ``metadata["simultaneous"]``
+    says whether the two exposures overlapped.
     """
 
     index: int
-    lowdose: np.ndarray
+    lowdose: np.ndarray | None
     reference: np.ndarray | None
     metadata: PairMetadata = field(default_factory=lambda: PairMetadata())
 
     @property
+    def complete(self) -> bool:
+        return self.lowdose is not None and self.reference is not None
+
+    @property
     def factor(self) -> int:
-        """Binning ratio reference/low-dose (the low-dose binning without a reference)."""
-        if self.reference is None:
-            return int(self.metadata.get("lowdose", {}).get("binning", 1) or 1)
+        """Grid ratio reference / low-dose (the low-dose binning without both)."""
+        if self.lowdose is None or self.reference is None:
+            low = self.metadata.get("lowdose") or {}
+            return int(low.get("binning", 1) or 1)
         return self.reference.shape[-1] // self.lowdose.shape[-1]

@@ -18,14 +18,22 @@ from ..errors import ConfigError
 _NO_INSTALL_MESSAGE = "Could not find a compatible Micro-Manager installation"
 
 
-def demo_config_path() -> Path:
-    """The demo microscope's config (shipped with the package, or in the repo)."""
-    packaged = (
-        resources.files("pairscope") / "hardware_configs" / "demo_dual_camera.cfg"
-    )
+def hardware_config_path(name: str) -> Path:
+    """A file of ``hardware_configs/`` (shipped with the package, or in the repo)."""
+    packaged = resources.files("pairscope") / "hardware_configs" / name
     if packaged.is_file():
         return Path(str(packaged))
-    return Path(__file__).parents[3] / "hardware_configs" / "demo_dual_camera.cfg"
+    return Path(__file__).parents[3] / "hardware_configs" / name
+
+
+def demo_config_path() -> Path:
+    """The demo microscope as one core with both cameras (sequential pairs)."""
+    return hardware_config_path("demo_dual_camera.cfg")
+
+
+def demo_rig_path() -> Path:
+    """The demo microscope as a rig: one core per camera, one trigger line."""
+    return hardware_config_path("demo_rig.yaml")
 
 
 class _DropNoInstallError(logging.Filter):

@@ -1,0 +1,211 @@
+"""Hardware-timed sequences on every core, paired by what the cameras report.
+
+Each core runs ``startSequenceAcquisition`` on its camera (followers in external
+trigger mode first, the leader last).  Frames are popped from each core's circular
+buffer with their metadata, and paired in order of each camera's own
+``ImageNumber``; each pairing is checked against the cameras' own timestamps
+(``ElapsedTime-ms``, mapped onto the run clock through the host time the core's
+sequence started).  Exposure starts that disagree by more than half the shorter
+exposure, by a whole number of frame periods, are a missed trigger: the frame that
+lost its partner is kept alone and the pairing resynchronises.  Anything else that
+disagrees is paired as numbered and marked not simultaneous.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymmcore_plus import CMMCorePlus
+
+from ..errors import CameraFault, SequenceOverflow
+from ._timing import FrameRecord, RunClock, camera_window, image_metadata, int_or_none
+
+
+@dataclass(slots=True)
+class SeqFrame:
+    """One frame popped from a circular buffer."""
+
+    role: str  # "lowdose" | "reference"
+    image: np.ndarray
+    record: FrameRecord
+    number: int  # position in this camera's stream (0, 1, ...)
+    start_ms: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CameraStream:
+    """One camera of a sequence: where its frames come from and what it said."""
+
+    core: CMMCorePlus
+    core_name: str
+    label: str
+    role: str
+    exposure_ms: float
+    t_start: float = 0.0  # host perf_counter when its sequence started
+    received: int = 0
+    last_frame_at: float = 0.0
+    last_image_number: int | None = None
+    gaps: int = 0
+
+
+def start_sequence(
+    core: CMMCorePlus, label: str, n: int, interval_ms: float
+) -> float:
+    """Start a sequence of ``n`` frames on ``label``; returns the host start time.
+
+    Work-around (pymmcore-plus 0.18.1): ``UniMMCore`` does not pass the interval
+    to Python cameras; a Python camera with ``set_sequence_interval_ms`` gets it.
+    """
+    pydevices = getattr(core, "_pydevices", None)
+    if pydevices is not None and label in pydevices:
+        with pydevices[label] as device:  # the core's own device lock
+            setter = getattr(device, "set_sequence_interval_ms", None)
+            if setter is not None:
+                setter(interval_ms)
+    core.startSequenceAcquisition(label, n, interval_ms, True)
+    return time.perf_counter()
+
+
+def drain(
+    core: CMMCorePlus, streams: dict[str, CameraStream], clock: RunClock
+) -> list[SeqFrame]:
+    """Pop every frame waiting in ``core``'s circular buffer."""
+    frames = []
+    while core.getRemainingImageCount() > 0:
+        image, md = core.popNextImageAndMD()
+        meta = image_metadata(md)
+        label = meta.get("Camera", "")
+        stream = streams.get(label) or next(iter(streams.values()))
+        number = int_or_none(meta.get("ImageNumber"))
+        elapsed = _float(meta.get("ElapsedTime-ms"))
+        if elapsed is None:
+            window = [round(clock.ms() - stream.exposure_ms, 3), round(clock.ms(), 3)]
+            source = "host"
+        else:
+            window = camera_window(clock, stream.t_start, elapsed, stream.exposure_ms)
+            source = "camera"
+        if (
+            number is not None
+            and stream.last_image_number is not None
+            and number != stream.last_image_number + 1
+        ):
+            stream.gaps += 1
+        stream.last_image_number = number
+        record = FrameRecord(
+            camera=stream.label,
+            core=stream.core_name,
+            camera_image_number=number,
+            exposure_window_ms=window,
+            timing_source=source,
+            exposure_ms=stream.exposure_ms,
+        )
+        trigger = int_or_none(meta.get("TriggerIndex"))
+        if trigger is not None:
+            record["camera_trigger_index"] = trigger
+        frames.append(
+            SeqFrame(stream.role, image, record, stream.received, window[0], meta)
+        )
+        stream.received += 1
+        stream.last_frame_at = time.perf_counter()
+    if core.isBufferOverflowed():
+        raise SequenceOverflow(
+            f"The circular buffer of core {next(iter(streams.values())).core_name!r} "
+            "overflowed: frames arrived faster than pairscope could take them. "
+            "Every pair taken before is saved. Give it more memory (--buffer-mb), "
+            "a faster disk, or a longer interval."
+        )
+    return frames
+
+
+class SequencePairer:
+    """Pairs low-dose and reference frames by number, checked by their timestamps."""
+
+    def __init__(self, tolerance_ms: float, period_ms: float) -> None:
+        self.tolerance_ms = tolerance_ms
+        self.period_ms = period_ms
+        self.low: deque[SeqFrame] = deque()
+        self.ref: deque[SeqFrame] = deque()
+        self._offsets: deque[float] = deque([0.0], maxlen=16)
+        self.missed = {"lowdose": 0, "reference": 0}
+        self.mismatched = 0
+
+    def add(self, frame: SeqFrame) -> None:
+        (self.low if frame.role == "lowdose" else self.ref).append(frame)
+
+    def pairs(
+        self, *, final: bool = False
+    ) -> Iterator[tuple[SeqFrame | None, SeqFrame | None, str]]:
+        """(low, ref, problem) for every frame that can be decided now."""
+        while self.low and self.ref:
+            low, ref = self.low[0], self.ref[0]
+            d = ref.start_ms - low.start_ms - statistics.median(self._offsets)
+            if abs(d) <= self.tolerance_ms:
+                self.low.popleft()
+                self.ref.popleft()
+                self._offsets.append(ref.start_ms - low.start_ms)
+                yield low, ref, ""
+                continue
+            shift = round(d / self.period_ms) if self.period_ms > 0 else 0
+            if shift and abs(d - shift * self.period_ms) <= self.tolerance_ms:
+                if shift > 0:  # the reference frame belongs to a later trigger
+                    self.low.popleft()
+                    self.missed["reference"] += 1
+                    yield low, None, (
+                        "reference camera missed this trigger (its next frame "
+                        f"started {d:.1f} ms later); pairing resynchronised"
+                    )
+                else:
+                    self.ref.popleft()
+                    self.missed["lowdose"] += 1
+                    yield None, ref, (
+                        "low-dose camera missed this trigger (its next frame "
+                        f"started {-d:.1f} ms later); pairing resynchronised"
+                    )
+                continue
+            self.low.popleft()
+            self.ref.popleft()
+            self.mismatched += 1
+            yield low, ref, (
+                f"exposure starts differ by {d:+.1f} ms, not a whole frame period: "
+                "not the same instant (is the trigger reaching the follower?)"
+            )
+        if final:
+            while self.low:
+                self.missed["reference"] += 1
+                yield self.low.popleft(), None, "reference frame never arrived"
+            while self.ref:
+                self.missed["lowdose"] += 1
+                yield None, self.ref.popleft(), "low-dose frame never arrived"
+
+
+def check_hang(
+    streams: list[CameraStream], expected: int, timeout_s: float, trigger: int
+) -> None:
+    """CameraFault if a camera that still owes frames has been silent too long while
+    another camera kept delivering."""
+    now = time.perf_counter()
+    newest = max(s.last_frame_at for s in streams)
+    for s in streams:
+        silent = now - s.last_frame_at
+        if s.received < expected and silent > timeout_s and newest - s.last_frame_at > 0:
+            raise CameraFault(
+                f"Camera {s.label!r} (core {s.core_name!r}) stopped delivering: no "
+                f"frame for {silent:.1f} s after {s.received} of {expected} frames. "
+                "Every earlier pair is saved; check the camera (cable, power, "
+                "driver) and start a new run.",
+                trigger_index=trigger,
+                camera=s.label,
+            )
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
