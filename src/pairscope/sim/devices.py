@@ -6,10 +6,23 @@ and its clock; every trigger is one specimen instant, rendered once for all the
 cameras attached to the hub, so the two detectors behind the virtual beam splitter
 see the same instant.  All physical parameters are device properties.
 
-Triggering: in ``TriggerMode=Hub`` a camera reads out the newest hub trigger it has
-not read yet, and fires a new trigger itself when there is none (so a snap always
-works).  Setting the hub's ``Trigger`` property to ``Fire`` fires one explicitly, as a
-TTL line from a DAQ would.  ``TriggerMode=Internal`` fires a new instant per frame.
+One optical bench, many cores: the hub and its peripherals are found by the hub
+*label* (each camera's pre-init ``Hub`` property), not by the core that loaded them,
+so a rig of one core per camera (``hardware_configs/demo_rig.yaml``) puts the
+low-dose camera, stages and light in one core and the reference camera in another,
+both seeing one specimen and one trigger line.
+
+Triggering, as on a real rig: every exposure start on the line is a *pulse* (one
+specimen instant).  ``TriggerMode=Internal``: a snap joins the pulse another camera
+opened less than that camera's exposure ago (two overlapping exposures see one
+instant) or fires a new one; a sequence free-runs at its interval and fires a pulse
+per frame (exposure-out: the leader of a triggered rig).  ``TriggerMode=External``:
+the camera exposes on the next pulse of the line; a pulse that arrives while it is
+still exposing is missed, as real cameras miss it.  Setting the hub's ``Trigger``
+property to ``Fire`` sends a pulse, as a DAQ would.  Exposures take real time
+(``RealTimeExposure=On``, the default).  Drills: ``TriggerCable=Unplugged`` (the
+camera free-runs), ``MissTriggerEvery``, ``HangAfterFrames``, ``FailAfterFrames``, and
+the stages' ``Stuck``.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -80,6 +94,7 @@ class Instant:
     z_um: float
     light_on: bool
     light_power: float
+    open_until: float = 0.0  # wall time until which a snap may join this instant
 
 
 class DemoHub(HubDevice):
@@ -95,7 +110,9 @@ class DemoHub(HubDevice):
         self._scene: Scene | None = None
         self._count = -1
         self._instant: Instant | None = None
-        self._rendered: dict[str, np.ndarray] = {}
+        self._rendered: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._pulses: deque[Instant] = deque(maxlen=256)  # the trigger line
+        self._pulse = threading.Condition(self._lock)
 
     def initialize(self) -> None:
         self._rebuild()
@@ -154,6 +171,37 @@ class DemoHub(HubDevice):
     def seconds_per_trigger(self, value: float) -> None:
         self._seconds_per_trigger = float(value)
 
+    @pymm_property(allowed_values=("none", "unseen-structure"), name="Scenario")
+    def scenario(self) -> str:
+        """A drill for the trust monitor (see ``pairscope.sim._specimen``)."""
+        return getattr(self, "_scenario", "none")
+
+    @scenario.setter
+    def scenario(self, value: str) -> None:
+        self._scenario = str(value)
+        self._rebuild_scenario()
+
+    @pymm_property(limits=(0.0, 1e6), name="ScenarioOnset_s")
+    def scenario_onset_s(self) -> float:
+        """Specimen time (s) from which the scenario's structures appear."""
+        return getattr(self, "_scenario_onset_s", 0.0)
+
+    @scenario_onset_s.setter
+    def scenario_onset_s(self, value: float) -> None:
+        self._scenario_onset_s = float(value)
+        self._rebuild_scenario()
+
+    def _rebuild_scenario(self) -> None:
+        self._rebuild()  # then the same specimen with the scenario added
+        with self._lock:
+            old = self.scene.specimen
+            self.scene.specimen = Specimen(
+                old.seed,
+                rayleigh_um=old.rayleigh_um,
+                scenario=self.scenario,
+                scenario_onset_s=self.scenario_onset_s,
+            )
+
     @pymm_property(is_read_only=True, name="RayleighDistance_um")
     def rayleigh_um(self) -> float:
         return self.optics.rayleigh_um
@@ -189,14 +237,15 @@ class DemoHub(HubDevice):
             optics = self.optics
             specimen = Specimen(self._seed, rayleigh_um=optics.rayleigh_um)
             self._scene = Scene(specimen, optics)
-            self._rendered.clear()
+            self._rendered = OrderedDict()
 
     @property
     def latest(self) -> Instant | None:
         return self._instant
 
-    def fire(self) -> Instant:
-        """Advance the specimen clock by one trigger and freeze the microscope state."""
+    def fire(self, exposure_ms: float = 0.0) -> Instant:
+        """Send a pulse on the trigger line: one new specimen instant, with the
+        microscope state frozen.  A snap may join it for ``exposure_ms``."""
         with self._lock:
             self._count += 1
             rig = self.rig
@@ -212,8 +261,40 @@ class DemoHub(HubDevice):
                 light_on=light.get_open() if light else True,
                 light_power=light.power_fraction if light else 1.0,
             )
-            self._rendered.clear()
+            self._instant = replace(
+                self._instant,
+                open_until=self._instant.wall_time + exposure_ms / 1000.0,
+            )
+            self._pulses.append(self._instant)
+            self._pulse.notify_all()
             return self._instant
+
+    def join_or_fire(self, last_read: int, exposure_ms: float) -> Instant:
+        """The instant a freely triggered exposure starting now sees: the open one
+        (another camera is still exposing it) if this camera has not read it, else a
+        new pulse."""
+        with self._lock:
+            latest = self._instant
+            if (
+                latest is not None
+                and latest.index > last_read
+                and time.perf_counter() < latest.open_until
+            ):
+                return latest
+            return self.fire(exposure_ms)
+
+    def next_pulse(self, after: int, timeout_s: float) -> Instant | None:
+        """The first pulse on the line with index > ``after`` (waits for it)."""
+        deadline = time.perf_counter() + timeout_s
+        with self._pulse:
+            while True:
+                for instant in self._pulses:
+                    if instant.index > after:
+                        return instant
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    return None
+                self._pulse.wait(remaining)
 
     def photons_per_ms(self, instant: Instant, camera_label: str) -> np.ndarray:
         """Expected photons per sensor pixel per ms at full power, for one camera.
@@ -221,12 +302,8 @@ class DemoHub(HubDevice):
         The instant is rendered once, for all attached cameras together.
         """
         with self._lock:
-            if instant is not self._instant:
-                raise RuntimeError(
-                    f"Trigger {instant.index} was overwritten by trigger "
-                    f"{self._count} before camera {camera_label!r} read it out."
-                )
-            if camera_label not in self._rendered:
+            rendered = self._rendered.get(instant.index)
+            if rendered is None or camera_label not in rendered:
                 cameras = self.rig.cameras
                 labels = list(cameras)
                 images = self.scene.render(
@@ -235,8 +312,11 @@ class DemoHub(HubDevice):
                     instant.z_um,
                     [cameras[lbl].geometry for lbl in labels],
                 )
-                self._rendered = dict(zip(labels, images, strict=True))
-            return self._rendered[camera_label]
+                rendered = dict(zip(labels, images, strict=True))
+                self._rendered[instant.index] = rendered
+                while len(self._rendered) > 4:  # a few instants may be in flight
+                    self._rendered.popitem(last=False)
+            return rendered[camera_label]
 
 
 class _HubPeripheral:
@@ -267,16 +347,23 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         self._split = 1.0
         self._offset_um = (0.0, 0.0)
         self._scale = 1.0
-        self._trigger_mode = "Hub"
-        self._real_time = False
+        self._trigger_mode = "Internal"
+        self._real_time = True
         self._last_index = -1
         self._fail_after = -1
         self._frames_read = 0
+        self._interval_ms = 0.0
+        self._cable_plugged = True
+        self._miss_every = 0
+        self._pulses_seen = 0
+        self._hang_after = -1
+        self._released = threading.Event()  # set at shutdown: a hung camera returns
 
     def initialize(self) -> None:
         _rig(self._hub_label).cameras[self.get_label()] = self
 
     def shutdown(self) -> None:
+        self._released.set()
         _rig(self._hub_label).cameras.pop(self.get_label(), None)
 
     # -- standard camera API --------------------------------------------
@@ -391,13 +478,44 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def magnification(self, value: float) -> None:
         self._scale = 1.0 / float(value)
 
-    @pymm_property(allowed_values=("Hub", "Internal"), name="TriggerMode")
+    @pymm_property(allowed_values=("Internal", "External"), name="TriggerMode")
     def trigger_mode(self) -> str:
+        """``Internal``: free-running (sequences fire the line: exposure-out);
+        ``External``: expose on each pulse of the trigger line."""
         return self._trigger_mode
 
     @trigger_mode.setter
     def trigger_mode(self, value: str) -> None:
         self._trigger_mode = str(value)
+
+    @pymm_property(allowed_values=("Connected", "Unplugged"), name="TriggerCable")
+    def trigger_cable(self) -> str:
+        """Drill: ``Unplugged`` and an external-trigger camera free-runs."""
+        return "Connected" if self._cable_plugged else "Unplugged"
+
+    @trigger_cable.setter
+    def trigger_cable(self, value: str) -> None:
+        self._cable_plugged = value == "Connected"
+
+    @pymm_property(limits=(0, 1000), name="MissTriggerEvery")
+    def miss_trigger_every(self) -> int:
+        """Drill: in external trigger mode, miss every N-th pulse (0: never)."""
+        return self._miss_every
+
+    @miss_trigger_every.setter
+    def miss_trigger_every(self, value: int) -> None:
+        self._miss_every = int(value)
+        self._pulses_seen = 0
+
+    @pymm_property(limits=(-1, 2**31 - 1), name="HangAfterFrames")
+    def hang_after(self) -> int:
+        """Drill: stop delivering frames (without an error) after this many."""
+        return self._hang_after
+
+    @hang_after.setter
+    def hang_after(self, value: int) -> None:
+        self._hang_after = int(value)
+        self._frames_read = 0
 
     @pymm_property(allowed_values=("Off", "On"), name="RealTimeExposure")
     def real_time(self) -> str:
@@ -451,34 +569,85 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         dose = self._exposure * instant.light_power * self._split
         return self.hub.photons_per_ms(instant, self.get_label()) * np.float32(dose)
 
-    def _next_instant(self) -> Instant:
-        hub = self.hub
-        latest = hub.latest
-        if self._trigger_mode == "Hub" and latest and latest.index > self._last_index:
-            return latest
-        return hub.fire()
+    def set_sequence_interval_ms(self, interval_ms: float) -> None:
+        """The frame interval of the next sequence (UniMMCore does not pass
+        ``startSequenceAcquisition``'s interval to Python cameras)."""
+        self._interval_ms = max(float(interval_ms), 0.0)
+
+    def _external(self) -> bool:
+        return self._trigger_mode == "External" and self._cable_plugged
+
+    def _wait_pulse(self) -> Instant:
+        """The next pulse this camera exposes on (external trigger)."""
+        after = self._last_index
+        while True:
+            instant = self.hub.next_pulse(after, timeout_s=0.1)
+            if self._released.is_set():
+                raise RuntimeError(f"Camera {self.get_label()!r} was shut down.")
+            if instant is None:
+                continue
+            after = instant.index
+            self._pulses_seen += 1
+            if self._miss_every and self._pulses_seen % self._miss_every == 0:
+                continue  # the drill: this trigger is lost on the cable
+            if self._real_time and instant.wall_time < self._busy_until:
+                continue  # still exposing the previous frame: a real camera misses it
+            return instant
+
+    def _snap_instant(self) -> Instant:
+        if self._external():
+            instant = self.hub.next_pulse(self._last_index, timeout_s=5.0)
+            if instant is None:
+                raise RuntimeError(
+                    f"Camera {self.get_label()!r} waited 5 s for a trigger in "
+                    "TriggerMode=External; fire the trigger or set Internal."
+                )
+            return instant
+        return self.hub.join_or_fire(self._last_index, self._exposure)
+
+    _busy_until = 0.0
 
     def start_sequence(
         self, n: int | None, get_buffer: Callable[[Sequence[int], Any], np.ndarray]
     ) -> Iterator[Mapping]:
+        if n == 1 and not self._interval_ms:  # a snap: its exposure starts now
+            start = time.perf_counter()
+            yield self._read_frame(get_buffer, self._snap_instant(), start)
+            return
         remaining = n if n is not None else -1
-        while remaining != 0:
-            yield self._read_frame(get_buffer)
-            remaining -= 1
+        period_s = max(self._interval_ms, self._exposure) / 1000.0
+        next_start = time.perf_counter()
+        self._busy_until = 0.0
+        try:
+            while remaining != 0:
+                if self._external():
+                    instant = self._wait_pulse()
+                else:  # free-running at the interval, firing the line
+                    if self._real_time:
+                        _sleep_until(next_start)
+                    instant = self.hub.fire(self._exposure)
+                    next_start = max(next_start + period_s, instant.wall_time)
+                yield self._read_frame(get_buffer, instant)
+                remaining -= 1
+        finally:
+            self._interval_ms = 0.0
 
-    def _read_frame(self, get_buffer: Callable[[Sequence[int], Any], np.ndarray]):
-        if self._fail_after >= 0:
-            self._frames_read += 1
-            if self._frames_read > self._fail_after:
-                raise RuntimeError(
-                    f"Camera {self.get_label()!r}: simulated hardware fault "
-                    f"(FailAfterFrames={self._fail_after})."
-                )
-        instant = self._next_instant()
-        if self._real_time:
-            wait = instant.wall_time + self._exposure / 1000 - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+    def _read_frame(
+        self,
+        get_buffer: Callable[[Sequence[int], Any], np.ndarray],
+        instant: Instant,
+        start: float | None = None,
+    ) -> Mapping:
+        self._frames_read += 1
+        if self._fail_after >= 0 and self._frames_read > self._fail_after:
+            raise RuntimeError(
+                f"Camera {self.get_label()!r}: simulated hardware fault "
+                f"(FailAfterFrames={self._fail_after})."
+            )
+        if self._hang_after >= 0 and self._frames_read > self._hang_after:
+            self._released.wait()  # the drill: no frame, no error, until shutdown
+            raise RuntimeError(f"Camera {self.get_label()!r} hung (drill).")
+        self._busy_until = max(start or 0.0, instant.wall_time) + self._exposure / 1000
         photons = self.expected_photons(instant)
         seed = (
             self.hub.scene.specimen.seed,
@@ -489,6 +658,8 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         buf = get_buffer(frame.shape, np.uint16)
         buf[:] = frame
         self._last_index = instant.index
+        if self._real_time:  # read out when the exposure ends, not before
+            _sleep_until(self._busy_until)
         return {
             "TriggerIndex": str(instant.index),
             "SpecimenTime_s": f"{instant.specimen_time_s:.6f}",
@@ -499,7 +670,27 @@ def _label_key(label: str) -> int:
     return zlib.crc32(label.encode())
 
 
-class DemoXYStage(_HubPeripheral, XYStageDevice):
+def _sleep_until(t: float) -> None:
+    wait = t - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
+
+
+class _Stickable:
+    """Mixin: a ``Stuck`` property (drill: the stage ignores moves)."""
+
+    _stuck = False
+
+    @pymm_property(allowed_values=("No", "Yes"), name="Stuck")
+    def stuck(self) -> str:
+        return "Yes" if self._stuck else "No"
+
+    @stuck.setter
+    def stuck(self, value: str) -> None:
+        self._stuck = value == "Yes"
+
+
+class DemoXYStage(_Stickable, _HubPeripheral, XYStageDevice):
     """An XY stage that moves the field of view over the specimen."""
 
     def __init__(self) -> None:
@@ -510,7 +701,8 @@ class DemoXYStage(_HubPeripheral, XYStageDevice):
         _rig(self._hub_label).xy_stage = self
 
     def set_position_um(self, x: float, y: float) -> None:
-        self._xy = (float(x), float(y))
+        if not self._stuck:
+            self._xy = (float(x), float(y))
 
     def get_position_um(self) -> tuple[float, float]:
         return self._xy
@@ -528,7 +720,7 @@ class DemoXYStage(_HubPeripheral, XYStageDevice):
         pass
 
 
-class DemoZStage(_HubPeripheral, StageDevice):
+class DemoZStage(_Stickable, _HubPeripheral, StageDevice):
     """A focus drive: the specimen is in focus at Z = 0 µm; defocus blurs."""
 
     def __init__(self) -> None:
@@ -539,7 +731,8 @@ class DemoZStage(_HubPeripheral, StageDevice):
         _rig(self._hub_label).z_stage = self
 
     def set_position_um(self, val: float) -> None:
-        self._z = float(val)
+        if not self._stuck:
+            self._z = float(val)
 
     def get_position_um(self) -> float:
         return self._z
