@@ -111,9 +111,9 @@ def test_cancel_frees_a_submit_blocked_on_a_full_queue(tmp_path) -> None:
     thread.join(2)
     assert outcome and isinstance(outcome[0], WriterError)
     release.set()
-    assert writer.close({"status": "canceled"}) == 2  # queued pairs were kept
+    assert writer.close({"status": "cancelled"}) == 2  # queued pairs were kept
     info = json.loads((writer.run_dir / "run.json").read_text())
-    assert info["status"] == "canceled" and info["pairs_written"] == 2
+    assert info["status"] == "cancelled" and info["pairs_written"] == 2
     _assert_listed_pairs_readable(writer.run_dir, 2)
 
 

@@ -20,7 +20,7 @@ from . import _layout as L
 from ._finalize import FinalizeReport, finalize_run, read_info, read_manifest
 from ._lock import RunLock, lock_holder
 
-FINAL = ("completed", "canceled", "cancelled", "failed")
+FINAL = ("completed", "cancelled", "cancelled", "failed")
 
 
 class RunInUseError(PairscopeError, RuntimeError):
@@ -77,9 +77,7 @@ def _is_final(run_dir: Path, info: dict) -> bool:
     """Status final, no leftovers, every listed detector file carries OME-XML."""
     if info.get("status") not in (*FINAL, "recovered"):
         return False
-    if info.get("ome_metadata_missing") or any(
-        (run_dir / n).exists() for n in (L.RESERVE, L.WRITING_LOCK)
-    ):
+    if info.get("ome_metadata_missing") or (run_dir / L.RESERVE).exists():
         return False
     records, _good, damaged = read_manifest(run_dir / L.MANIFEST)
     if damaged or info.get("pairs_written") != len(records):
