@@ -2,9 +2,16 @@
 
 Tubules (mitochondria-like, ~0.3 µm wide) drift, bend, break (fission) and rejoin
 (fusion); vesicles wander; static two-point targets (pairs of 100 nm beads at known
-separations of 0.5-2 Rayleigh distances) sit in a band free of other structure.
+separations of 0.5-2 Rayleigh distances) sit in a band free of other structure, their
+angles and positions drawn per seed (so a fresh seed shows a geometry no model saw).
 Every quantity is an analytic function of ``(seed, t)``, so any instant can be
 recomputed exactly and the ground truth is always available to tests.
+
+Scenarios (drills for the live trust monitor): ``"unseen-structure"`` adds, from
+``scenario_onset_s`` on, structure families the demo model never saw near the
+resolution limit: a dense square lattice of beads (pitch 1.1 Rayleigh), a fine
+grating of lines (period 1.2 Rayleigh) and rings (radius 1-1.5 Rayleigh), in patches
+near the field centre (within ±5 µm, so even a 128-pixel sensor sees them).
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 TARGET_SEPARATIONS_RAYLEIGH = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-TARGET_ANGLES_DEG = (0.0, 45.0, 90.0, 135.0)
+TARGET_ROWS = 4  # pairs per separation, each at its own random angle
+SCENARIOS = ("none", "unseen-structure")
 TUBULE_SAMPLE_UM = 0.025
 TUBULE_LINE_OFFSETS_UM = (-0.1, 0.0, 0.1)  # three lines give a ~0.3 µm wide tubule
 
@@ -48,6 +56,10 @@ class Specimen:
         Sets the target separations.
     extent_um
         Half-width of the square region populated with structures.
+    scenario
+        ``None``/``"none"``, or ``"unseen-structure"`` (module doc).
+    scenario_onset_s
+        Specimen time from which the scenario's structures are present.
     """
 
     def __init__(
@@ -60,8 +72,15 @@ class Specimen:
         n_vesicles: int = 220,
         tubule_brightness: float = 200.0,
         bead_brightness: float = 40.0,
+        scenario: str | None = None,
+        scenario_onset_s: float = 0.0,
     ) -> None:
+        scenario = scenario or "none"
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; use one of {SCENARIOS}")
         self.seed = seed
+        self.scenario = scenario
+        self.scenario_onset_s = float(scenario_onset_s)
         self.rayleigh_um = rayleigh_um
         rng = np.random.default_rng(seed)
         e = extent_um
@@ -91,18 +110,30 @@ class Specimen:
         self._ves_brightness = bead_brightness * rng.uniform(1.0, 4.0, n_vesicles)
         self.bead_brightness = bead_brightness
         self.targets = self._layout_targets(rng)
+        self._unseen = (
+            _unseen_structures(seed, rayleigh_um, bead_brightness)
+            if scenario == "unseen-structure"
+            else None
+        )
+
+    def scenario_active(self, t: float) -> bool:
+        """Whether the scenario's structures are present at time ``t`` (s)."""
+        return self._unseen is not None and t >= self.scenario_onset_s
 
     def _layout_targets(self, rng: np.random.Generator) -> tuple[TwoPointTarget, ...]:
-        """Targets on a grid in the band -22 < y < -14 µm, all separations × angles."""
+        """Targets in the band -22 < y < -14 µm: every separation ``TARGET_ROWS``
+        times, each pair at a random angle and jittered position (per seed)."""
         targets = []
         xs = np.linspace(-20.0, 20.0, len(TARGET_SEPARATIONS_RAYLEIGH))
-        ys = np.linspace(-21.0, -15.0, len(TARGET_ANGLES_DEG))
-        for row, angle in enumerate(TARGET_ANGLES_DEG):
+        ys = np.linspace(-21.0, -15.0, TARGET_ROWS)
+        angles = rng.uniform(0.0, 180.0, (TARGET_ROWS, len(xs)))
+        jitter = rng.uniform(-1.0, 1.0, (TARGET_ROWS, len(xs), 2)) * (1.5, 0.5)
+        for row in range(TARGET_ROWS):
             for col, factor in enumerate(TARGET_SEPARATIONS_RAYLEIGH):
                 sep = factor * self.rayleigh_um
-                cx = xs[col] + rng.uniform(-0.5, 0.5)
-                cy = ys[row] + rng.uniform(-0.3, 0.3)
-                a = np.deg2rad(angle)
+                cx = xs[col] + jitter[row, col, 0]
+                cy = ys[row] + jitter[row, col, 1]
+                a = np.deg2rad(angles[row, col])
                 d = 0.5 * sep * np.array([np.cos(a), np.sin(a)])
                 targets.append(
                     TwoPointTarget(
@@ -126,10 +157,12 @@ class Specimen:
         )
         bead_xy = np.array([p for tg in self.targets for p in (tg.p1_um, tg.p2_um)])
         bead_w = np.full(len(bead_xy), self.bead_brightness)
-        return Emitters(
-            np.concatenate([tub_xy, ves_xy, bead_xy]),
-            np.concatenate([tub_w, self._ves_brightness, bead_w]),
-        )
+        xy = [tub_xy, ves_xy, bead_xy]
+        w = [tub_w, self._ves_brightness, bead_w]
+        if self._unseen is not None and self.scenario_active(t):
+            xy.append(self._unseen.xy_um)
+            w.append(self._unseen.weights)
+        return Emitters(np.concatenate(xy), np.concatenate(w))
 
     def _tubule_points(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Points along every tubule's spine (three parallel lines), vectorised."""
@@ -153,3 +186,43 @@ class Specimen:
         xy = (spine[None] + offsets * normal[None]).reshape(-1, 2)
         w = self._tub_brightness[i] * TUBULE_SAMPLE_UM / len(TUBULE_LINE_OFFSETS_UM)
         return xy, np.tile(w, len(TUBULE_LINE_OFFSETS_UM))
+
+
+def _unseen_structures(seed: int, rayleigh_um: float, brightness: float) -> Emitters:
+    """A lattice, a grating and rings near the field centre (own RNG stream, so the
+    rest of the specimen is the same with and without the scenario)."""
+    rng = np.random.default_rng((seed, 0x5CE9))
+    centres = np.array([[-3.0, -2.5], [2.5, -2.0], [0.0, 3.0]])
+    centres += rng.uniform(-1.0, 1.0, centres.shape)
+    parts: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    # dense square lattice, 3 x 3 µm, rotated
+    pitch = 1.1 * rayleigh_um
+    g = np.arange(-1.5, 1.5 + 1e-9, pitch)
+    gx, gy = np.meshgrid(g, g)
+    parts.append(_rotate(np.column_stack([gx.ravel(), gy.ravel()]), rng) + centres[0])
+    weights.append(np.full(gx.size, 1.5 * brightness))
+    # grating: lines 3 µm long, period 1.2 Rayleigh, sampled densely
+    period = 1.2 * rayleigh_um
+    ys = np.arange(-1.5, 1.5 + 1e-9, period)
+    xs = np.arange(-1.5, 1.5 + 1e-9, TUBULE_SAMPLE_UM)
+    lx, ly = np.meshgrid(xs, ys)
+    parts.append(_rotate(np.column_stack([lx.ravel(), ly.ravel()]), rng) + centres[1])
+    weights.append(np.full(lx.size, 250.0 * TUBULE_SAMPLE_UM))
+    # rings of radius 1-1.5 Rayleigh on a 3 x 3 grid
+    ring_centres = np.column_stack(
+        [c.ravel() for c in np.meshgrid(*[(-1.0, 0, 1.0)] * 2)]
+    )
+    for rc in ring_centres:
+        r = rayleigh_um * rng.uniform(1.0, 1.5)
+        n = max(int(2 * np.pi * r / TUBULE_SAMPLE_UM), 8)
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        parts.append(centres[2] + rc + r * np.column_stack([np.cos(a), np.sin(a)]))
+        weights.append(np.full(n, 250.0 * TUBULE_SAMPLE_UM))
+    return Emitters(np.concatenate(parts), np.concatenate(weights))
+
+
+def _rotate(xy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    a = rng.uniform(0, np.pi)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return xy @ rot.T

@@ -40,7 +40,23 @@ def scene_for_run(info: dict[str, Any]) -> Scene:
     optics = Optics(
         float(hub["EmissionWavelength_nm"]) / 1000, float(hub["NumericalAperture"])
     )
-    return Scene(Specimen(int(hub["Seed"]), rayleigh_um=optics.rayleigh_um), optics)
+    specimen = Specimen(
+        int(hub["Seed"]),
+        rayleigh_um=optics.rayleigh_um,
+        scenario=hub.get("Scenario", "none"),
+        scenario_onset_s=float(hub.get("ScenarioOnset_s", 0.0)),
+    )
+    return Scene(specimen, optics)
+
+
+def scenario_active(info: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether the demo scenario's structures were present at ``record``'s trigger
+    (``False`` for runs without a scenario or not from the demo)."""
+    hub = info.get("system_state", {}).get(HUB, {})
+    if hub.get("Scenario", "none") in ("none", ""):
+        return False
+    t = int(record["trigger_index"]) * float(hub["SpecimenSecondsPerTrigger"])
+    return t >= float(hub.get("ScenarioOnset_s", 0.0))
 
 
 def geometry(info: dict[str, Any], camera: str) -> SensorGeometry:

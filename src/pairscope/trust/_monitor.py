@@ -1,0 +1,329 @@
+"""The live trust monitor: checks restored frames off the acquisition path.
+
+Listeners (``on_pair`` from the acquisition, ``on_restored`` from the restorer) only
+store references and hand the newest (pair, restored frame) to a mailbox of one;
+a check still waiting when a newer one arrives is replaced and counted as
+``skipped``.  The checks run on their own thread at the lowest priority, so the
+acquisition never waits for them.  Every checked pair appends one line to
+``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
+``quality.png`` (the metrics over time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from psygnal import Signal, SignalGroup
+
+from .._threads import deprioritize_current_thread
+from ._calibrate import calibration_from_info
+from ._checks import CheckResult, Thresholds, TrustCalibration, check_pair
+
+__all__ = [
+    "QUALITY_FILE",
+    "TrustMonitor",
+    "TrustSignals",
+    "TrustSummary",
+    "attach_trust_monitor",
+]
+
+logger = logging.getLogger(__name__)
+
+QUALITY_FILE = "quality.jsonl"
+SUMMARY_FILE = "quality_summary.json"
+PLOT_FILE = "quality.png"
+TRUST_NICENESS = 19  # below the restorer and the preview: trust comes last
+
+
+class TrustSignals(SignalGroup):
+    """Events of the trust monitor (emitted on its worker thread)."""
+
+    checked = Signal(object)  # CheckResult
+
+
+@dataclass
+class TrustSummary:
+    """Counts at the end of a monitored run."""
+
+    checked: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # newer pair arrived before the check started
+    calibrating: int = 0  # before the registration was known
+    unmatched: int = 0  # restored frame whose pair was no longer kept
+    errors: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    def line(self) -> str:
+        v = self.verdicts
+        return (
+            f"trust: {self.checked} checked (ok {v.get('ok', 0)}, warn "
+            f"{v.get('warn', 0)}, alarm {v.get('alarm', 0)}), {self.skipped} skipped"
+        )
+
+
+class TrustMonitor:
+    """Check restored frames against their reference and their input (module doc).
+
+    Parameters
+    ----------
+    out_dir
+        Folder for ``quality.jsonl`` and the summary (the run folder live).
+    calibration
+        Noise figures and registration; ``None``: from ``run_info`` (default
+        ``out_dir/run.json``) and the first ``calibration_pairs`` pairs.
+    thresholds
+        Verdict levels (:class:`Thresholds`).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        calibration: TrustCalibration | None = None,
+        thresholds: Thresholds | None = None,
+        run_info: dict[str, Any] | None = None,
+        calibration_pairs: int = 4,
+        keep_pairs: int = 64,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / QUALITY_FILE
+        self.calibration = calibration
+        self.thresholds = thresholds or Thresholds()
+        self.events = TrustSignals()
+        self.results: list[dict[str, Any]] = []  # the lines written, in order
+        self._run_info = run_info
+        self._n_cal = calibration_pairs
+        self._cal_pairs: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
+        self._pairs: OrderedDict[int, Any] = OrderedDict()
+        self._keep = keep_pairs
+        self._cond = threading.Condition()
+        self._pending: tuple[Any, Any] | None = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._counts: Counter[str] = Counter()
+        self._verdicts: Counter[str] = Counter()
+        self._file = self.path.open("a", encoding="utf-8")
+        self._write_lock = threading.Lock()
+
+    # -- listeners (any thread; quick; never raise) -----------------------------
+    def on_pair(self, pair: Any) -> None:
+        """Keep a reference to ``pair`` until its restored frame arrives."""
+        try:
+            with self._cond:
+                self._pairs[pair.index] = pair
+                while len(self._pairs) > self._keep:
+                    self._pairs.popitem(last=False)
+                if (
+                    self.calibration is None
+                    and pair.reference is not None
+                    and len(self._cal_pairs) < self._n_cal
+                ):
+                    meta = dict(pair.metadata or {})
+                    self._cal_pairs.append((pair.lowdose, pair.reference, meta))
+        except Exception:
+            logger.exception("trust monitor: on_pair failed")
+
+    def on_restored(self, frame: Any) -> None:
+        """Queue the check of ``frame`` with its pair (newest wins)."""
+        try:
+            with self._cond:
+                pair = self._pairs.pop(frame.index, None)
+                if pair is None:
+                    self._counts["unmatched"] += 1
+                    return
+                if self._pending is not None:
+                    self._counts["skipped"] += 1
+                self._pending = (pair, frame)
+                self._cond.notify()
+        except Exception:
+            logger.exception("trust monitor: on_restored failed")
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="pairscope-trust", daemon=True
+            )
+            self._thread.start()
+
+    def finish(self, timeout: float = 30.0) -> TrustSummary:
+        """Check what is waiting, stop, write the summary and the plot."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("trust monitor did not finish within %.0f s", timeout)
+        with self._write_lock:
+            if not self._file.closed:
+                self._file.close()
+        return self.write_summary()
+
+    # -- synchronous use (evaluate, benchmarks) ------------------------------------
+    def check(
+        self, index: int, restored: np.ndarray, lowdose: np.ndarray, reference: Any
+    ) -> CheckResult:
+        """Check one pair now and log it (needs ``calibration``)."""
+        if self.calibration is None:
+            raise ValueError("TrustMonitor.check needs a calibration")
+        result = check_pair(
+            index, restored, lowdose, reference, self.calibration, self.thresholds
+        )
+        self._record(result)
+        return result
+
+    def summary(self) -> TrustSummary:
+        with self._cond:
+            return TrustSummary(
+                checked=sum(self._verdicts.values()),
+                verdicts={k: self._verdicts.get(k, 0) for k in ("ok", "warn", "alarm")},
+                skipped=self._counts["skipped"],
+                calibrating=self._counts["calibrating"],
+                unmatched=self._counts["unmatched"],
+                errors=self._counts["errors"],
+            )
+
+    def write_summary(self) -> TrustSummary:
+        """Write ``quality_summary.json`` and ``quality.png``; return the counts."""
+        s = self.summary()
+        s.files = [str(self.path)]
+        if self.results:
+            from ._plots import plot_quality
+
+            s.files.append(
+                str(
+                    plot_quality(
+                        self.results, self.out_dir / PLOT_FILE, self.thresholds
+                    )
+                )
+            )
+        data = {
+            **s.as_dict(),
+            "thresholds": self.thresholds.__dict__,
+            "calibration": None
+            if self.calibration is None
+            else self.calibration.as_dict(),
+        }
+        (self.out_dir / SUMMARY_FILE).write_text(
+            json.dumps(data, indent=2, default=float)
+        )
+        s.files.append(str(self.out_dir / SUMMARY_FILE))
+        return s
+
+    # -- worker ----------------------------------------------------------------
+    def _run(self) -> None:
+        deprioritize_current_thread(TRUST_NICENESS)
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                job, self._pending = self._pending, None
+                if job is None:
+                    return
+            pair, frame = job
+            try:
+                if self.calibration is None and not self._calibrate(pair):
+                    with self._cond:
+                        self._counts["calibrating"] += 1
+                    continue
+                self.check(pair.index, frame.image, pair.lowdose, pair.reference)
+            except Exception:
+                logger.warning(
+                    "trust check of pair %s failed", pair.index, exc_info=True
+                )
+                with self._cond:
+                    self._counts["errors"] += 1
+
+    def _calibrate(self, pair: Any) -> bool:
+        """Registration from the first reference pairs, noise from ``run.json``."""
+        with self._cond:
+            pairs = list(self._cal_pairs)
+        if len(pairs) < self._n_cal:
+            return False
+        from ..io.calibration import registration_from_pairs
+
+        factor = pairs[0][1].shape[-1] // pairs[0][0].shape[-1]
+        crops = [_central(lo, ref, factor) for lo, ref, _ in pairs]
+        reg = registration_from_pairs(crops, factor, fit_scale=False)
+        info = self._run_info
+        if info is None:
+            p = self.out_dir / "run.json"
+            info = json.loads(p.read_text()) if p.is_file() else {}
+        ref_meta = pairs[0][2].get("reference") or {}
+        self.calibration = calibration_from_info(
+            info,
+            factor,
+            reg,
+            reference_pixel_um=ref_meta.get("pixel_size_um"),
+            frames=(pairs[0][0], pairs[0][1]),
+        )
+        with self._cond:
+            self._cal_pairs.clear()
+        return True
+
+    def _record(self, result: CheckResult) -> None:
+        line = result.line()
+        with self._write_lock:
+            self.results.append(line)
+            if not self._file.closed:
+                self._file.write(json.dumps(line) + "\n")
+                self._file.flush()
+        with self._cond:
+            self._verdicts[result.verdict] += 1
+        try:
+            self.events.checked.emit(result)
+        except Exception:
+            logger.exception("a trust listener raised")
+
+
+def _central(
+    low: np.ndarray, ref: np.ndarray, f: int, size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    h, w = low.shape
+    n = min(size // f, h, w)
+    y0, x0 = (h - n) // 2, (w - n) // 2
+    return (
+        low[y0 : y0 + n, x0 : x0 + n].astype(np.float32),
+        ref[y0 * f : (y0 + n) * f, x0 * f : (x0 + n) * f].astype(np.float32),
+    )
+
+
+def attach_trust_monitor(
+    acquisition_events: Any,
+    restorer: Any,
+    run_dir: str | Path,
+    *,
+    sink: Any | None = None,
+    calibration: TrustCalibration | None = None,
+    thresholds: Thresholds | None = None,
+) -> TrustMonitor:
+    """Check every restored pair of a live run; call ``finish()`` at the end.
+
+    ``acquisition_events.pairReady`` feeds the pairs, ``restorer.events.restored``
+    the restored frames; a ``sink`` with ``on_quality`` (the preview) gets every
+    :class:`CheckResult`.  Results go to ``run_dir/quality.jsonl``.
+    """
+    monitor = TrustMonitor(run_dir, calibration=calibration, thresholds=thresholds)
+    # plain functions: psygnal holds bound methods only weakly
+    acquisition_events.pairReady.connect(lambda p: monitor.on_pair(p))
+    restorer.events.restored.connect(lambda f: monitor.on_restored(f))
+    on_quality = getattr(sink, "on_quality", None)
+    if on_quality is not None:
+        monitor.events.checked.connect(lambda r: on_quality(r))
+    monitor.start()
+    return monitor
