@@ -9,5 +9,6 @@ except PackageNotFoundError:  # running from a source tree
 
 
 from .io import Run, open_run
+from .offline import restore as restore_frame
 
-__all__ = ["Run", "__version__", "open_run"]
+__all__ = ["Run", "__version__", "open_run", "restore_frame"]

@@ -200,11 +200,30 @@ def _num(v: Any) -> str:
     return repr(float(v)) if not isinstance(v, str) else v
 
 
+def _device_props(state: Any) -> Iterable[dict[str, Any]]:
+    """Every ``{property: value}`` dict in a (possibly per-core nested) system state."""
+    if isinstance(state, dict):
+        if any(not isinstance(v, dict) for v in state.values()):
+            yield state
+        for v in state.values():
+            if isinstance(v, dict):
+                yield from _device_props(v)
+
+
+def _camera_props(state: Any, camera: str) -> dict[str, Any]:
+    if isinstance(state, dict):
+        if isinstance(state.get(camera), dict):
+            return state[camera]
+        for v in state.values():
+            found = _camera_props(v, camera)
+            if found:
+                return found
+    return {}
+
+
 def _props(info: dict[str, Any], *names: str) -> float | None:
     """The first numeric device property called one of ``names`` in run.json."""
-    for props in (info.get("system_state") or {}).values():
-        if not isinstance(props, dict):
-            continue
+    for props in _device_props(info.get("system_state") or {}):
         for n in names:
             try:
                 v = float(props[n])
@@ -242,7 +261,7 @@ def build_ome_xml(
     instrument = ET.SubElement(root, "Instrument", ID="Instrument:0")
     for cam in cameras:
         attrs = {"ID": detector_id[cam], "Model": cam}
-        props = state.get(cam) if isinstance(state.get(cam), dict) else {}
+        props = _camera_props(state, cam)
         for key in ("Gain", "Offset"):
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 attrs[key] = _num(float(props[key]))

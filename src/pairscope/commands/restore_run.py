@@ -1,0 +1,45 @@
+"""``pairscope restore MODEL RUN --out DIR``: restore every low-dose frame of a run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore every low-dose frame of a finished run (predictions OME-TIFF)",
+        description="Restore every low-dose frame of RUN with MODEL into "
+        "DIR/restored.prediction.ome.tif (marked as predictions with the model's "
+        "SHA-256, reference pixel size, one plane per pair).",
+    )
+    p.add_argument("model", type=Path, help="model file (.safetensors)")
+    p.add_argument("run", type=Path, help="run folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda:0")
+    p.add_argument("--tile", type=int, default=None, help="tile size for big frames")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_restore)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from ..offline import restore_run
+
+    result = restore_run(
+        args.model,
+        args.run,
+        args.out,
+        device=args.device,
+        tile=args.tile,
+        progress=not args.no_progress,
+    )
+    print(
+        f"restored {result.frames} frames with {result.model_name!r} "
+        f"(sha256 {result.model_sha256[:12]}…) on {result.device} in "
+        f"{result.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    print(result.out)
+    return 0
