@@ -56,8 +56,11 @@ def test_sparse_references_positions_and_z_are_real_axes(tmp_path) -> None:
     ]
     run_dir = _write(tmp_path, pairs)
     low, ref = _ome(run_dir / "lowdose.ome.tif"), _ome(run_dir / "reference.ome.tif")
-    assert low.images == ref.images  # one multi-file dataset, the same XML in both
+    # one multi-file dataset: each file lists both, its own images first
     assert low.uuid != ref.uuid
+    assert [im.name for im in ref.images] == [im.name for im in low.images][2:] + [
+        im.name for im in low.images
+    ][:2]
     names = [im.name for im in low.images]
     assert names == [
         "lowdose LowDoseCam position 0",
@@ -109,6 +112,8 @@ def test_sparse_references_positions_and_z_are_real_axes(tmp_path) -> None:
         assert data[2, 1, 0, 0] == pairs[2 * 6 + 0 * 3 + 1].index  # t=2, p=0, z=1
         ref_series = tif.series[2]  # the reference file, linked
         assert ref_series.asarray().shape[-2:] == (32, 32)
+    with tifffile.TiffFile(run_dir / "reference.ome.tif") as tif:
+        assert tif.series[0].name.startswith("reference")  # what napari shows
 
 
 def test_channels_and_incomplete_grids(tmp_path) -> None:
@@ -132,7 +137,7 @@ def test_ome_is_derived_from_disk_for_thousands_of_planes(tmp_path) -> None:
     px = ome.images[0].pixels
     assert px.size_t == 1500 and len(px.tiff_data_blocks) == 1  # contiguous: one block
     with tifffile.TiffFile(run_dir / "reference.ome.tif") as tif:
-        data = tif.series[1].asarray()
+        data = tif.series[0].asarray()
     assert data.shape == (1500, 16, 16)
     assert np.array_equal(data[:, 0, 0], np.arange(1500) % 65536)
     assert len(pairscope.open_run(run_dir)) == 1500

@@ -203,9 +203,11 @@ def finalize_run(
         report.images[role] = len(imgs)
         images += imgs
         files[role] = (name, _ome.file_uuid(run_id, name))
-    for name, urn in files.values():
+    for role, (name, urn) in files.items():
+        # the file's own images first: viewers open series 0 of the file they open
+        own = [im for im in images if im.role == role]
         xml = _ome.build_ome_xml(
-            images,
+            own + [im for im in images if im.role != role],
             files=files,
             root_uuid=urn,
             info=info,

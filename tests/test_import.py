@@ -1,0 +1,131 @@
+"""``pairscope import``: another rig's paired stacks become a run pairscope can use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import pairscope
+from pairscope.io._import import import_pairs
+
+CLI = [sys.executable, "-m", "pairscope.cli"]
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def stacks(
+    demo_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """The demo run's frames as two plain TIFF stacks (no physical metadata)."""
+    folder = tmp_path_factory.mktemp("stacks")
+    with pairscope.open_run(demo_run) as run:
+        low = np.stack([run[i].lowdose for i in range(len(run))])
+        ref = np.stack([run[i].reference for i in range(len(run))])
+    tifffile.imwrite(folder / "low.tif", low)
+    tifffile.imwrite(folder / "ref.tif", ref)
+    return folder / "low.tif", folder / "ref.tif"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "import", *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_missing_physical_metadata_names_the_option(stacks, tmp_path) -> None:
+    low, ref = stacks
+    base = ["--lowdose", str(low), "--reference", str(ref), "--out", str(tmp_path)]
+    proc = _cli(*base)
+    assert proc.returncode == 2 and "--reference-pixel-um" in proc.stderr
+    proc = _cli(*base, "--reference-pixel-um", "0.1")
+    assert proc.returncode == 2 and "--offset" in proc.stderr
+    proc = _cli(*base, "--reference-pixel-um", "0.1", "--offset", "100")
+    assert proc.returncode == 2 and "--gain" in proc.stderr
+    proc = _cli(*base, "--reference-pixel-um", "0.1", "--offset", "100", "--gain",
+                "0.5", "--binning", "4")  # fmt: skip
+    assert proc.returncode == 2 and "--binning 4" in proc.stderr
+    assert all("Traceback" not in p for p in (proc.stderr,))
+    assert list(tmp_path.iterdir()) == []  # no run folder from a refused import
+
+
+def test_frame_counts_must_match(stacks, tmp_path) -> None:
+    low, ref = stacks
+    short = tmp_path / "short.tif"
+    tifffile.imwrite(short, tifffile.imread(ref)[:5])
+    with pytest.raises(ValueError, match=r"has 12 frames and short\.tif 5"):
+        import_pairs(low, short, tmp_path, reference_pixel_um=0.1, offset=100, gain=0.5)
+
+
+def test_plain_stacks_with_options(stacks, demo_run, tmp_path) -> None:
+    low, ref = stacks
+    proc = _cli("--lowdose", str(low), "--reference", str(ref), "--reference-pixel-um",
+                "0.1", "--binning", "2", "--offset", "100", "--gain", "0.5",
+                "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    run, original = pairscope.open_run(run_dir), pairscope.open_run(demo_run)
+    assert len(run) == len(original) == 12 and run.factor == 2
+    for i in (0, 11):
+        assert np.array_equal(run[i].lowdose, original[i].lowdose)
+        assert np.array_equal(run[i].reference, original[i].reference)
+    rec = run.records[0]
+    assert rec["lowdose"]["pixel_size_um"] == pytest.approx(0.2)
+    assert rec["reference"]["pixel_size_um"] == pytest.approx(0.1)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["pairs_written"] == 12
+    assert info["system_state"]["ImportedLowDose"]["Gain"] == "0.5"
+
+
+def test_ome_tiff_inputs_supply_the_options(demo_run, tmp_path) -> None:
+    run_dir = import_pairs(
+        demo_run / "lowdose.ome.tif",
+        demo_run / "reference.ome.tif",
+        tmp_path,
+        progress=False,
+    )
+    run = pairscope.open_run(run_dir)
+    original = pairscope.open_run(demo_run)
+    assert len(run) == len(original) and run.factor == original.factor
+    assert run.records[0]["reference"]["pixel_size_um"] == pytest.approx(
+        original.records[0]["reference"]["pixel_size_um"]
+    )
+    state = run.info["system_state"]["ImportedLowDose"]
+    demo_state = original.info["system_state"]["LowDoseCam"]
+    assert float(state["Offset"]) == float(demo_state["Offset"])
+    assert float(state["Gain"]) == float(demo_state["Gain"])
+
+
+@pytest.mark.slow
+def test_import_train_calibrate_evaluate_restore_round_trip(stacks, tmp_path) -> None:
+    from pairscope.evaluate import evaluate
+    from pairscope.io.calibration import estimate_registration, save_calibration
+    from pairscope.offline import restore_run
+    from pairscope.train import TrainConfig, train
+
+    low, ref = stacks
+    run_dir = import_pairs(low, ref, tmp_path / "runs", reference_pixel_um=0.1,
+                           binning=2, offset=100, gain=0.5, progress=False)  # fmt: skip
+    save_calibration(run_dir, estimate_registration(run_dir, max_pairs=4))
+    config = TrainConfig(
+        width=8, depth=1, epochs=1, batch_size=2, crop=64, samples_per_epoch=4,
+        block_size=2, progress=False, threads=2,
+    )  # fmt: skip
+    result = train([run_dir], tmp_path / "model.safetensors", config)
+    assert result.model_path is not None and result.model_path.is_file()
+    report = evaluate(
+        result.model_path, [run_dir], tmp_path / "eval", max_pairs=2, progress=False
+    )
+    assert report["pairs"] == 2
+    restored = restore_run(result.model_path, run_dir, tmp_path / "restored",
+                           progress=False)  # fmt: skip
+    assert restored.frames == 12
