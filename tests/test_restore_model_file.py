@@ -338,10 +338,12 @@ def test_dev_zero_is_refused_without_being_read(tmp_path: Path) -> None:
 
 
 def test_format_1_files_and_the_bundled_models_still_load() -> None:
-    from pairscope.live import MODELS_DIR
+    import pairscope
+
+    models = Path(pairscope.__file__).parent / "models"
 
     for name, factor in (("demo_x2", 2), ("demo_x4", 4)):
-        model = load_model(MODELS_DIR / f"{name}.safetensors", expect_factor=factor)
+        model = load_model(models / f"{name}.safetensors", expect_factor=factor)
         assert model.info.format_version == 1
         assert model.info.training is None and model.info.validation is None
         assert all(torch.isfinite(p).all() for p in model.network.parameters())

@@ -129,7 +129,10 @@ class RestorationNet(nn.Module):
         h, w = x.shape[-2:]
         s = self.stride
         ph, pw = (-h) % s, (-w) % s
-        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        # always pad while tracing (TorchScript / ONNX export), so the exported
+        # graph keeps the padding for every input size
+        pad = bool(ph or pw) or torch.jit.is_tracing()
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if pad else x
         feats = [self.inc(xp)]
         for down in self.down:
             feats.append(down(F.max_pool2d(feats[-1], 2)))

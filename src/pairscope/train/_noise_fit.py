@@ -82,8 +82,10 @@ def fit_noise_model(
         for i in range(len(run)):
             rec = run.records[i]
             dark = is_dark_run or float(rec.get("light_power", 1.0)) == 0
-            if not dark and not rec.get("reference"):
-                continue
+            if not dark and (
+                not rec.get("reference") or rec.get("simultaneous") is False
+            ):
+                continue  # the fit needs the reference of the same instant
             p = run[i]
             if dark:
                 dark_low.append(p.lowdose.astype(np.float64))
@@ -93,7 +95,11 @@ def fit_noise_model(
                 assert p.reference is not None
                 light.append((p.lowdose.astype(np.float64), p.reference, reg))
     if not light:
-        raise ValueError("no illuminated pairs with a reference to fit")
+        raise ValueError(
+            "no illuminated pairs with a simultaneous reference to fit (sequential "
+            "pairs see the specimen at two instants): acquire in a simultaneous or "
+            "triggered mode"
+        )
     light = light[:: max(1, math.ceil(len(light) / max_pairs))]
     meta = _reference_meta(opened[0])
     g_ref = reference_gain_e_per_adu or meta["gain"]
@@ -170,9 +176,9 @@ def _noise_gain(reg: Registration, f: int, shape: tuple[int, ...]) -> float:
 def _reference_meta(run: Run) -> dict[str, Any]:
     """Reference camera gain/offset/read noise from the manifest and run.json."""
     rec = next(r for r in run.records if r.get("reference"))
-    label = rec["reference"].get("label", "")
+    label = run.info.get("detectors", {}).get("reference") or ""
     props = run.info.get("system_state", {}).get(label, {})
-    gain = rec["reference"].get("gain") or props.get("Gain")
+    gain = props.get("Gain") or rec["reference"].get("gain")
     if gain is None:
         raise ValueError(
             f"{run.path}: the reference camera's gain is not recorded; pass "

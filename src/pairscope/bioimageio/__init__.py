@@ -1,0 +1,15 @@
+"""Model exchange in the bioimage.io format (spec 0.5): export and import.
+
+Needs the ``export`` extra (``bioimageio.core``, ``onnx``, ``onnxruntime``) for
+export and testing; import only reads the package (YAML and safetensors).
+"""
+
+from ._export import PAIRSCOPE_ATTACHMENT, export_bioimageio, sample_from_run
+from ._import import import_bioimageio
+
+__all__ = [
+    "PAIRSCOPE_ATTACHMENT",
+    "export_bioimageio",
+    "import_bioimageio",
+    "sample_from_run",
+]
