@@ -24,8 +24,8 @@ from useq import MDASequence
 
 from ._threads import deprioritize_current_thread
 from .acquire import AcquisitionSummary, PairedAcquisition
-from .acquire._engine import camera_pixel_size_um
 from .config import AcquisitionSettings, PairingMode
+from .hardware import Rig
 from .io import RunWriter
 from .io._predictions import PredictionWriter
 
@@ -62,7 +62,7 @@ class LiveOptions:
 
 
 def run_live(
-    core: CMMCorePlus,
+    rig: Rig | CMMCorePlus,
     settings: AcquisitionSettings,
     sequence: MDASequence,
     *,
@@ -70,6 +70,7 @@ def run_live(
     options: LiveOptions | None = None,
     restorer: Any | None = None,
     on_started: Callable[[PairedAcquisition, Any], None] | None = None,
+    extra_info: dict[str, Any] | None = None,
 ) -> AcquisitionSummary:
     """Run ``sequence`` with writing, progress, live restoration and preview.
 
@@ -78,13 +79,19 @@ def run_live(
     is called before the first trigger (to connect more listeners).
     """
     options = options or LiveOptions()
-    acq = PairedAcquisition(core, settings, config_path=config_path)
-    writer = RunWriter(options.out)
+    acq = PairedAcquisition(rig, settings, config_path=config_path)
+    acq.extra_info.update(extra_info or {})
     if restorer is None and options.restore:
-        restorer = _load_restorer(core, acq, settings, options.model)
+        restorer = _load_restorer(acq, options.model)
+    writer = RunWriter(options.out)
     predictions = None
     if restorer is not None:
-        acq.events.pairReady.connect(lambda p: restorer.submit(p.index, p.lowdose))
+
+        def _restore(pair: Any) -> None:
+            if pair.lowdose is not None:
+                restorer.submit(pair.index, pair.lowdose)
+
+        acq.events.pairReady.connect(_restore)
         if options.save_restored:
             predictions = PredictionWriter(writer.run_dir)
             restorer.events.restored.connect(predictions.on_restored)
@@ -93,6 +100,11 @@ def run_live(
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
+    trust = None
+    if restorer is not None:  # checks every restored pair: quality.jsonl (issue 9)
+        from .trust import attach_trust_monitor
+
+        trust = attach_trust_monitor(acq.events, restorer, writer.run_dir, sink=sink)
     calibration = None
     if acq.detectors.mode is not PairingMode.ALTERNATING:
         calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
@@ -112,6 +124,8 @@ def run_live(
     finally:
         if restorer is not None:
             restorer.stop()
+        if trust is not None:
+            trust.finish()
         if calibration is not None:
             calibration.finish()
         link.disconnect()  # pushes the final status
@@ -124,12 +138,7 @@ def run_live(
     return summary
 
 
-def _load_restorer(
-    core: CMMCorePlus,
-    acq: PairedAcquisition,
-    settings: AcquisitionSettings,
-    model: Path | None,
-) -> Any:
+def _load_restorer(acq: PairedAcquisition, model: Path | None) -> Any:
     from .restore import StreamingRestorer, load_model
 
     factor = acq.detectors.factor
@@ -141,7 +150,7 @@ def _load_restorer(
             factor,
         )
         return None
-    pixel = camera_pixel_size_um(core, acq.detectors.lowdose, settings.binning)
+    pixel = acq.detectors.lowdose_pixel_um
     loaded = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
     return StreamingRestorer(loaded)
 
@@ -167,7 +176,7 @@ class _LiveCalibration:
         self._thread: threading.Thread | None = None
 
     def on_pair(self, pair: Any) -> None:  # acquisition thread: keep references only
-        if self._thread is not None or pair.reference is None:
+        if self._thread is not None or pair.reference is None or pair.lowdose is None:
             return
         self.pairs.append((pair.lowdose, pair.reference))
         if len(self.pairs) >= self.n_pairs:

@@ -72,6 +72,7 @@ class PairedAcquisition:
         self.events = PairedSignals()
         self._writer_error: WriterError | None = None
         self._engine: PairedEngine | None = None
+        self.extra_info: dict[str, Any] = {}  # recorded in run.json (e.g. a drill)
 
     def run_info(self, sequence: MDASequence) -> dict[str, Any]:
         """Everything a run folder records about how it was acquired."""
@@ -87,6 +88,7 @@ class PairedAcquisition:
             "settings": self.settings.model_dump(mode="json"),
             "system_state": _system_state(self.rig),
             "sequence": sequence.model_dump(mode="json", exclude_unset=True),
+            **self.extra_info,
         }
 
     def run(

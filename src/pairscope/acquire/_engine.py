@@ -319,15 +319,18 @@ class PairedEngine(MDAEngine):
                     for low, ref, problem in pairer.pairs():
                         yield from self._emit_frames(events, k0, index, low, ref, problem)
                         index += 1
-                    done = all(s.received >= n for s in streams)
-                    if done:
+                    if all(s.received >= n for s in streams):
                         break
-                    if not got:
-                        if not any(self._running(s) for s in streams):
-                            if not self._core_has_frames(streams):
-                                break  # every camera stopped: what is missing is missing
+                    if got:
+                        continue
+                    if self._leader_done(streams, n):
+                        # followers that missed triggers owe frames that never come
+                        quiet = time.perf_counter() - max(s.last_frame_at for s in streams)
+                        if quiet > (2 * period + 500.0) / 1000.0:
+                            break
+                    else:
                         check_hang(streams, n, self._timeout_ms() / 1000.0, k0 + index)
-                        time.sleep(0.001)
+                    time.sleep(0.001)
             finally:
                 self._stop(streams)
         for core, by_label in self._by_core(streams):  # frames still in the buffers
@@ -427,8 +430,12 @@ class PairedEngine(MDAEngine):
         except Exception:
             return False
 
-    def _core_has_frames(self, streams: list[CameraStream]) -> bool:
-        return any(s.core.getRemainingImageCount() > 0 for s in streams)
+    def _leader_done(self, streams: list[CameraStream], n: int) -> bool:
+        if self.mode is PairingMode.MULTI_CAMERA:
+            return not self._running(streams[0])
+        leader = self._leader_label()
+        s = next((s for s in streams if s.label == leader), streams[0])
+        return s.received >= n or not self._running(s)
 
     def _leader_label(self) -> str:
         spec = self.rig.spec
@@ -503,6 +510,9 @@ class PairedEngine(MDAEngine):
         want_ref = self.mode is not PairingMode.SPARSE or (
             k % self.settings.reference_every == 0
         )
+        if problem.startswith("mismatch:"):  # both frames, not of one instant
+            meta["pairing_note"] = problem.removeprefix("mismatch:")
+            problem = ""
         if not problem and want_ref and (low is None or ref is None):
             problem = "partner frame missing"
         if problem:

@@ -145,7 +145,7 @@ class SequencePairer:
         while self.low and self.ref:
             low, ref = self.low[0], self.ref[0]
             d = ref.start_ms - low.start_ms - statistics.median(self._offsets)
-            if abs(d) <= self.tolerance_ms:
+            if _overlap_after_shift(low, ref, d) >= self.tolerance_ms:
                 self.low.popleft()
                 self.ref.popleft()
                 self._offsets.append(ref.start_ms - low.start_ms)
@@ -171,7 +171,7 @@ class SequencePairer:
             self.low.popleft()
             self.ref.popleft()
             self.mismatched += 1
-            yield low, ref, (
+            yield low, ref, "mismatch:" + (
                 f"exposure starts differ by {d:+.1f} ms, not a whole frame period: "
                 "not the same instant (is the trigger reaching the follower?)"
             )
@@ -202,6 +202,13 @@ def check_hang(
                 trigger_index=trigger,
                 camera=s.label,
             )
+
+
+def _overlap_after_shift(low: SeqFrame, ref: SeqFrame, d: float) -> float:
+    """How long the exposures overlap once the cameras' clock offset is removed."""
+    low_len = low.record["exposure_ms"]
+    ref_len = ref.record["exposure_ms"]
+    return max(0.0, min(low_len, d + ref_len) - max(0.0, d))
 
 
 def _float(value: str | None) -> float | None:

@@ -577,13 +577,15 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def _external(self) -> bool:
         return self._trigger_mode == "External" and self._cable_plugged
 
-    def _wait_pulse(self) -> Instant:
-        """The next pulse this camera exposes on (external trigger)."""
+    def _wait_pulse(self, timeout_s: float) -> Instant:
+        """The next pulse this camera exposes on (external trigger).  Like real
+        cameras it gives up after a trigger timeout (ending the sequence)."""
         after = self._last_index
+        deadline = time.perf_counter() + timeout_s
         while True:
             instant = self.hub.next_pulse(after, timeout_s=0.1)
-            if self._released.is_set():
-                raise RuntimeError(f"Camera {self.get_label()!r} was shut down.")
+            if self._released.is_set() or time.perf_counter() > deadline:
+                raise _SequenceEnded
             if instant is None:
                 continue
             after = instant.index
@@ -616,12 +618,15 @@ class DemoCamera(_HubPeripheral, CameraDevice):
             return
         remaining = n if n is not None else -1
         period_s = max(self._interval_ms, self._exposure) / 1000.0
+        if self._trigger_mode == "External" and not self._cable_plugged:
+            period_s = (self._exposure + 2.0) / 1000.0  # no trigger: its own pace
         next_start = time.perf_counter()
         self._busy_until = 0.0
+        trigger_timeout_s = 3 * period_s + 1.0
         try:
             while remaining != 0:
                 if self._external():
-                    instant = self._wait_pulse()
+                    instant = self._wait_pulse(trigger_timeout_s)
                 else:  # free-running at the interval, firing the line
                     if self._real_time:
                         _sleep_until(next_start)
@@ -629,6 +634,8 @@ class DemoCamera(_HubPeripheral, CameraDevice):
                     next_start = max(next_start + period_s, instant.wall_time)
                 yield self._read_frame(get_buffer, instant)
                 remaining -= 1
+        except _SequenceEnded:
+            return  # trigger timeout, or the camera was shut down while hanging
         finally:
             self._interval_ms = 0.0
 
@@ -646,7 +653,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
             )
         if self._hang_after >= 0 and self._frames_read > self._hang_after:
             self._released.wait()  # the drill: no frame, no error, until shutdown
-            raise RuntimeError(f"Camera {self.get_label()!r} hung (drill).")
+            raise _SequenceEnded
         self._busy_until = max(start or 0.0, instant.wall_time) + self._exposure / 1000
         photons = self.expected_photons(instant)
         seed = (
@@ -664,6 +671,10 @@ class DemoCamera(_HubPeripheral, CameraDevice):
             "TriggerIndex": str(instant.index),
             "SpecimenTime_s": f"{instant.specimen_time_s:.6f}",
         }
+
+
+class _SequenceEnded(Exception):
+    """A sequence ends without a frame (trigger timeout, shutdown)."""
 
 
 def _label_key(label: str) -> int:
