@@ -253,7 +253,7 @@ def export_bioimageio(
 
     model_file, out = Path(model_file), Path(out)
     if out.exists() and not force:
-        raise FileExistsError(f"{out} exists: pass --force to overwrite it")
+        raise ValueError(f"{out} exists: pass --force to overwrite it")
     model = load_model(model_file)
     info = model.info
     if sample is None:

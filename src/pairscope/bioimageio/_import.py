@@ -134,7 +134,7 @@ def import_bioimageio(
     if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_PACKAGE:
         raise ModelFileError(path, "not a regular file of at most 4 GiB")
     if out is not None and Path(out).exists() and not force:
-        raise FileExistsError(f"{out} exists: pass --force to overwrite it")
+        raise ValueError(f"{out} exists: pass --force to overwrite it")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
