@@ -82,6 +82,8 @@ class _StagedFile(io.RawIOBase):
         self._tail = bytearray()  # staged bytes from offset self._disk on
         self._patches: list[tuple[int, bytes]] = []  # staged bytes below self._disk
         self._pos = 0
+        self._committed = 0  # file size at the last commit
+        self._unsynced = False  # frame bytes written directly, not yet fsynced
 
     def writable(self) -> bool:
         return True
@@ -102,6 +104,18 @@ class _StagedFile(io.RawIOBase):
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         n = len(view)
+        end = self._disk + len(self._tail)
+        if n >= _DIRECT_BYTES and self._pos >= end:
+            # a frame's pixels, appended: new bytes nothing links to yet, so they
+            # may go to the file now (no copy); commit fsyncs before any patch
+            self._tail.extend(bytes(self._pos - end))
+            _pwrite_all(self._fd, self._tail, self._disk)
+            _pwrite_all(self._fd, view, self._disk + len(self._tail))
+            self._disk += len(self._tail) + n
+            self._tail = bytearray()
+            self._pos += n
+            self._unsynced = True
+            return n
         below = max(0, min(n, self._disk - self._pos))  # part over committed bytes
         if below:
             self._patches.append((self._pos, bytes(view[:below])))
@@ -115,21 +129,25 @@ class _StagedFile(io.RawIOBase):
     def commit(self) -> None:
         """New bytes first, then the patches that link to them: a failure midway
         leaves the committed file intact (no pointer into missing bytes)."""
-        if self._tail:
+        if self._tail or self._unsynced:
             _pwrite_all(self._fd, self._tail, self._disk)
             os.fsync(self._fd)
             self._disk += len(self._tail)
             self._tail = bytearray()
+            self._unsynced = False
         for offset, patch in self._patches:
             _pwrite_all(self._fd, patch, offset)
         self._patches.clear()
         os.fsync(self._fd)
+        self._committed = self._disk
 
     def abort(self) -> None:
         """Drop what is staged (never committed, never listed) and close."""
         if not self.closed:
             self._tail = bytearray()
             self._patches.clear()
+            with contextlib.suppress(OSError):  # uncommitted bytes: give space back
+                os.ftruncate(self._fd, self._committed)
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             super().close()
@@ -147,7 +165,10 @@ class _StagedFile(io.RawIOBase):
                 super().close()
 
 
-def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+_DIRECT_BYTES = 1 << 20  # writes this large skip the in-memory staging
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -240,6 +261,7 @@ class RunWriter:
         self.commit_interval_s = commit_interval_s
         self.reserve_bytes = reserve_bytes
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._max_batch = max(1, queue_size // 2)
         self._thread: threading.Thread | None = None
         self._error: WriterError | None = None
         self._closing = threading.Event()
@@ -406,7 +428,9 @@ class RunWriter:
         while not stop:
             batch = [self._queue.get()]
             deadline = time.monotonic() + self.commit_interval_s
-            while batch[-1] is not _STOP:  # group commit: gather for one interval
+            # group commit: gather for one interval, at most half a queue (memory
+            # stays bounded by the queue, not by the producer's rate)
+            while batch[-1] is not _STOP and len(batch) < self._max_batch:
                 try:
                     batch.append(
                         self._queue.get(timeout=max(deadline - time.monotonic(), 0))
