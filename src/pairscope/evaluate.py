@@ -1,25 +1,39 @@
-"""Honest validation of a restoration model against bicubic & co. on real pairs.
+"""An evaluation that cannot flatter: every row against one target, in one frame.
 
-For every pair with a reference: the model and nearest / bilinear / bicubic
-upsampling of the same low-dose frame are scored against the reference with
-scale-invariant PSNR and SSIM (percentile-normalised target, least-squares affine
-fit of the prediction, as PSSR and CAREamics report them), FRC resolution (1/7
-threshold) and the Rayleigh two-point criterion on the demo's bead pairs (or on
-targets given by the user).  On demo runs two bounds are measured too: the
-*ceiling*, the reference against an independent second reference of the same
-instant (how well two measurements agree), and the *ideal*, the simulator's
-noise-free expectation against the reference (the best any prediction can score,
-since the reference's own noise cannot be predicted).  A noise-free prediction can
-beat the ceiling; it cannot beat the ideal.
+For every pair with a reference, the *target* is the reference resampled onto the
+low-dose camera's frame with the camera registration (where the model's output
+lives).  Every row is scored against that same target on the same crop: the model,
+nearest / bilinear / bicubic upsampling of the offset-subtracted low-dose frame, and
+on demo runs the *ceiling* (an independent second reference of the same instant,
+resampled the same way) and the *ideal* (the simulator's noise-free reference,
+resampled the same way: no prediction can beat it).
+
+Protocol (stated in every report): the target is percentile-normalised (0.1 and
+99.9 % map to 0 and 1), each row is least-squares affine-fitted to it (PSSR,
+CAREamics), PSNR uses the fixed data range 1.0 (not the noisy target's extremes) and
+SSIM a Gaussian window of sigma 1.5 px (11 px), K1 0.01, K2 0.03.  FRC against a
+noisy reference measures *agreement*; it is reported beside the low-dose Nyquist.
+
+Two-point resolution is a table per separation (µm and Rayleigh units): the
+fraction of point pairs resolved (Rayleigh dip) by the model, every baseline and the
+reference, a 95 % Wilson interval, and a regression wherever the model resolves
+fewer pairs than the best baseline or more than the reference (dips the reference
+does not show).  Targets: the demo's bead pairs, or a user file (:data:`TARGETS_HELP`).
+
+The trust monitor (:mod:`pairscope.trust`) checks every pair too and writes
+``quality.jsonl`` into the output folder.  A model is refused for a run of another
+binning, pixel size or camera; a run the model was trained on is named in the verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +41,198 @@ import numpy as np
 from tqdm import tqdm
 
 from . import metrics as M
+from .errors import PairscopeError
 from .io import Run, open_run
-from .io.calibration import registration_or_estimate
+from .io.calibration import Registration, apply_registration
 from .restore import LoadedModel, StreamingRestorer, load_model
+from .restore._model_file import check_compatible
 from .sim import ground_truth
+from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
+from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
 logger = logging.getLogger(__name__)
+
 BASELINES = ("nearest", "bilinear", "bicubic")
-Target = tuple[tuple[float, float], tuple[float, float], float]
+ROWS = ("model", *BASELINES, "ceiling", "ideal")
+XY = tuple[float, float]
+Target = tuple[XY, XY, float]
+
+PROTOCOL = (
+    "every row scored against the same target: the reference resampled onto the "
+    "low-dose camera's frame (registration), same crop; target percentile-normalised "
+    "(0.1-99.9 % -> 0-1), each row least-squares affine-fitted to it; PSNR data range "
+    f"fixed at {DATA_RANGE:g}; SSIM Gaussian window sigma {SSIM_SIGMA_PX:g} px (11 px), "
+    "K1 0.01, K2 0.03; baselines upsample the offset-subtracted low-dose frame"
+)
+
+TARGETS_HELP = """\
+JSON file of point-pair targets, in *reference* pixel coordinates (x = column,
+y = row, as seen in the reference image); they are mapped onto the low-dose camera's
+frame through the run's registration.  Either a list that applies to every pair:
+  [[[x1, y1], [x2, y2], separation_um], ...]
+or an object with targets per pair (the manifest's "pair" number; omit "pair" for
+every pair):
+  {"targets": [{"pair": 3, "p1": [x1, y1], "p2": [x2, y2], "separation_um": 0.2}]}
+"""
+
+
+class ModelMismatchError(PairscopeError, ValueError):
+    """The model was trained for another binning, pixel size or camera."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """User targets: ``every`` apply to all pairs, ``per_pair`` to one pair each."""
+
+    every: tuple[Target, ...] = ()
+    per_pair: dict[int, tuple[Target, ...]] | None = None
+
+    def for_pair(self, pair: int) -> list[Target]:
+        return [*self.every, *((self.per_pair or {}).get(pair, ()))]
+
+
+def load_targets(path: str | Path) -> TargetSpec:
+    """Read a targets file (:data:`TARGETS_HELP`); one clear line if it is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, list):
+            return TargetSpec(every=tuple(_target(a, b, s) for a, b, s in data))
+        every: list[Target] = []
+        per: dict[int, list[Target]] = defaultdict(list)
+        for t in data["targets"]:
+            tg = _target(t["p1"], t["p2"], t["separation_um"])
+            (per[int(t["pair"])] if "pair" in t else every).append(tg)
+        return TargetSpec(tuple(every), {k: tuple(v) for k, v in per.items()})
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{path} is not a targets file ({type(e).__name__}: {e}); see "
+            "'pairscope evaluate --help' for the format"
+        ) from None
+
+
+def _target(a: Sequence[float], b: Sequence[float], sep: float) -> Target:
+    (x1, y1), (x2, y2) = a, b
+    if float(sep) <= 0:
+        raise ValueError(f"separation_um must be positive, got {sep}")
+    return ((float(x1), float(y1)), (float(x2), float(y2)), float(sep))
+
+
+def reference_to_lowdose(xy: XY, reg: Registration, shape: tuple[int, int]) -> XY:
+    """Map a reference pixel ``(x, y)`` to the low-dose camera's unbinned grid
+    (the inverse of the registration convention of :mod:`pairscope.io.calibration`)."""
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    x = cx + (xy[0] - reg.shift_x_px - cx) / reg.scale
+    y = cy + (xy[1] - reg.shift_y_px - cy) / reg.scale
+    return (x, y)
+
+
+def manifest_sha256(run: Run) -> str:
+    """SHA-256 of the run's ``pairs.jsonl`` (what model files record)."""
+    return hashlib.sha256((run.path / "pairs.jsonl").read_bytes()).hexdigest()
+
+
+def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
+    """Refuse ``loaded`` for ``run`` on another binning, pixel size or camera."""
+    info = loaded.info
+    rec = next(
+        (r for r in run.records if r.get("reference") and r.get("lowdose")), None
+    )
+    if rec is None:
+        raise ValueError(f"{run.path}: no pair with a reference frame to score")
+    px = (rec.get("lowdose") or {}).get("pixel_size_um")
+    try:
+        check_compatible(
+            info,
+            expect_factor=run.factor,
+            expect_pixel_size_um=float(px) if px else None,
+            path=loaded.path,
+        )
+    except ValueError as e:
+        raise ModelMismatchError(f"{run.path}: {e}") from None
+    props = run.info.get("system_state", {}).get(
+        run.info.get("detectors", {}).get("lowdose", ""), {}
+    )
+    cam = getattr(info, "lowdose_camera", None)
+    checks = (
+        ("offset", getattr(cam, "offset_adu", None), props.get("Offset"), 0.05, 5.0),
+        ("gain", getattr(cam, "gain_e_per_adu", None), props.get("Gain"), 0.10, 0.0),
+    )
+    for what, have, run_value, rtol, atol in checks:
+        if have is None or run_value is None:
+            continue
+        if not math.isclose(float(have), float(run_value), rel_tol=rtol, abs_tol=atol):
+            raise ModelMismatchError(
+                f"model {info.name!r} was trained on a low-dose camera with {what} "
+                f"{float(have):g} but {run.path} has {float(run_value):g}: use a model "
+                "trained on this camera, or fine-tune one (pairscope train --init)"
+            )
+    if cam is None and info.input_norm.mode == "fixed":
+        # no camera recorded (format 1): the dark floor of the data must match the
+        # input normalisation's (it sits at the camera offset)
+        low = run[run.records.index(rec)].lowdose
+        floor = float(np.percentile(low, info.input_norm.p_low))
+        span = info.input_norm.high - info.input_norm.low
+        if abs(floor - info.input_norm.low) > 0.25 * span:
+            raise ModelMismatchError(
+                f"{run.path}: the low-dose data's dark floor is {floor:.0f} ADU but "
+                f"model {info.name!r} was trained with it at {info.input_norm.low:.0f} "
+                "(another camera offset or gain): use a model trained on this camera"
+            )
+
+
+def score_rows(
+    rows: dict[str, np.ndarray], target: np.ndarray, pixel_size_um: float
+) -> dict[str, dict[str, float]]:
+    """PSNR, SSIM and FRC agreement of every row against one ``target`` (module doc)."""
+    out = {}
+    for name, img in rows.items():
+        out[name] = {
+            "psnr": M.psnr(img, target, data_range=DATA_RANGE, scale_invariant=True),
+            "ssim": M.ssim(
+                img,
+                target,
+                data_range=DATA_RANGE,
+                scale_invariant=True,
+                win_sigma=SSIM_SIGMA_PX,
+            ),
+            "frc_agreement_um": M.frc_resolution(
+                M.frc_curve(img, target, pixel_size_um=pixel_size_um)
+            ),
+        }
+    return out
+
+
+def frame_rows(
+    run: Run, index: int, cal: TrustCalibration, restored: np.ndarray
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """All rows of pair ``index`` and their one target, full frame, in the low-dose
+    camera's frame (crop with :func:`crop_of`)."""
+    pair = run[index]
+    assert pair.reference is not None
+    reg = cal.registration
+    target = apply_registration(pair.reference.astype(np.float32), reg)
+    low = pair.lowdose.astype(np.float64) - cal.lowdose.offset_adu
+    rows: dict[str, np.ndarray] = {"model": np.asarray(restored, np.float64)}
+    for name in BASELINES:
+        rows[name] = M.upsample(low, cal.factor, name)
+    if ground_truth.is_demo_run(run.info):
+        ref_label = run.info.get("detectors", {}).get("reference", "ReferenceCam")
+        second = ground_truth.independent_reference(run.info, pair.metadata, ref_label)
+        truth = ground_truth.noise_free_reference(run.info, pair.metadata, ref_label)
+        rows["ceiling"] = apply_registration(second.astype(np.float32), reg)
+        rows["ideal"] = apply_registration(truth, reg)
+    return rows, target.astype(np.float64)
+
+
+def crop_of(cal: TrustCalibration, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The common crop: away from edges the registration filled in."""
+    m = _margin(cal)
+    if min(shape) <= 4 * m:
+        return (slice(None), slice(None))
+    return (slice(m, -m), slice(m, -m))
 
 
 def evaluate(
@@ -43,135 +241,171 @@ def evaluate(
     out: str | Path,
     *,
     max_pairs: int | None = None,
-    targets: Sequence[Target] | None = None,
+    targets: TargetSpec | Sequence[Target] | None = None,
+    rayleigh_um: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score ``model`` and the baselines on ``runs``; write JSON, PNGs and Markdown."""
+    """Score ``model`` and the baselines on ``runs``; write JSON, PNGs, Markdown and
+    ``quality.jsonl`` into ``out`` (module doc)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if targets is not None and not isinstance(targets, TargetSpec):
+        targets = TargetSpec(every=tuple(targets))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    restorer = StreamingRestorer(loaded, device="auto")
-    methods = ("model", *BASELINES)
-    per_frame: dict[str, dict[str, list[float]]] = {
-        m: defaultdict(list) for m in (*methods, "ceiling", "ideal")
-    }
-    resolved: dict[str, dict[float, list[int]]] = {
-        m: defaultdict(lambda: [0, 0]) for m in (*methods, "reference")
-    }
-    example: dict[str, Any] = {}
-    registrations: dict[Path, Any] = {}
+    (out / QUALITY_FILE).unlink(missing_ok=True)
     opened = [r if isinstance(r, Run) else open_run(r) for r in runs]
-    jobs = [(run, i) for run in opened for i in run.with_reference()[:max_pairs]]
+    for run in opened:
+        check_model_for_run(loaded, run)
+    trained = {t.sha256: t.path for t in loaded.info.trained_on}
+    training_runs = [str(r.path) for r in opened if manifest_sha256(r) in trained]
+    restorer = StreamingRestorer(loaded, device="auto")
+    monitor = TrustMonitor(out)
+    per_frame: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ROWS}
+    tally = M.TwoPointTally()
+    calibrations: dict[str, TrustCalibration] = {}
+    example: dict[str, Any] = {}
+    jobs, sequential = [], 0
+    for run in opened:
+        usable = [
+            i
+            for i in run.with_reference()
+            if run.records[i].get("simultaneous", True) and run.records[i].get("lowdose")
+        ]
+        sequential += len(run.with_reference()) - len(usable)
+        jobs += [(run, i) for i in usable[:max_pairs]]
     if not jobs:
         raise ValueError(
-            "No pair with a reference frame in these runs: nothing to score."
+            "No pair with a reference of the same instant in these runs: nothing to "
+            "score (sequential pairs see two instants; acquire with a rig, e.g. "
+            "hardware_configs/demo_rig.yaml, or triggered pairing)."
         )
+    ray = rayleigh_um or _rayleigh_um(opened[0])
+    pixel_um: dict[str, float] = {}
     for run, i in tqdm(jobs, desc="evaluating", unit="pair", disable=not progress):
+        key = str(run.path)
+        if key not in calibrations:
+            calibrations[key] = calibration_for_run(run)
+        cal = calibrations[key]
+        monitor.calibration = cal
         pair = run[i]
-        factor = pair.reference.shape[-1] // pair.lowdose.shape[-1]
-        loaded_factor = loaded.info.factor
-        if factor != loaded_factor:
-            raise ValueError(
-                f"{run.path} pairs are {factor}x apart but the model restores "
-                f"{loaded_factor}x: evaluate it on runs acquired with binning {loaded_factor}."
+        restored = restorer.restore_now(pair.lowdose)
+        rows, target = frame_rows(run, i, cal, restored)
+        crop = crop_of(cal, target.shape)
+        px = float(pair.metadata["reference"].get("pixel_size_um") or 1.0)
+        pixel_um = {
+            "reference": px,
+            "lowdose": float(
+                pair.metadata["lowdose"].get("pixel_size_um") or px * cal.factor
+            ),
+        }
+        scores = score_rows({k: v[crop] for k, v in rows.items()}, target[crop], px)
+        for name, s in scores.items():
+            for metric, value in s.items():
+                per_frame[name][metric].append(value)
+        check = monitor.check(pair.index, restored, pair.lowdose, pair.reference)
+        if len(opened) > 1:
+            monitor.results[-1]["run"] = key
+        frame_targets = _frame_targets(run, pair.metadata, cal, target.shape, targets)
+        images = {m: rows[m] for m in ("model", *BASELINES)} | {"reference": target}
+        for p1, p2, sep in frame_targets:
+            tally.add(
+                sep,
+                {
+                    m: M.two_point_resolved(img, p1, p2).resolved
+                    for m, img in images.items()
+                },
             )
-        if run.path not in registrations:
-            registrations[run.path] = registration_or_estimate(run)
-        ref = _aligned_reference(pair.reference, registrations[run.path])
-        px = pair.metadata["reference"].get("pixel_size_um") or 1.0
-        preds = {"model": restorer.restore_now(pair.lowdose)}
-        for name in BASELINES:
-            preds[name] = M.upsample(pair.lowdose.astype(np.float32), factor, name)
-        for name, img in preds.items():
-            _score(per_frame[name], img, ref, px)
-        if ground_truth.is_demo_run(run.info):
-            second = ground_truth.independent_reference(run.info, pair.metadata)
-            _score(per_frame["ceiling"], second.astype(np.float32), pair.reference, px)
-            truth = ground_truth.noise_free_reference(run.info, pair.metadata)
-            _score(per_frame["ideal"], truth, pair.reference, px)
-        frame_targets = _targets(run, pair.metadata, targets)
-        for name, img in preds.items():
-            _count_two_point(resolved[name], img, frame_targets["lowdose"])
-        _count_two_point(
-            resolved["reference"], pair.reference, frame_targets["reference"]
-        )
         if not example:
             example = {
-                "lowdose": pair.lowdose,
-                "preds": preds,
-                "ref": ref,
+                "rows": rows,
+                "target": target,
+                "crop": crop,
                 "px": px,
-                "targets": frame_targets["lowdose"],
+                "targets": frame_targets,
+                "error_map": check.error_map,
             }
-    report = _summarise(loaded, opened, per_frame, resolved, len(jobs))
-    report["registration_px"] = {
-        str(p): {"shift_y": r.shift_y_px, "shift_x": r.shift_x_px, "scale": r.scale}
-        for p, r in registrations.items()
-    }
+    trust = monitor.finish()
+    per_sep, regressions = tally.table(ray)
+    report = _summarise(
+        loaded,
+        opened,
+        per_frame,
+        per_sep,
+        regressions,
+        len(jobs),
+        training_runs,
+        calibrations,
+        trust.as_dict(),
+        pixel_um,
+        ray,
+        targets is not None,
+    )
+    report["pairs_not_simultaneous_skipped"] = sequential
     _write_outputs(out, report, per_frame, example, loaded)
     return report
 
 
-def _aligned_reference(reference: np.ndarray, reg: Any) -> np.ndarray:
-    """The reference resampled onto the low-dose camera's frame."""
-    from .io.calibration import apply_registration
-
-    if reg.is_identity:
-        return reference.astype(np.float32)
-    return apply_registration(reference.astype(np.float32), reg)
+def _rayleigh_um(run: Run) -> float | None:
+    hub = run.info.get("system_state", {}).get("DemoHub", {})
+    r = hub.get("RayleighDistance_um")
+    return float(r) if r is not None else None
 
 
-def _score(
-    acc: dict[str, list[float]], pred: np.ndarray, ref: np.ndarray, px: float
-) -> None:
-    acc["psnr"].append(M.psnr(pred, ref, scale_invariant=True))
-    acc["ssim"].append(M.ssim(pred, ref, scale_invariant=True))
-    acc["frc_um"].append(M.frc_resolution(M.frc_curve(pred, ref, pixel_size_um=px)))
-
-
-def _targets(
-    run: Run, record: dict[str, Any], given: Sequence[Target] | None
-) -> dict[str, list[Target]]:
+def _frame_targets(
+    run: Run,
+    record: dict[str, Any],
+    cal: TrustCalibration,
+    shape: tuple[int, int],
+    given: TargetSpec | None,
+) -> list[Target]:
+    """Targets of one pair in the low-dose camera's (unbinned) frame."""
     if given is not None:
-        return {"lowdose": list(given), "reference": list(given)}
+        mapped = []
+        for a, b, sep in given.for_pair(
+            int(record.get("pair", record["trigger_index"]))
+        ):
+            mapped.append(
+                (
+                    reference_to_lowdose(a, cal.registration, shape),
+                    reference_to_lowdose(b, cal.registration, shape),
+                    sep,
+                )
+            )
+        return mapped
     if not ground_truth.is_demo_run(run.info):
-        return {"lowdose": [], "reference": []}
-    det = run.info["detectors"]
-    return {
-        "lowdose": ground_truth.targets_in_pixels(run.info, record, det["lowdose"]),
-        "reference": ground_truth.targets_in_pixels(run.info, record, det["reference"]),
-    }
+        return []
+    label = run.info["detectors"]["lowdose"]
+    return ground_truth.targets_in_pixels(run.info, record, label)
 
 
-def _count_two_point(
-    acc: dict[float, list[int]], img: np.ndarray, targets: list[Target]
-) -> None:
-    for p1, p2, sep in targets:
-        key = round(sep, 4)
-        acc[key][0] += int(M.two_point_resolved(img, p1, p2).resolved)
-        acc[key][1] += 1
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
-def _summarise(loaded, runs, per_frame, resolved, n_pairs) -> dict[str, Any]:
+def _summarise(
+    loaded,
+    runs,
+    per_frame,
+    per_sep,
+    regressions,
+    n_pairs,
+    training_runs,
+    calibrations,
+    trust,
+    pixel_um,
+    rayleigh_um,
+    user_targets,
+) -> dict[str, Any]:
     overall = {
-        m: {
-            k: float(np.mean([v for v in vals if math.isfinite(v)])) if vals else None
-            for k, vals in d.items()
-        }
-        for m, d in per_frame.items()
-        if d
+        m: {k: _mean(v) for k, v in d.items()} for m, d in per_frame.items() if d
     }
-    fractions = {
-        m: {sep: c[0] / c[1] for sep, c in sorted(d.items()) if c[1]}
-        for m, d in resolved.items()
-        if d
-    }
-    smallest = {m: M.smallest_resolved_separation(f) for m, f in fractions.items()}
-    regressions = sorted(
-        sep
-        for sep, frac in fractions.get("model", {}).items()
-        if frac < fractions.get("bicubic", {}).get(sep, 0.0)
-    )
+    note = None
+    if not per_sep:
+        note = (
+            "no two-point targets: this is not a demo run and no --targets file was "
+            "given, so resolution was not tested"
+        )
     return {
         "model": {
             "name": loaded.info.name,
@@ -180,46 +414,68 @@ def _summarise(loaded, runs, per_frame, resolved, n_pairs) -> dict[str, Any]:
         },
         "runs": [str(r.path) for r in runs],
         "pairs": n_pairs,
-        "normalisation": "target percentile-normalised (0.1-99.9 %), prediction least-squares affine-fitted to it",
+        "protocol": PROTOCOL,
+        "data_range": DATA_RANGE,
+        "ssim_window_sigma_px": SSIM_SIGMA_PX,
         "overall": overall,
-        "two_point_fraction_resolved": {
-            m: {str(k): v for k, v in f.items()} for m, f in fractions.items()
+        "frc": {
+            "meaning": "agreement with a noisy reference (bounded by its noise), "
+            "not resolution",
+            "agreement_um": {m: o.get("frc_agreement_um") for m, o in overall.items()},
+            "lowdose_nyquist_um": 2 * pixel_um.get("lowdose", math.nan),
+            "reference_nyquist_um": 2 * pixel_um.get("reference", math.nan),
         },
-        "smallest_resolved_separation_um": smallest,
-        "two_point_regressions_um": regressions,
+        "two_point": {
+            "targets": "user file" if user_targets else "demo bead pairs",
+            "rayleigh_um": rayleigh_um,
+            "per_separation": per_sep,
+            "note": note,
+        },
+        "regressions": regressions,
+        "trained_on_these_runs": training_runs,
+        "trust": trust,
+        "calibration": {k: c.as_dict() for k, c in calibrations.items()},
         "per_frame": {m: dict(d) for m, d in per_frame.items() if d},
     }
 
 
 def _write_outputs(out: Path, report, per_frame, example, loaded) -> None:
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2, default=_json))
     series = {m: {k: list(v) for k, v in d.items()} for m, d in per_frame.items() if d}
     M.plot_metrics_over_time(series, out / "metrics_over_time.png")
     if example:
-        ref, px = example["ref"], example["px"]
+        crop, target, px = example["crop"], example["target"], example["px"]
+        rows = {m: v[crop] for m, v in example["rows"].items()}
         curves = {
-            m: M.frc_curve(img, ref, pixel_size_um=px)
-            for m, img in example["preds"].items()
+            m: M.frc_curve(img, target[crop], pixel_size_um=px)
+            for m, img in rows.items()
         }
         M.plot_frc_curves(curves, out / "frc_curves.png")
-        crop = _crop_window(ref.shape, example["targets"])
-        # each prediction affine-fitted to the reference: one shared contrast is fair
+        win = _crop_window(target.shape, example["targets"])
         fitted = {
-            m: M.affine_fit(img, ref)[crop] for m, img in example["preds"].items()
+            m: M.affine_fit(img, target)[win] for m, img in example["rows"].items()
         }
         crops = {"low-dose (nearest)": fitted["nearest"]}
         crops |= {m: fitted[m] for m in ("bilinear", "bicubic", "model")}
-        crops["reference"] = ref[crop]
-        M.plot_side_by_side(crops, out / "side_by_side.png", reference="reference")
-    fractions = {
-        m: {float(k): v for k, v in f.items()}
-        for m, f in report["two_point_fraction_resolved"].items()
-    }
-    rayleigh = None
-    if fractions:
-        rayleigh = min(float(k) for f in fractions.values() for k in f) / 0.5
-        M.plot_two_point(fractions, out / "two_point.png", rayleigh_um=rayleigh)
+        crops["reference (registered)"] = target[win]
+        M.plot_side_by_side(
+            crops, out / "side_by_side.png", reference="reference (registered)"
+        )
+    per_sep = report["two_point"]["per_separation"]
+    if per_sep:
+        fractions = {
+            m: {r["separation_um"]: r["resolved_fraction"][m] for r in per_sep}
+            for m in M.TABLE_METHODS
+        }
+        ray = report["two_point"]["rayleigh_um"] or min(fractions["model"]) / 0.5
+        M.plot_two_point(fractions, out / "two_point.png", rayleigh_um=ray)
     (out / "summary.md").write_text(_markdown(report, loaded))
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    return float(v)
 
 
 def _crop_window(
@@ -238,24 +494,66 @@ def _crop_window(
     return slice(y0, y0 + size), slice(x0, x0 + size)
 
 
+def _fmt(v: float | None, nd: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{nd}f}"
+
+
 def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     o = report["overall"]
+    frc = report["frc"]
     lines = [
         f"# Evaluation of `{loaded.info.name}` ({report['pairs']} pairs)",
         "",
-        f"Normalisation: {report['normalisation']}.",
+        f"Protocol: {report['protocol']}.",
         "",
-        "| method | PSNR (dB) | SSIM | FRC resolution (µm) | smallest two-point separation resolved (µm) |",
-        "|---|---|---|---|---|",
+        "| row | PSNR (dB) | SSIM | FRC agreement (µm) |",
+        "|---|---|---|---|",
     ]
-    for m in ("model", *BASELINES, "ceiling", "ideal"):
+    for m in ROWS:
         if m in o:
-            sm = report["smallest_resolved_separation_um"].get(m)
             lines.append(
                 f"| {m} | {_fmt(o[m]['psnr'])} | {_fmt(o[m]['ssim'], 3)} | "
-                f"{_fmt(o[m]['frc_um'], 3)} | {_fmt(sm, 3)} |"
+                f"{_fmt(o[m]['frc_agreement_um'], 3)} |"
+            )
+    lines += [
+        "",
+        f"FRC is agreement with a noisy reference, not resolution: the low-dose "
+        f"Nyquist is {_fmt(frc['lowdose_nyquist_um'], 3)} µm, the reference's "
+        f"{_fmt(frc['reference_nyquist_um'], 3)} µm.",
+        "",
+        "## Two-point resolution (fraction of pairs resolved, 95 % interval)",
+        "",
+    ]
+    tp = report["two_point"]
+    if tp["note"]:
+        lines.append(f"Not tested: {tp['note']}.")
+    else:
+        lines.append(
+            "| separation µm (Rayleigh) | n | "
+            + " | ".join(M.TABLE_METHODS)
+            + " | regression |"
+        )
+        lines.append("|---" * (len(M.TABLE_METHODS) + 3) + "|")
+        for r in tp["per_separation"]:
+            cells = []
+            for m in M.TABLE_METHODS:
+                f, (lo, hi) = r["resolved_fraction"][m], r["ci95"][m]
+                cells.append("–" if f is None else f"{f:.0%} [{lo:.0%}, {hi:.0%}]")
+            ray = r["separation_rayleigh"]
+            lines.append(
+                f"| {r['separation_um']:.3f} ({_fmt(ray)}) | {r['n_pairs']} | "
+                + " | ".join(cells)
+                + f" | {'YES' if r['regression'] else 'no'} |"
             )
     lines += ["", "## Verdict", ""]
+    if report["trained_on_these_runs"]:
+        lines.append(
+            "- TRAINING DATA: the model was trained on "
+            + ", ".join(report["trained_on_these_runs"])
+            + ": these scores are not a test of generalisation."
+        )
     dp = o["model"]["psnr"] - o["bicubic"]["psnr"]
     lines.append(
         f"- PSNR: the model is {'better' if dp > 0 else 'NOT better'} than bicubic "
@@ -263,53 +561,31 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     )
     ds = o["model"]["ssim"] - o["bicubic"]["ssim"]
     lines.append(
-        f"- SSIM: the model is {'better' if ds > 0 else 'NOT better'} than bicubic ({ds:+.3f})."
+        f"- SSIM: the model is {'better' if ds > 0 else 'NOT better'} than bicubic "
+        f"({ds:+.3f})."
     )
-    df = o["model"]["frc_um"] - o["bicubic"]["frc_um"]
-    lines.append(
-        f"- FRC: the model agrees with the reference down to {o['model']['frc_um']:.3f} µm, "
-        f"bicubic to {o['bicubic']['frc_um']:.3f} µm ({'better' if df < 0 else 'NOT better'})."
-    )
-    sm = report["smallest_resolved_separation_um"]
-    fr = report["two_point_fraction_resolved"]
-    if "model" in sm and "bicubic" in sm:
-        if math.isinf(sm["model"]) and math.isinf(sm["bicubic"]):
-            widest = max(fr["model"], key=float)
-            lines.append(
-                f"- Two-point: neither the model nor bicubic resolves half of the pairs "
-                f"at any tested separation (up to {float(widest):.3f} µm); there the "
-                f"model resolves {fr['model'][widest]:.0%} and bicubic "
-                f"{fr['bicubic'][widest]:.0%}."
-            )
-        else:
-            better = sm["model"] < sm["bicubic"]
-            lines.append(
-                f"- Two-point: the model resolves pairs down to {_fmt(sm['model'], 3)} µm, "
-                f"bicubic down to {_fmt(sm['bicubic'], 3)} µm "
-                f"({'better' if better else 'NOT better'})."
-            )
-    if report["two_point_regressions_um"]:
-        seps = ", ".join(f"{s:.3f}" for s in report["two_point_regressions_um"])
+    for r in report["regressions"]:
         lines.append(
-            f"- REGRESSION: the model resolves fewer pairs than bicubic at {seps} µm."
+            f"- REGRESSION at {r['separation_um']:.3f} µm "
+            f"({_fmt(r['separation_rayleigh'])} Rayleigh): {r['reason']}."
         )
+    if not tp["note"] and not report["regressions"]:
+        lines.append("- Two-point: no regression at any tested separation.")
     if "ceiling" in o:
         lines.append(
-            f"- Ceiling (reference vs an independent reference of the same instant): "
-            f"{o['ceiling']['psnr']:.2f} dB, SSIM {o['ceiling']['ssim']:.3f}. A "
-            "noise-free prediction can score above it: two measurements both carry noise."
+            f"- Ceiling (an independent reference of the same instant, same target): "
+            f"{_fmt(o['ceiling']['psnr'])} dB; a noise-free prediction can score above it."
         )
     if "ideal" in o:
         lines.append(
-            f"- Ideal (the simulator's noise-free truth vs the reference): "
-            f"{o['ideal']['psnr']:.2f} dB, SSIM {o['ideal']['ssim']:.3f}, FRC "
-            f"{o['ideal']['frc_um']:.3f} µm: no prediction can do better. The model "
-            f"is {o['ideal']['psnr'] - o['model']['psnr']:.2f} dB below it."
+            f"- Ideal (the noise-free truth, same target): {_fmt(o['ideal']['psnr'])} dB, "
+            f"no prediction can do better; the model is "
+            f"{o['ideal']['psnr'] - o['model']['psnr']:.2f} dB below it."
         )
+    t = report["trust"]
+    v = t["verdicts"]
+    lines.append(
+        f"- Trust monitor (quality.jsonl): {t['checked']} pairs checked, ok "
+        f"{v.get('ok', 0)}, warn {v.get('warn', 0)}, alarm {v.get('alarm', 0)}."
+    )
     return "\n".join(lines) + "\n"
-
-
-def _fmt(v: float | None, nd: int = 2) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return f"{v:.{nd}f}"

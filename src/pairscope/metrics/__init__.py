@@ -20,18 +20,23 @@ from ._plots import (
 )
 from ._two_point import (
     RAYLEIGH_DIP_RATIO,
+    TABLE_METHODS,
     TwoPointResult,
+    TwoPointTally,
     TwoPointTarget,
     smallest_resolved_separation,
     two_point_report,
     two_point_resolved,
+    wilson_interval,
 )
 
 __all__ = [
     "RAYLEIGH_DIP_RATIO",
+    "TABLE_METHODS",
     "ConsistencyResult",
     "FRCCurve",
     "TwoPointResult",
+    "TwoPointTally",
     "TwoPointTarget",
     "UpsampleMethod",
     "affine_fit",
@@ -51,4 +56,5 @@ __all__ = [
     "two_point_report",
     "two_point_resolved",
     "upsample",
+    "wilson_interval",
 ]

@@ -13,11 +13,17 @@ from scipy.ndimage import map_coordinates
 __all__ = [
     "RAYLEIGH_DIP_RATIO",
     "TwoPointResult",
+    "TwoPointTally",
     "TwoPointTarget",
     "smallest_resolved_separation",
     "two_point_report",
     "two_point_resolved",
+    "wilson_interval",
 ]
+
+#: Methods of the two-point table: the model, every baseline, the reference.
+TABLE_METHODS = ("model", "nearest", "bilinear", "bicubic", "reference")
+BASELINE_METHODS = ("nearest", "bilinear", "bicubic")
 
 #: Minimum/peak intensity ratio of two Airy discs at the Rayleigh distance.
 RAYLEIGH_DIP_RATIO = 0.735
@@ -186,3 +192,88 @@ def smallest_resolved_separation(
             break
         best = float(sep)
     return best
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for ``z=1.96``) of ``k`` successes in ``n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+
+
+class TwoPointTally:
+    """Counts of resolved pairs per separation and method, and the model's dips
+    the reference does not show (``unsupported``), turned into the evaluation's
+    table with :meth:`table`."""
+
+    def __init__(self) -> None:
+        self.counts: dict[float, dict[str, list[int]]] = defaultdict(
+            lambda: {m: [0, 0] for m in TABLE_METHODS}
+        )
+        self.unsupported: dict[float, int] = defaultdict(int)
+
+    def add(self, separation_um: float, resolved: Mapping[str, bool]) -> None:
+        """One point pair: ``resolved`` maps each method of ``TABLE_METHODS`` to its outcome."""
+        key = round(float(separation_um), 4)
+        row = self.counts[key]
+        for m, ok in resolved.items():
+            row[m][0] += int(ok)
+            row[m][1] += 1
+        if resolved.get("model") and not resolved.get("reference", True):
+            self.unsupported[key] += 1
+
+    def table(
+        self, rayleigh_um: float | None
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        """``(per_separation, regressions)``.
+
+        A separation is a regression when the model resolves fewer pairs than the
+        best baseline (nearest included), or resolves more than the reference does
+        (dips the reference does not show are not resolution but invention).
+        """
+        rows, regressions = [], []
+        for sep in sorted(self.counts):
+            c = self.counts[sep]
+            frac = {m: (k / n if n else None) for m, (k, n) in c.items()}
+            ci = {m: list(wilson_interval(k, n)) for m, (k, n) in c.items()}
+            n_pairs = c["model"][1]
+            ray = None if not rayleigh_um else round(sep / rayleigh_um, 3)
+            reasons = []
+            best = max(BASELINE_METHODS, key=lambda m: frac[m] or 0.0)
+            if (frac["model"] or 0.0) < (frac[best] or 0.0):
+                reasons.append(
+                    f"model resolves {frac['model']:.0%} of pairs, {best} "
+                    f"{frac[best]:.0%}"
+                )
+            if (
+                frac["reference"] is not None
+                and (frac["model"] or 0.0) > frac["reference"]
+            ):
+                reasons.append(
+                    f"model resolves {frac['model']:.0%}, the reference only "
+                    f"{frac['reference']:.0%}: dips the reference does not show "
+                    f"({self.unsupported[sep]} pairs)"
+                )
+            row = {
+                "separation_um": sep,
+                "separation_rayleigh": ray,
+                "resolved_fraction": frac,
+                "ci95": ci,
+                "n_pairs": n_pairs,
+                "unsupported_dips": self.unsupported[sep],
+                "regression": bool(reasons),
+            }
+            rows.append(row)
+            if reasons:
+                regressions.append(
+                    {
+                        "separation_um": sep,
+                        "separation_rayleigh": ray,
+                        "reason": "; ".join(reasons),
+                    }
+                )
+        return rows, regressions

@@ -17,6 +17,7 @@ from pairscope.acquire import Pair
 from .._threads import deprioritize_current_thread
 from ._contrast import PanelImage, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
+from ._trust import TrustView, draw_strip, error_overlay
 
 __all__ = ["HeadlessPreview"]
 
@@ -30,7 +31,9 @@ class HeadlessPreview:
     """Write ``preview_NNNNNN.png`` every ``snapshot_every`` pairs and a stats log.
 
     Each snapshot is a 1×4 panel figure (low-dose upsampled, restored, reference,
-    restored − reference), named by the number of pairs received so far.  Every
+    restored − reference), named by the number of pairs received so far; once the
+    trust monitor reports (:meth:`on_quality`), a fifth panel shows its error map
+    over the restored frame and a strip below its local error over time.  Every
     :meth:`on_status` appends one JSON line (status fields, newest pair index and
     time) to ``preview_stats.jsonl``.  Rendering and file writing happen on a
     worker thread; the sink methods only store and enqueue, and never raise.
@@ -59,6 +62,7 @@ class HeadlessPreview:
         self.last_error = ""
         self._status = PreviewStatus()
         self._latest = LatestFrames()
+        self.trust = TrustView()
         self._written: list[Path] = []
         self._last_snapshot_count = -1
         self._pending = 0
@@ -103,6 +107,13 @@ class HeadlessPreview:
 
     def on_error(self, message: str) -> None:
         self.last_error = str(message)
+
+    def on_quality(self, result: Any) -> None:
+        """A trust monitor's check (:class:`pairscope.trust.CheckResult`)."""
+        try:
+            self.trust.put(result)
+        except Exception:
+            logger.exception("headless preview: on_quality failed")
 
     def close(self) -> list[Path]:
         """Write a final snapshot, flush the log, stop the worker; paths written."""
@@ -170,10 +181,22 @@ class HeadlessPreview:
             method=self.method,
             reference_transform=self.reference_transform,
         )
-        fig = Figure(figsize=(4 * 4, 4.6), dpi=self.dpi, layout="constrained")
-        FigureCanvasAgg(fig)
-        for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):
-            _draw_panel(ax, panel)
+        trust_lines = self.trust.lines()
+        if not trust_lines:
+            fig = Figure(figsize=(4 * 4, 4.6), dpi=self.dpi, layout="constrained")
+            FigureCanvasAgg(fig)
+            for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):
+                _draw_panel(ax, panel)
+        else:
+            fig = Figure(figsize=(5 * 4, 6.4), dpi=self.dpi, layout="constrained")
+            FigureCanvasAgg(fig)
+            grid = fig.add_gridspec(2, 5, height_ratios=(4, 1.2))
+            for i, panel in enumerate(panels):
+                _draw_panel(fig.add_subplot(grid[0, i]), panel)
+            self._draw_trust_map(fig.add_subplot(grid[0, 4]), panels[1])
+            strip = fig.add_subplot(grid[1, :])
+            draw_strip(strip, trust_lines, self._trust_level())
+            strip.set_title(self.trust.text(), fontsize=9)
         title = f"pair {pair.index}"
         if frame is not None:
             title += (
@@ -189,6 +212,36 @@ class HeadlessPreview:
         path = self.out_dir / f"preview_{count:06d}.png"
         fig.savefig(path)
         self._written.append(path)
+
+    def _trust_level(self) -> float | None:
+        return _trust_level_of(self.trust)
+
+    def _draw_trust_map(self, ax: Any, restored: PanelImage) -> None:
+        m = self.trust.error_map()
+        if m is None or restored.pixels is None:
+            _draw_panel(
+                ax,
+                PanelImage(
+                    "Trust error map",
+                    None,
+                    restored.shape,
+                    None,
+                    "no reference checked yet",
+                ),
+            )
+            return
+        index, emap, level = m
+        ax.set_axis_off()
+        ax.imshow(error_overlay(restored.pixels, emap, level), interpolation="nearest")
+        ax.set_title(
+            f"Trust error map (pair {index})\nred: local error > {level:g}× noise",
+            fontsize=10,
+        )
+
+
+def _trust_level_of(view: TrustView) -> float | None:
+    m = view.error_map()
+    return None if m is None else m[2]
 
 
 def _draw_panel(ax: Any, panel: PanelImage) -> None:

@@ -31,10 +31,12 @@ from pairscope.acquire import Pair
 
 from ._contrast import AUTO_PERCENTILES, PANEL_TITLES, PanelImage, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
+from ._trust import TrustView, error_overlay, render_strip_rgb
 
 __all__ = ["PreviewWindow"]
 
 _ZOOM_STEP = 1.25  # per wheel notch
+_TRUST_REDRAW_S = 0.5  # the trust strip is redrawn at most twice a second
 
 
 class _View(QGraphicsView):
@@ -169,6 +171,18 @@ class PreviewWindow(QWidget):
         controls.addStretch(1)
         controls.addWidget(fit)
 
+        self.trust = TrustView()
+        self._trust_shown = -1
+        self._trust_drawn_at = 0.0
+        self.trust_overlay = QCheckBox("Trust error overlay on Restored")
+        self.trust_overlay.setChecked(True)
+        self.trust_overlay.toggled.connect(self._contrast_changed)
+        self.trust_label = QLabel(self.trust.text())
+        self.trust_label.setWordWrap(True)
+        self.trust_strip = QLabel()
+        self.trust_strip.setMinimumHeight(60)
+        controls.addWidget(self.trust_overlay)
+
         self.status_label = QLabel(PreviewStatus().line())
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(
@@ -177,6 +191,8 @@ class PreviewWindow(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(grid, 1)
         layout.addLayout(controls)
+        layout.addWidget(self.trust_strip)
+        layout.addWidget(self.trust_label)
         layout.addWidget(self.status_label)
         self.resize(1000, 900)
 
@@ -201,6 +217,10 @@ class PreviewWindow(QWidget):
         with self._lock:
             self._error = str(message)
             self._status_version += 1
+
+    def on_quality(self, result: Any) -> None:
+        """A trust monitor's check (:class:`pairscope.trust.CheckResult`)."""
+        self.trust.put(result)
 
     def close(self) -> bool:
         """Close the window (from a worker thread: on the next timer tick)."""
@@ -239,6 +259,24 @@ class PreviewWindow(QWidget):
         ):
             self._show_frames(pair, frame)
         self._shown = (version, status_version, self._contrast_version)
+        self._show_trust()
+
+    def _show_trust(self) -> None:
+        import time
+
+        version = self.trust.version
+        now = time.monotonic()
+        if version == self._trust_shown or now - self._trust_drawn_at < _TRUST_REDRAW_S:
+            return
+        self._trust_shown, self._trust_drawn_at = version, now
+        self.trust_label.setText(self.trust.text())
+        m = self.trust.error_map()
+        width = max(300, self.width() - 30)
+        rgb = render_strip_rgb(
+            self.trust.lines(), None if m is None else m[2], (width, 120)
+        )
+        self.trust_strip.setPixmap(QPixmap.fromImage(_qimage(rgb)))
+        self._contrast_version += 1  # re-show the frames with the new overlay
 
     def zoom(self, factor: float, *, source: QGraphicsView | None = None) -> None:
         """Scale every panel by ``factor`` (around the mouse on ``source``)."""
@@ -286,6 +324,21 @@ class PreviewWindow(QWidget):
             method=self.method,
             reference_transform=self.reference_transform,
         )
+        m = self.trust.error_map()
+        restored = self.panels[1]
+        if (
+            m is not None
+            and self.trust_overlay.isChecked()
+            and restored.pixels is not None
+        ) and restored.pixels.ndim == 2:
+            tinted = error_overlay(restored.pixels, m[1], m[2])
+            self.panels[1] = PanelImage(
+                restored.title,
+                tinted,
+                restored.shape,
+                restored.limits,
+                restored.note,
+            )
         for view, title, panel in zip(
             self.views, self.titles, self.panels, strict=True
         ):

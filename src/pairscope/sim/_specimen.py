@@ -201,14 +201,14 @@ def _unseen_structures(seed: int, rayleigh_um: float, brightness: float) -> Emit
     g = np.arange(-1.5, 1.5 + 1e-9, pitch)
     gx, gy = np.meshgrid(g, g)
     parts.append(_rotate(np.column_stack([gx.ravel(), gy.ravel()]), rng) + centres[0])
-    weights.append(np.full(gx.size, 1.5 * brightness))
+    weights.append(np.full(gx.size, 3.0 * brightness))
     # grating: lines 3 µm long, period 1.2 Rayleigh, sampled densely
     period = 1.2 * rayleigh_um
     ys = np.arange(-1.5, 1.5 + 1e-9, period)
     xs = np.arange(-1.5, 1.5 + 1e-9, TUBULE_SAMPLE_UM)
     lx, ly = np.meshgrid(xs, ys)
     parts.append(_rotate(np.column_stack([lx.ravel(), ly.ravel()]), rng) + centres[1])
-    weights.append(np.full(lx.size, 250.0 * TUBULE_SAMPLE_UM))
+    weights.append(np.full(lx.size, 500.0 * TUBULE_SAMPLE_UM))
     # rings of radius 1-1.5 Rayleigh on a 3 x 3 grid
     ring_centres = np.column_stack(
         [c.ravel() for c in np.meshgrid(*[(-1.0, 0, 1.0)] * 2)]
@@ -218,7 +218,7 @@ def _unseen_structures(seed: int, rayleigh_um: float, brightness: float) -> Emit
         n = max(int(2 * np.pi * r / TUBULE_SAMPLE_UM), 8)
         a = np.linspace(0, 2 * np.pi, n, endpoint=False)
         parts.append(centres[2] + rc + r * np.column_stack([np.cos(a), np.sin(a)]))
-        weights.append(np.full(n, 250.0 * TUBULE_SAMPLE_UM))
+        weights.append(np.full(n, 500.0 * TUBULE_SAMPLE_UM))
     return Emitters(np.concatenate(parts), np.concatenate(weights))
 
 

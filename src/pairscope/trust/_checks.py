@@ -77,7 +77,7 @@ class Thresholds:
 
     ``error_*``: restored-vs-reference error variance over the reference's noise
     variance.  An ideal prediction scores 1 ± sqrt(2/n) (n pixels); the demo model,
-    matched to its data, 2-3 over the frame and below 10 in its worst window.  So:
+    matched to its data, 2-3 over the frame and below 12 in its worst window.  So:
     up to ``error_ok`` times the noise variance over the frame (and ``local_ok`` in
     the worst window) is ok, beyond ``*_alarm`` an alarm, between a warning.
     ``consistency_*``: reduced chi² of the re-degraded restoration against the
@@ -88,8 +88,8 @@ class Thresholds:
 
     error_ok: float = 4.0
     error_alarm: float = 8.0
-    local_ok: float = 10.0
-    local_alarm: float = 20.0
+    local_ok: float = 12.0
+    local_alarm: float = 25.0
     consistency_ok: float = 1.5
     consistency_alarm: float = 3.0
     consistency_local_ok: float = 2.0
@@ -130,8 +130,9 @@ class CheckResult:
     verdict: Verdict
     reason: str
     metrics: dict[str, float | bool | None]
-    error_map: np.ndarray | None = None  # local error, reference grid (cropped)
+    error_map: np.ndarray | None = None  # local error / noise, reference grid
     consistency_map: np.ndarray | None = None  # low-dose grid
+    ok_level: float = 0.0  # the error map's warn level (for overlays)
 
     def line(self) -> dict[str, Any]:
         """The JSON-ready record: ``pair``, ``verdict``, ``reason`` and the metrics."""
@@ -180,13 +181,24 @@ def check_pair(
     reference: np.ndarray | None,
     cal: TrustCalibration,
     thresholds: Thresholds | None = None,
+    *,
+    simultaneous: bool = True,
 ) -> CheckResult:
-    """Check one restored frame (module doc); never uses more than the pair itself."""
+    """Check one restored frame (module doc); never uses more than the pair itself.
+
+    A reference that is not of the same instant (``simultaneous=False``: a
+    sequential pair) is not compared with: the pair gets the consistency check only.
+    """
     th = thresholds or Thresholds()
     f = cal.factor
     rest = np.asarray(restored, dtype=np.float64)
     low = np.asarray(lowdose, dtype=np.float64)
-    metrics: dict[str, float | bool | None] = {"has_reference": reference is not None}
+    if not simultaneous:
+        reference = None
+    metrics: dict[str, float | bool | None] = {
+        "has_reference": reference is not None,
+        "simultaneous": simultaneous,
+    }
     reasons: list[tuple[int, str]] = []  # (severity 1 warn / 2 alarm, text)
 
     def grade(value: float, ok: float, alarm: float, text: str) -> None:
@@ -238,7 +250,11 @@ def check_pair(
     reason = "; ".join(t for s, t in sorted(reasons, reverse=True)) or (
         "within the noise model" if reference is not None else "consistent with input"
     )
-    return CheckResult(index, verdict, reason, metrics, err_map, smooth)
+    if not simultaneous:
+        reason += " (reference not of the same instant: consistency only)"
+    return CheckResult(
+        index, verdict, reason, metrics, err_map, smooth, ok_level=th.local_ok
+    )
 
 
 def _consistency(
@@ -302,4 +318,6 @@ def _reference_checks(
     h = window // 2
     inner = emap[h:-h, h:-h] if min(emap.shape) > 2 * window else emap
     metrics["error_excess_local"] = _worst_area(inner, window * window)
-    return emap
+    full = np.zeros(ref.shape, np.float32)  # the map on the full frame (0 at edges)
+    full[crop] = emap
+    return full

@@ -129,6 +129,8 @@ class TrustMonitor:
                 if (
                     self.calibration is None
                     and pair.reference is not None
+                    and pair.lowdose is not None
+                    and (pair.metadata or {}).get("simultaneous", True)
                     and len(self._cal_pairs) < self._n_cal
                 ):
                     meta = dict(pair.metadata or {})
@@ -176,13 +178,25 @@ class TrustMonitor:
 
     # -- synchronous use (evaluate, benchmarks) ------------------------------------
     def check(
-        self, index: int, restored: np.ndarray, lowdose: np.ndarray, reference: Any
+        self,
+        index: int,
+        restored: np.ndarray,
+        lowdose: np.ndarray,
+        reference: Any,
+        *,
+        simultaneous: bool = True,
     ) -> CheckResult:
         """Check one pair now and log it (needs ``calibration``)."""
         if self.calibration is None:
             raise ValueError("TrustMonitor.check needs a calibration")
         result = check_pair(
-            index, restored, lowdose, reference, self.calibration, self.thresholds
+            index,
+            restored,
+            lowdose,
+            reference,
+            self.calibration,
+            self.thresholds,
+            simultaneous=simultaneous,
         )
         self._record(result)
         return result
@@ -241,7 +255,14 @@ class TrustMonitor:
                     with self._cond:
                         self._counts["calibrating"] += 1
                     continue
-                self.check(pair.index, frame.image, pair.lowdose, pair.reference)
+                meta = pair.metadata or {}
+                self.check(
+                    pair.index,
+                    frame.image,
+                    pair.lowdose,
+                    pair.reference,
+                    simultaneous=bool(meta.get("simultaneous", True)),
+                )
             except Exception:
                 logger.warning(
                     "trust check of pair %s failed", pair.index, exc_info=True

@@ -1,0 +1,146 @@
+"""The live trust monitor: verdicts on real demo runs with the real bundled model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import useq
+from matplotlib.image import imread
+
+import pairscope
+from pairscope.config import AcquisitionSettings
+from pairscope.hardware import demo_rig_path, open_rig
+from pairscope.io.calibration import estimate_registration, save_calibration
+from pairscope.live import LiveOptions, bundled_model_path, run_live
+from pairscope.restore import StreamingRestorer, load_model
+from pairscope.sim import ground_truth
+from pairscope.trust import (
+    QUALITY_FILE,
+    TrustMonitor,
+    calibration_for_run,
+    check_pair,
+)
+
+from ._demo_rig import acquire_rig_run, configure
+
+ONSET_PAIR = 6
+# slow enough that the lowest-priority monitor checks most pairs on 2 cores
+SEQ = useq.MDASequence(time_plan={"interval": 0.25, "loops": 18})
+
+
+def _live(tmp_path: Path, *, scenario: str = "none", seed: int = 5) -> Path:
+    with open_rig(demo_rig_path()) as rig:
+        configure(rig, seed=seed, scenario=scenario, onset_pair=ONSET_PAIR)
+        summary = run_live(
+            rig,
+            AcquisitionSettings(),
+            SEQ,
+            options=LiveOptions(out=tmp_path, headless=True, progress=False),
+        )
+    assert summary.status == "completed"
+    return Path(summary.run_dir)
+
+
+def _lines(run_dir: Path) -> list[dict]:
+    return [json.loads(s) for s in (run_dir / QUALITY_FILE).read_text().splitlines()]
+
+
+def test_live_monitor_flags_the_unseen_structure_drill(tmp_path) -> None:
+    run_dir = _live(tmp_path, scenario="unseen-structure")
+    run = pairscope.open_run(run_dir)
+    active = {
+        rec["trigger_index"]: ground_truth.scenario_active(run.info, rec)
+        for rec in run.records
+    }
+    assert not active[ONSET_PAIR - 1] and active[ONSET_PAIR]  # the drill's onset
+    lines = _lines(run_dir)
+    assert lines and all({"pair", "verdict", "reason"} <= set(ln) for ln in lines)
+    affected = [ln for ln in lines if active[ln["pair"]]]
+    before = [ln for ln in lines if not active[ln["pair"]]]
+    assert len(affected) >= 5
+    flagged = [ln for ln in affected if ln["verdict"] != "ok"]
+    assert len(flagged) >= 0.9 * len(affected), affected
+    assert all("vs reference" in ln["reason"] for ln in flagged)
+    assert all(ln["verdict"] == "ok" for ln in before), before
+    summary = json.loads((run_dir / "quality_summary.json").read_text())
+    assert summary["checked"] == len(lines)
+    assert summary["verdicts"]["ok"] == len(lines) - len(flagged)
+    assert (run_dir / "quality.png").stat().st_size > 10_000
+    # the headless preview shows the trust strip and the error map (5 panels)
+    last = sorted((run_dir / "preview").glob("preview_*.png"))[-1]
+    assert imread(last).shape[1] >= 1900
+
+
+def test_live_monitor_is_quiet_on_a_familiar_specimen(tmp_path) -> None:
+    run_dir = _live(tmp_path, seed=6)
+    lines = _lines(run_dir)
+    assert len(lines) >= 8
+    assert sum(ln["verdict"] != "ok" for ln in lines) <= 0.05 * len(lines)
+    for ln in lines:  # the model is matched to the data: an advantage over bicubic
+        assert ln["advantage_db"] > 3 and ln["error_excess"] < 4
+
+
+@pytest.fixture(scope="module")
+def familiar_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = acquire_rig_run(tmp_path_factory.mktemp("trust"), frames=4, seed=9)
+    save_calibration(run_dir, estimate_registration(run_dir))
+    return run_dir
+
+
+def test_ideal_prediction_scores_at_the_noise_and_invention_is_caught(
+    familiar_run: Path,
+) -> None:
+    run = pairscope.open_run(familiar_run)
+    cal = calibration_for_run(run)
+    pair = run[0]
+    # the simulator's noise-free truth at the reference's dose, seen by the
+    # low-dose camera's geometry: what a perfect restoration would output
+    truth = ground_truth.noise_free_reference(run.info, pair.metadata, "LowDoseCam")
+    ideal = check_pair(0, truth, pair.lowdose, pair.reference, cal)
+    assert ideal.verdict == "ok", ideal.reason
+    # only the reference's noise (smoothed a little by the registration) is left
+    assert 0.6 < ideal.metrics["error_excess"] < 1.2
+    assert 0.9 < ideal.metrics["consistency_chi2"] < 1.1
+    # invent bright structure where the data have none (a network sharpening noise)
+    invented = truth.copy()
+    dark = np.argwhere(truth < np.percentile(truth, 30))[::997][:20]
+    for r, c in dark:
+        invented[r - 1 : r + 2, c - 1 : c + 2] += 300.0
+    bad = check_pair(0, invented, pair.lowdose, pair.reference, cal)
+    assert bad.verdict == "alarm"
+    assert "low-dose data do not support" in bad.reason
+    # with no reference (sparse-reference frames) consistency alone still catches it
+    alone = check_pair(0, invented, pair.lowdose, None, cal)
+    assert alone.verdict == "alarm" and alone.metrics["has_reference"] is False
+    assert check_pair(0, truth, pair.lowdose, None, cal).verdict == "ok"
+
+
+def test_listeners_never_wait_and_skipped_checks_are_counted(
+    familiar_run: Path, tmp_path: Path
+) -> None:
+    run = pairscope.open_run(familiar_run)
+    restorer = StreamingRestorer(load_model(bundled_model_path(2)), device="cpu")
+    frames = []
+    for i in range(len(run)):
+        p = run[i]
+        frames.append((p, restorer.restore_now(p.lowdose)))
+    monitor = TrustMonitor(tmp_path, calibration=calibration_for_run(run))
+
+    class Restored:  # the restorer's RestoredFrame fields the monitor reads
+        def __init__(self, index: int, image: np.ndarray) -> None:
+            self.index, self.image = index, image
+
+    t0 = time.perf_counter()
+    for p, img in frames:  # a burst before the worker starts: newest wins
+        monitor.on_pair(p)
+        monitor.on_restored(Restored(p.index, img))
+    assert time.perf_counter() - t0 < 0.05 * len(frames)
+    monitor.start()
+    summary = monitor.finish()
+    assert summary.skipped == len(frames) - 1
+    assert summary.checked == 1
+    assert _lines(tmp_path)[0]["pair"] == frames[-1][0].index
