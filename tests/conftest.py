@@ -13,10 +13,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from pairscope.acquire import PairedAcquisition
 from pairscope.config import AcquisitionSettings
-from pairscope.hardware import demo_config_path, open_core
+from pairscope.hardware import demo_config_path, demo_rig_path, open_core, open_rig
 from pairscope.io import RunWriter
 
 DEMO_CFG = demo_config_path()
+DEMO_RIG = demo_rig_path()
 
 
 @pytest.fixture
@@ -35,13 +36,15 @@ def acquire_demo_run(
     sensor: int = 256,
     settings: AcquisitionSettings | None = None,
 ) -> Path:
-    """Acquire a small paired run on the demo microscope and return its folder."""
-    with open_core(DEMO_CFG) as core:
-        core.setProperty("DemoHub", "Seed", seed)
-        for cam in ("LowDoseCam", "ReferenceCam"):
-            core.setProperty(cam, "SensorSize", sensor)
-        core.setProperty("LowDoseCam", "Binning", binning)
-        acq = PairedAcquisition(core, settings, config_path=DEMO_CFG)
+    """Acquire a small paired run on the demo rig (one core per camera, triggered
+    sequences unless ``settings`` say otherwise) and return its folder."""
+    with open_rig(DEMO_RIG) as rig:
+        rig.primary.core.setProperty("DemoHub", "Seed", seed)
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", sensor)
+        rig.primary.core.setProperty("LowDoseCam", "Binning", binning)
+        assert rig.spec is not None
+        acq = PairedAcquisition(rig, settings or rig.spec.pairing)
         summary = acq.run(
             useq.MDASequence(time_plan={"interval": 0, "loops": frames}),
             writer=RunWriter(out),

@@ -56,7 +56,12 @@ class AcquisitionSettings(BaseModel):
     stage_tolerance_um: float = Field(
         1.0,
         gt=0,
-        description="How far a stage may be from a target before the run stops.",
+        description="How far the XY stage may be from a target before the run stops.",
+    )
+    focus_tolerance_um: float = Field(
+        0.1,
+        gt=0,
+        description="How far the focus may be from a target before the run stops.",
     )
     camera_trigger_property: str = Field(
         "LastTriggerIndex",
@@ -65,7 +70,7 @@ class AcquisitionSettings(BaseModel):
     buffer_mb: int | None = Field(
         None,
         ge=8,
-        description="Circular buffer per core in MB (None: 2 s of frames, >= 256 MB).",
+        description="Circular buffer per core in MB (None: 2 s of frames, >= 64 MB).",
     )
     frame_timeout_ms: float | None = Field(
         None,

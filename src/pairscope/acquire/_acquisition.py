@@ -227,7 +227,9 @@ def _system_state(rig: Rig) -> dict[str, dict[str, str]]:
         try:
             state.update(rc.core.getSystemState().dict())
         except Exception:  # a device that cannot report must not stop the run
-            logger.warning("Could not read the state of core %s", rc.name, exc_info=True)
+            logger.warning(
+                "Could not read the state of core %s", rc.name, exc_info=True
+            )
     return state
 
 

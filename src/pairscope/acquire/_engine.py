@@ -37,13 +37,13 @@ from pymmcore_plus.metadata import frame_metadata
 from useq import MDAEvent, MDASequence
 
 from ..config import AcquisitionSettings, PairingMode
-from ..errors import CameraFault, StageFault
+from ..errors import StageFault
 from ..hardware import DetectorPair, Rig, camera_binning
 from ._pair import Pair, PairMetadata
 from ._sequence import (
     CameraStream,
-    SequencePairer,
     SeqFrame,
+    SequencePairer,
     check_hang,
     drain,
     start_sequence,
@@ -141,7 +141,7 @@ class PairedEngine(MDAEngine):
                 frame_bytes = core.getImageBufferSize() or 1
                 fps = 1000.0 / max(self._period_ms(0.0), 1.0)
                 n_cams = 2 if self.mode is PairingMode.MULTI_CAMERA else 1
-                mb = max(256, int(2 * fps * frame_bytes * n_cams / 2**20) + 1)
+                mb = max(64, int(2 * fps * frame_bytes * n_cams / 2**20) + 1)
             core.setCircularBufferMemoryFootprint(mb)
 
     # -- events ------------------------------------------------------------------
@@ -177,7 +177,11 @@ class PairedEngine(MDAEngine):
         super().setup_single_event(event)
         core, tol = self.mmcore, self.settings.stage_tolerance_um
         moved = False
-        if event.x_pos is not None and event.y_pos is not None and core.getXYStageDevice():
+        if (
+            event.x_pos is not None
+            and event.y_pos is not None
+            and core.getXYStageDevice()
+        ):
             x, y = core.getXYPosition()
             moved = True
             if abs(x - event.x_pos) > tol or abs(y - event.y_pos) > tol:
@@ -189,7 +193,7 @@ class PairedEngine(MDAEngine):
         if event.z_pos is not None and core.getFocusDevice():
             z = core.getPosition()
             moved = True
-            if abs(z - event.z_pos) > tol:
+            if abs(z - event.z_pos) > self.settings.focus_tolerance_um:
                 raise self._stage_fault(
                     core.getFocusDevice(), f"z = {event.z_pos}", f"z = {z:.2f}"
                 )
@@ -227,7 +231,9 @@ class PairedEngine(MDAEngine):
                 low, low_rec, ref, ref_rec = self._parallel(k, want_ref)
             else:
                 low, low_rec = self._snap_one("lowdose", k)
-                ref, ref_rec = self._snap_one("reference", k) if want_ref else (None, None)
+                ref, ref_rec = (
+                    self._snap_one("reference", k) if want_ref else (None, None)
+                )
         yield from self._emit(k, event, low, low_rec, ref, ref_rec, "", False)
 
     def _parallel(self, k: int, want_ref: bool) -> tuple[Any, Any, Any, Any]:
@@ -277,7 +283,10 @@ class PairedEngine(MDAEngine):
         """Add what the camera's properties say (binning, pixel size, gain, trigger)."""
         binning = camera_binning(core, label)
         unbinned = None
-        low_px, ref_px = self.detectors.lowdose_pixel_um, self.detectors.reference_pixel_um
+        low_px, ref_px = (
+            self.detectors.lowdose_pixel_um,
+            self.detectors.reference_pixel_um,
+        )
         if self.mode is PairingMode.ALTERNATING and ref_px is not None:
             unbinned = ref_px
         elif label == self.detectors.lowdose and low_px is not None:
@@ -285,7 +294,9 @@ class PairedEngine(MDAEngine):
         elif ref_px is not None:
             unbinned = ref_px / max(binning, 1)
         rec["binning"] = binning
-        rec["pixel_size_um"] = None if unbinned is None else round(unbinned * binning, 6)
+        rec["pixel_size_um"] = (
+            None if unbinned is None else round(unbinned * binning, 6)
+        )
         rec["gain"] = _float_prop(core, label, "Gain")
         trig = _float_prop(core, label, self.settings.camera_trigger_property)
         if trig is not None and "camera_trigger_index" not in rec:
@@ -317,16 +328,23 @@ class PairedEngine(MDAEngine):
                             pairer.add(frame)
                             got += 1
                     for low, ref, problem in pairer.pairs():
-                        yield from self._emit_frames(events, k0, index, low, ref, problem)
+                        yield from self._emit_frames(
+                            events, k0, index, low, ref, problem
+                        )
                         index += 1
                     if all(s.received >= n for s in streams):
                         break
                     if got:
                         continue
                     if self._leader_done(streams, n):
-                        # followers that missed triggers owe frames that never come
-                        quiet = time.perf_counter() - max(s.last_frame_at for s in streams)
-                        if quiet > (2 * period + 500.0) / 1000.0:
+                        # followers that missed a few triggers owe frames that never
+                        # come; one that owes many has stopped delivering
+                        quiet = time.perf_counter() - max(
+                            s.last_frame_at for s in streams
+                        )
+                        grace_ms = min(2 * period + 500.0, self._timeout_ms())
+                        if quiet > grace_ms / 1000.0:
+                            check_hang(streams, n, 0.0, k0 + index, max(3, n // 5))
                             break
                     else:
                         check_hang(streams, n, self._timeout_ms() / 1000.0, k0 + index)
@@ -347,11 +365,11 @@ class PairedEngine(MDAEngine):
                     f"camera {s.label!r}: {s.gaps} gap(s) in its image numbers"
                 )
         missed = pairer.missed
-        if any(missed.values()) or pairer.mismatched:
+        if any(missed.values()):
             self.problems.append(
-                f"missed triggers: reference {missed['reference']}, low-dose "
-                f"{missed['lowdose']}; pairs whose exposures did not match: "
-                f"{pairer.mismatched}"
+                f"frames without a partner of the same instant (missed triggers or "
+                f"cameras out of step): reference {missed['reference']}, low-dose "
+                f"{missed['lowdose']}; each is kept and marked in pairs.jsonl"
             )
 
     def _emit_frames(
@@ -469,7 +487,9 @@ class PairedEngine(MDAEngine):
                 try:
                     core.setProperty(label, prop, old)
                 except Exception:
-                    logger.warning("Could not restore %s.%s", label, prop, exc_info=True)
+                    logger.warning(
+                        "Could not restore %s.%s", label, prop, exc_info=True
+                    )
 
     # -- timing --------------------------------------------------------------------
     def _exposures(self) -> list[float]:
@@ -479,7 +499,7 @@ class PairedEngine(MDAEngine):
         """The leader's frame period: the interval, but never shorter than the
         longest exposure plus a readout margin (a follower still exposing would
         miss the next trigger)."""
-        return max(interval_ms, max(self._exposures()) + 3.0)
+        return max(interval_ms, 1.05 * max(self._exposures()) + 3.0)
 
     def _timeout_ms(self) -> float:
         if self.settings.frame_timeout_ms is not None:
@@ -510,9 +530,6 @@ class PairedEngine(MDAEngine):
         want_ref = self.mode is not PairingMode.SPARSE or (
             k % self.settings.reference_every == 0
         )
-        if problem.startswith("mismatch:"):  # both frames, not of one instant
-            meta["pairing_note"] = problem.removeprefix("mismatch:")
-            problem = ""
         if not problem and want_ref and (low is None or ref is None):
             problem = "partner frame missing"
         if problem:
@@ -524,7 +541,9 @@ class PairedEngine(MDAEngine):
         for role, img, rec in (("lowdose", low, low_rec), ("reference", ref, ref_rec)):
             if img is None or rec is None:
                 continue
-            sub = event.model_copy(update={"index": {**event.index, "cam": ROLE_CAM[role]}})
+            sub = event.model_copy(
+                update={"index": {**event.index, "cam": ROLE_CAM[role]}}
+            )
             fmeta = frame_metadata(
                 self._core(role),
                 camera_device=rec["camera"],
@@ -563,7 +582,9 @@ class PairedEngine(MDAEngine):
         """Reference share of the light, from cameras that report a SplitFraction."""
         if self.mode is PairingMode.ALTERNATING:
             return None
-        low = _float_prop(self._core("lowdose"), self.detectors.lowdose, "SplitFraction")
+        low = _float_prop(
+            self._core("lowdose"), self.detectors.lowdose, "SplitFraction"
+        )
         ref = _float_prop(
             self._core("reference"), self.detectors.reference, "SplitFraction"
         )

@@ -22,7 +22,6 @@ class PairMetadata(TypedDict, total=False):
     simultaneous: bool  # the two exposures overlapped by >= half the shorter one
     exposure_overlap_ms: float | None
     partner_missing: str  # why a frame is alone (missed trigger, camera failed)
-    pairing_note: str  # both frames present, but their exposures did not match
     split_ratio: float | None
     light_power: float | None
     stage_xyz_um: tuple[float | None, float | None, float | None]

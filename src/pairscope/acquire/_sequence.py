@@ -7,8 +7,9 @@ buffer with their metadata, and paired in order of each camera's own
 (``ElapsedTime-ms``, mapped onto the run clock through the host time the core's
 sequence started).  Exposure starts that disagree by more than half the shorter
 exposure, by a whole number of frame periods, are a missed trigger: the frame that
-lost its partner is kept alone and the pairing resynchronises.  Anything else that
-disagrees is paired as numbered and marked not simultaneous.
+lost its partner is kept alone and the pairing resynchronises; so is any frame
+whose exposure matches no exposure of the other camera (a follower that
+free-runs because its trigger cable is unplugged).
 """
 
 from __future__ import annotations
@@ -54,9 +55,7 @@ class CameraStream:
     gaps: int = 0
 
 
-def start_sequence(
-    core: CMMCorePlus, label: str, n: int, interval_ms: float
-) -> float:
+def start_sequence(core: CMMCorePlus, label: str, n: int, interval_ms: float) -> float:
     """Start a sequence of ``n`` frames on ``label``; returns the host start time.
 
     Work-around (pymmcore-plus 0.18.1): ``UniMMCore`` does not pass the interval
@@ -133,7 +132,12 @@ class SequencePairer:
         self.ref: deque[SeqFrame] = deque()
         self._offsets: deque[float] = deque([0.0], maxlen=16)
         self.missed = {"lowdose": 0, "reference": 0}
-        self.mismatched = 0
+
+    def _whole_periods(self, d: float) -> bool:
+        if self.period_ms <= 0:
+            return False
+        k = round(d / self.period_ms)
+        return k != 0 and abs(d - k * self.period_ms) <= self.tolerance_ms
 
     def add(self, frame: SeqFrame) -> None:
         (self.low if frame.role == "lowdose" else self.ref).append(frame)
@@ -151,30 +155,29 @@ class SequencePairer:
                 self._offsets.append(ref.start_ms - low.start_ms)
                 yield low, ref, ""
                 continue
-            shift = round(d / self.period_ms) if self.period_ms > 0 else 0
-            if shift and abs(d - shift * self.period_ms) <= self.tolerance_ms:
-                if shift > 0:  # the reference frame belongs to a later trigger
-                    self.low.popleft()
-                    self.missed["reference"] += 1
-                    yield low, None, (
-                        "reference camera missed this trigger (its next frame "
+            missed = "missed this trigger" if self._whole_periods(d) else "has no frame"
+            if d > 0:  # the reference frame belongs to a later instant
+                self.low.popleft()
+                self.missed["reference"] += 1
+                yield (
+                    low,
+                    None,
+                    (
+                        f"reference camera {missed} of this instant (its next frame "
                         f"started {d:.1f} ms later); pairing resynchronised"
-                    )
-                else:
-                    self.ref.popleft()
-                    self.missed["lowdose"] += 1
-                    yield None, ref, (
-                        "low-dose camera missed this trigger (its next frame "
+                    ),
+                )
+            else:
+                self.ref.popleft()
+                self.missed["lowdose"] += 1
+                yield (
+                    None,
+                    ref,
+                    (
+                        f"low-dose camera {missed} of this instant (its next frame "
                         f"started {-d:.1f} ms later); pairing resynchronised"
-                    )
-                continue
-            self.low.popleft()
-            self.ref.popleft()
-            self.mismatched += 1
-            yield low, ref, "mismatch:" + (
-                f"exposure starts differ by {d:+.1f} ms, not a whole frame period: "
-                "not the same instant (is the trigger reaching the follower?)"
-            )
+                    ),
+                )
         if final:
             while self.low:
                 self.missed["reference"] += 1
@@ -185,15 +188,18 @@ class SequencePairer:
 
 
 def check_hang(
-    streams: list[CameraStream], expected: int, timeout_s: float, trigger: int
+    streams: list[CameraStream],
+    expected: int,
+    timeout_s: float,
+    trigger: int,
+    owed_at_most: int = 0,
 ) -> None:
-    """CameraFault if a camera that still owes frames has been silent too long while
-    another camera kept delivering."""
+    """CameraFault if a camera that owes more than ``owed_at_most`` frames has been
+    silent for longer than ``timeout_s``."""
     now = time.perf_counter()
-    newest = max(s.last_frame_at for s in streams)
-    for s in streams:
+    for s in sorted(streams, key=lambda s: s.last_frame_at):
         silent = now - s.last_frame_at
-        if s.received < expected and silent > timeout_s and newest - s.last_frame_at > 0:
+        if expected - s.received > owed_at_most and silent > timeout_s:
             raise CameraFault(
                 f"Camera {s.label!r} (core {s.core_name!r}) stopped delivering: no "
                 f"frame for {silent:.1f} s after {s.received} of {expected} frames. "

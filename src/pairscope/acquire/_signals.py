@@ -8,6 +8,7 @@ listener: it receives every pair before, and independently of, all of these.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from typing import Any
@@ -51,10 +52,8 @@ class GuardedSignalInstance(SignalInstance):
             logger.error(
                 "Listener %s of %s failed %d times: disconnected", name, self.name, n
             )
-            try:
+            with contextlib.suppress(ValueError):
                 self._slots.remove(caller)
-            except ValueError:
-                pass
 
 
 def _callback_name(caller: Any) -> str:

@@ -109,7 +109,7 @@ def _pairing_options(p: argparse.ArgumentParser) -> None:
         "--buffer-mb",
         type=int,
         default=None,
-        help="circular buffer per core in MB (default: 2 s of frames, >= 256)",
+        help="circular buffer per core in MB (default: 2 s of frames, >= 64)",
     )
 
 
@@ -226,7 +226,9 @@ def _apply_fault(rig: Any, fault: str, frames: int, time_plan: dict[str, Any]) -
         )
     elif fault == "focus-stuck":
         primary.setProperty("Z", "Stuck", "Yes")
-        return useq.MDASequence(time_plan=time_plan, z_plan={"range": 2.0, "step": 1.0})
+        return useq.MDASequence(
+            time_plan=time_plan, z_plan={"absolute": [0.0, 1.0, 2.0]}
+        )
     return useq.MDASequence(time_plan=time_plan)
 
 
@@ -323,7 +325,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     with open_rig(args.rig) as rig:
         base = rig.spec.pairing.model_dump(exclude_unset=True) if rig.spec else {}
-        overrides = {k: v for k, v in typed_overrides(args).items()}
+        overrides = dict(typed_overrides(args).items())
         settings = AcquisitionSettings.resolve(base, overrides)
         for rc in rig.cores:
             print(

@@ -203,7 +203,9 @@ def _single_core_pair(
         )
         reasons.append(f"{low!r} has the coarser pixels: the low-dose camera")
         if len(cameras) > 2:
-            reasons.append(f"other cameras ignored: {sorted(set(cameras) - {low, ref})}")
+            reasons.append(
+                f"other cameras ignored: {sorted(set(cameras) - {low, ref})}"
+            )
     if settings.binning is not None:
         infos[low] = camera_info(core, low, settings.binning)
     if mode is PairingMode.MULTI_CAMERA and infos[low].shape != infos[ref].shape:
@@ -289,7 +291,7 @@ def common_field_of_view(
         )
     low_crop = None if (h, w) == (lh, lw) else ((lh - h) // 2, (lw - w) // 2, h, w)
     H, W = h * factor, w * factor
-    ref_crop = None if (H, W) == (rh, rw) else ((rh - H) // 2, (rw - W) // 2, H, W)
+    ref_crop = None if (rh, rw) == (H, W) else ((rh - H) // 2, (rw - W) // 2, H, W)
     return low_crop, ref_crop
 
 

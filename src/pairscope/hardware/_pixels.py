@@ -35,7 +35,8 @@ def unbinned_pixel_size_um(core: CMMCorePlus, label: str) -> tuple[float | None,
     never becomes current and ``getPixelSizeUm()`` is 0.  The matching is redone
     here through the core's property API, which sees both kinds of device.
     """
-    if core.getCameraDevice() == label:
+    current = core.getCameraDevice()
+    if current == label or label in _physical_cameras(core, current):
         px = core.getPixelSizeUm()
         if px > 0:
             return px / camera_binning(core, label), "pixel-size config"
@@ -59,6 +60,17 @@ def unbinned_pixel_size_um(core: CMMCorePlus, label: str) -> tuple[float | None,
         except ValueError:
             pass
     return None, "unknown"
+
+
+def _physical_cameras(core: CMMCorePlus, label: str) -> list[str]:
+    """The cameras behind a Multi Camera device (empty for any other camera)."""
+    if not label or core.getDeviceName(label) != "Multi Camera":
+        return []
+    return [
+        core.getProperty(label, f"Physical Camera {i}")
+        for i in range(1, 9)
+        if core.hasProperty(label, f"Physical Camera {i}")
+    ]
 
 
 def _settings(data: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

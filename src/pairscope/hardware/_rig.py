@@ -175,7 +175,9 @@ class Rig:
     @classmethod
     def from_core(cls, core: CMMCorePlus, config: Path | None = None) -> Rig:
         """A one-core rig (its cameras are chosen later, by the pairing mode)."""
-        return cls([RigCore("primary", core, core.getCameraDevice(), "lowdose", config)])
+        return cls(
+            [RigCore("primary", core, core.getCameraDevice(), "lowdose", config)]
+        )
 
     def describe(self) -> dict[str, object]:
         """What run.json records about the rig."""

@@ -627,11 +627,15 @@ class DemoCamera(_HubPeripheral, CameraDevice):
             while remaining != 0:
                 if self._external():
                     instant = self._wait_pulse(trigger_timeout_s)
-                else:  # free-running at the interval, firing the line
+                else:  # free-running at the interval
                     if self._real_time:
                         _sleep_until(next_start)
-                    instant = self.hub.fire(self._exposure)
-                    next_start = max(next_start + period_s, instant.wall_time)
+                    if self._trigger_mode == "External":  # unplugged: not the leader,
+                        # it sees whatever instant is being exposed when it starts
+                        instant = self.hub.join_or_fire(self._last_index, self._exposure)
+                    else:  # the leader: its exposure-out fires the line
+                        instant = self.hub.fire(self._exposure)
+                    next_start = instant.wall_time + period_s
                 yield self._read_frame(get_buffer, instant)
                 remaining -= 1
         except _SequenceEnded:

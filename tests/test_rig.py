@@ -1,0 +1,332 @@
+"""The rig: one core per camera, on the demo bench and on Micro-Manager's C++
+DemoCamera (mm-test-adapters), with the drills that must break simultaneity."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import useq
+
+import pairscope
+from pairscope.acquire import PairedAcquisition
+from pairscope.config import AcquisitionSettings
+from pairscope.errors import ConfigError, PairingError
+from pairscope.hardware import demo_rig_path, open_rig
+from pairscope.io import RunWriter
+
+CONFIGS = Path(__file__).parents[1] / "hardware_configs"
+CPP_RIG = CONFIGS / "cpp_democamera_rig.yaml"
+
+
+def _demo_run(
+    tmp_path: Path,
+    frames: int = 12,
+    sensor: int = 128,
+    interval: float = 0.0,
+    **props: object,
+):
+    """A triggered run on the demo rig; ``props`` set on the reference camera."""
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", sensor)
+        ref = rig.core_named("reference").core
+        for key, value in props.items():
+            ref.setProperty("ReferenceCam", key, value)
+        assert rig.spec is not None
+        acq = PairedAcquisition(rig, rig.spec.pairing)
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": interval, "loops": frames}),
+            writer=RunWriter(tmp_path),
+        )
+    return summary, pairscope.open_run(summary.run_dir)
+
+
+def test_demo_rig_pairs_are_simultaneous_by_what_the_cameras_report(
+    tmp_path: Path,
+) -> None:
+    summary, run = _demo_run(tmp_path, frames=12)
+    assert summary.status == "completed" and summary.pairs == 12
+    assert summary.simultaneous_pairs == 12 and summary.incomplete_pairs == 0
+    for k, rec in enumerate(run.records):
+        low, ref = rec["lowdose"], rec["reference"]
+        assert rec["mode"] == "triggered" and rec["simultaneous"] is True
+        assert (low["core"], ref["core"]) == ("lowdose", "reference")
+        # the cameras' own numbers and timestamps, not pairscope's counters
+        assert low["camera_image_number"] == ref["camera_image_number"] == k
+        assert low["timing_source"] == ref["timing_source"] == "camera"
+        assert rec["exposure_overlap_ms"] >= 0.5 * min(
+            low["exposure_ms"], ref["exposure_ms"]
+        )
+        # and the specimen instant both exposed is one pulse of the trigger line
+        assert low["camera_trigger_index"] == ref["camera_trigger_index"]
+        assert (low["pixel_size_um"], ref["pixel_size_um"]) == (0.2, 0.1)
+    info = json.loads((Path(summary.run_dir) / "run.json").read_text())
+    assert [c["name"] for c in info["rig"]["cores"]] == ["lowdose", "reference"]
+    assert info["detectors"]["factor"] == 2
+    assert info["settings"]["version"] == 1
+
+
+def test_unplugged_trigger_breaks_simultaneity_and_keeps_every_frame(
+    tmp_path: Path,
+) -> None:
+    summary, run = _demo_run(
+        tmp_path, frames=12, interval=0.1, TriggerCable="Unplugged"
+    )
+    assert summary.status == "completed"
+    # the follower free-runs at its own pace: most of its frames match no
+    # low-dose exposure, and the run says so instead of claiming simultaneity
+    assert summary.simultaneous_pairs <= 8
+    alone = [r for r in run.records if r.get("partner_missing")]
+    assert len(alone) >= 4 and summary.incomplete_pairs == len(alone)
+    assert len([r for r in run.records if r["lowdose"]]) == 12  # none dropped
+    assert len([r for r in run.records if r["reference"]]) == 12
+
+
+def test_a_missed_trigger_is_reported_and_the_pairing_resynchronises(
+    tmp_path: Path,
+) -> None:
+    summary, run = _demo_run(tmp_path, frames=20, MissTriggerEvery=5)
+    assert summary.status == "completed"
+    lone_low = [r for r in run.records if r["reference"] is None]
+    assert len(lone_low) == 4 and all(
+        "reference" in r["partner_missing"] for r in lone_low
+    )
+    assert sum("resynchronised" in r["partner_missing"] for r in lone_low) >= 3
+    paired = [r for r in run.records if r["lowdose"] and r["reference"]]
+    assert len(paired) == 16
+    for r in paired:  # after each miss the pairs are of one instant again
+        assert r["simultaneous"] is True
+        assert (
+            r["lowdose"]["camera_trigger_index"]
+            == r["reference"]["camera_trigger_index"]
+        )
+    assert len([r for r in run.records if r["lowdose"]]) == 20
+
+
+def test_a_camera_that_hangs_is_a_timeout_with_every_earlier_pair_kept(
+    tmp_path: Path,
+) -> None:
+    t0 = time.monotonic()
+    summary, run = _demo_run(tmp_path, frames=40, HangAfterFrames=6)
+    assert time.monotonic() - t0 < 30
+    assert summary.status == "failed"
+    assert "ReferenceCam" in summary.message and "stopped delivering" in summary.message
+    assert len([r for r in run.records if r["reference"]]) == 6
+
+
+@pytest.mark.parametrize(
+    ("device", "what"), [("XY", "stage"), ("Z", "focus")], ids=["xy", "focus"]
+)
+def test_a_stuck_stage_stops_the_run(tmp_path: Path, device: str, what: str) -> None:
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 64)
+        rig.primary.core.setProperty(device, "Stuck", "Yes")
+        seq = (
+            useq.MDASequence(stage_positions=[(0, 0, 0), (20, 0, 0)])
+            if device == "XY"
+            else useq.MDASequence(z_plan={"absolute": [0.0, 1.0, 2.0]})
+        )
+        summary = PairedAcquisition(rig, AcquisitionSettings(mode="simultaneous")).run(
+            seq, writer=RunWriter(tmp_path)
+        )
+    assert summary.status == "failed" and f"Stage '{device}'" in summary.message
+    assert summary.pairs >= 1  # the pairs before the move are kept
+
+
+def test_rig_file_mistakes_get_one_clear_line(tmp_path: Path) -> None:
+    def rig(text: str) -> Path:
+        path = tmp_path / "rig.yaml"
+        path.write_text(text)
+        return path
+
+    cores = (
+        "cores:\n"
+        f"  - {{name: a, config: {CONFIGS / 'demo_lowdose.cfg'}, camera: LowDoseCam, role: lowdose}}\n"
+        f"  - {{name: b, config: {CONFIGS / 'demo_reference.cfg'}, camera: REF, role: reference}}\n"
+    )
+    with (
+        pytest.raises(ConfigError, match=r"camera 'REF' is not in demo_reference\.cfg"),
+        open_rig(rig(cores)),
+    ):
+        pass
+    missing = cores.replace("demo_reference.cfg", "nope.cfg")
+    with pytest.raises(ConfigError, match="not found"), open_rig(rig(missing)):
+        pass
+    bad_trigger = cores.replace("camera: REF", "camera: ReferenceCam") + (
+        "trigger: {follower_property: TriggerMode, follower_value: Rising}\n"
+    )
+    with (
+        pytest.raises(ConfigError, match="no trigger mode TriggerMode='Rising'"),
+        open_rig(rig(bad_trigger)),
+    ):
+        pass
+    with (
+        pytest.raises(ConfigError, match="exactly one core must have role"),
+        open_rig(rig(cores.replace("role: reference", "role: lowdose"))),
+    ):
+        pass
+
+
+def test_the_same_device_in_two_cores_is_refused(tmp_path: Path) -> None:
+    second = tmp_path / "second.cfg"
+    second.write_text(
+        "Device,XY2,DemoCamera,DXYStage\n" + (CONFIGS / "cpp_reference.cfg").read_text()
+    )
+    text = CPP_RIG.read_text().replace("config: cpp_reference.cfg", f"config: {second}")
+    text = text.replace(
+        "config: cpp_lowdose.cfg", f"config: {CONFIGS / 'cpp_lowdose.cfg'}"
+    )
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="one core only"), open_rig(path):
+        pass
+
+
+def test_one_core_cannot_claim_simultaneous_pairs() -> None:
+    with (
+        open_rig(CONFIGS / "demo_dual_camera.cfg") as rig,
+        pytest.raises(PairingError, match="one core per camera"),
+    ):
+        PairedAcquisition(rig, AcquisitionSettings(mode="simultaneous"))
+
+
+def test_settings_embedded_in_the_sequence_and_typed_flags_win() -> None:
+    from pairscope.commands.acquire import typed_overrides
+
+    seq = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 2},
+        metadata={"pairscope": {"mode": "sparse", "reference_every": 4}},
+    )
+
+    class Args:
+        mode = None
+        binning = 4
+        reference_every = None
+        buffer_mb = None
+
+    settings = AcquisitionSettings.resolve(
+        {"mode": "triggered"},
+        AcquisitionSettings.from_sequence(seq),
+        typed_overrides(Args()),
+    )
+    assert settings.mode.value == "sparse" and settings.reference_every == 4
+    assert settings.binning == 4 and settings.buffer_mb is None
+
+
+# -- Micro-Manager's C++ devices ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["triggered", "simultaneous"])
+def test_cpp_democamera_rig_pairs_a_binned_and_an_unbinned_camera(
+    tmp_path: Path, mode: str
+) -> None:
+    with open_rig(CPP_RIG) as rig:
+        acq = PairedAcquisition(rig, AcquisitionSettings(mode=mode))
+        assert acq.detectors.factor == 2  # from the pixel-size configs and binning
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 10}),
+            writer=RunWriter(tmp_path),
+        )
+    assert summary.status == "completed", summary.message
+    run = pairscope.open_run(summary.run_dir)
+    assert len(run) >= 10 and summary.simultaneous_pairs >= 9
+    pair = next(p for p in run if p.reference is not None and p.lowdose is not None)
+    assert pair.lowdose.shape == (256, 256) and pair.reference.shape == (512, 512)
+    rec = next(r for r in run.records[3:] if r.get("simultaneous"))
+    assert rec["lowdose"]["camera"] == "LowDoseCam" and rec["lowdose"]["binning"] == 2
+    if mode == "triggered":  # numbered and timed by the C++ cameras themselves
+        assert (
+            rec["lowdose"]["camera_image_number"]
+            == rec["reference"]["camera_image_number"]
+        )
+        assert rec["lowdose"]["timing_source"] == "camera"
+    else:
+        assert rec["lowdose"]["timing_source"] == "host"
+
+
+def test_cpp_cameras_of_different_sensor_sizes_pair_over_the_common_field(
+    tmp_path: Path,
+) -> None:
+    with open_rig(CPP_RIG) as rig:
+        low = rig.primary.core
+        low.setProperty("LowDoseCam", "OnCameraCCDXSize", 1024)
+        low.setProperty("LowDoseCam", "OnCameraCCDYSize", 1024)
+        acq = PairedAcquisition(rig, AcquisitionSettings(mode="simultaneous"))
+        assert acq.detectors.factor == 2
+        assert acq.detectors.lowdose_crop == (128, 128, 256, 256)
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 2}),
+            writer=RunWriter(tmp_path),
+        )
+    pair = pairscope.open_run(summary.run_dir)[0]
+    assert pair.lowdose.shape == (256, 256) and pair.reference.shape == (512, 512)
+
+
+def test_cpp_circular_buffer_overflow_stops_the_run_with_status_overflow(
+    tmp_path: Path,
+) -> None:
+    with open_rig(CPP_RIG) as rig:
+        for rc in rig.cores:
+            rc.core.setExposure(rc.camera, 1.0)
+        acq = PairedAcquisition(rig, AcquisitionSettings(mode="triggered", buffer_mb=8))
+        acq.events.pairReady.connect(lambda _: time.sleep(0.05))  # a slow consumer
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 400}),
+            writer=RunWriter(tmp_path),
+        )
+    assert summary.status == "overflow" and "--buffer-mb" in summary.message
+    run = pairscope.open_run(summary.run_dir)
+    assert len(run) == summary.pairs > 0  # every pair taken before is on disk
+
+
+def test_cpp_camera_that_delivers_nothing_times_out(tmp_path: Path) -> None:
+    with open_rig(CPP_RIG) as rig:
+        rig.core_named("reference").core.setExposure("ReferenceCam", 4000)
+        acq = PairedAcquisition(
+            rig, AcquisitionSettings(mode="triggered", frame_timeout_ms=800)
+        )
+        t0 = time.monotonic()
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 5}),
+            writer=RunWriter(tmp_path),
+        )
+    assert summary.status == "failed" and "stopped delivering" in summary.message
+    assert time.monotonic() - t0 < 20
+
+
+def test_cpp_multi_camera_pairs_equal_size_detectors(tmp_path: Path) -> None:
+    cfg = tmp_path / "multi.cfg"
+    cfg.write_text(
+        "Device,Cam1,DemoCamera,DCam\nDevice,Cam2,DemoCamera,DCam\n"
+        "Device,Multi,Utilities,Multi Camera\nProperty,Core,Initialize,1\n"
+        "Property,Cam1,FastImage,1\nProperty,Cam2,FastImage,1\n"
+        "Property,Multi,Physical Camera 1,Cam1\nProperty,Multi,Physical Camera 2,Cam2\n"
+        "Property,Core,Camera,Multi\n"
+        "ConfigPixelSize,Res,Core,Camera,Multi\nPixelSize_um,Res,0.1\n"
+    )
+    with open_rig(cfg) as rig:
+        core = rig.primary.core
+        for cam in ("Cam1", "Cam2"):
+            core.setProperty(cam, "PixelSize_um", 0.1) if core.hasProperty(
+                cam, "PixelSize_um"
+            ) else None
+        acq = PairedAcquisition(
+            rig,
+            AcquisitionSettings(
+                mode="multi-camera", lowdose_camera="Cam1", reference_camera="Cam2"
+            ),
+        )
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 6}),
+            writer=RunWriter(tmp_path),
+        )
+    assert summary.status == "completed", summary.message
+    run = pairscope.open_run(summary.run_dir)
+    recs = [r for r in run.records if r["lowdose"] and r["reference"]]
+    assert len(recs) >= 5
+    assert {r["lowdose"]["camera"] for r in recs} == {"Cam1"}
+    assert all(r["lowdose"]["timing_source"] == "camera" for r in recs)
