@@ -9,7 +9,7 @@ import pytest
 import useq
 
 from pairscope.acquire import PairedAcquisition
-from pairscope.hardware import demo_config_path, open_core
+from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
 from pairscope.io.calibration import Registration, save_calibration
 from pairscope.train import NoiseModel, crappify, fit_noise_model
@@ -19,12 +19,13 @@ GAIN, READ_NOISE, OFFSET = 0.5, 1.6, 100.0
 
 
 def _acquire(out: Path, frames: int, *, led_percent: float) -> Path:
-    cfg = demo_config_path()
-    with open_core(cfg) as core:
-        for cam in ("LowDoseCam", "ReferenceCam"):
-            core.setProperty(cam, "SensorSize", 256)
-        core.setProperty("LED", "Power_percent", led_percent)
-        summary = PairedAcquisition(core, config_path=cfg).run(
+    # the demo rig (one core per camera): simultaneous pairs, as the fit needs
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 256)
+        rig.primary.core.setProperty("LED", "Power_percent", led_percent)
+        assert rig.spec is not None
+        summary = PairedAcquisition(rig, rig.spec.pairing).run(
             useq.MDASequence(time_plan={"interval": 0, "loops": frames}),
             writer=RunWriter(out),
         )
