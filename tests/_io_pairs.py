@@ -1,6 +1,6 @@
 """Synthetic pairs with the manifest contract's per-frame keys, for writer tests.
 
-Also runnable as a script: ``python -m tests._io_pairs RUN_ROOT N [flags]`` writes N
+Also runnable as a script: ``python -m tests._io_pairs RUN_ROOT N [FORMAT]`` writes N
 pairs (forever if N is 0) through a real RunWriter and prints the run folder first;
 the kill -9 and disk-full tests drive it as a separate process.
 """
@@ -82,7 +82,8 @@ def main(argv: list[str]) -> int:
     from pairscope.io import RunWriter
 
     root, n = Path(argv[0]), int(argv[1])
-    writer = RunWriter(root, commit_interval_s=0.02)
+    fmt = argv[2] if len(argv) > 2 else "ome-tiff"
+    writer = RunWriter(root, commit_interval_s=0.02, format=fmt)
     print(writer.run_dir, flush=True)
     writer.start(RUN_INFO)
     k = 0

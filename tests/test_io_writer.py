@@ -53,23 +53,46 @@ def _submit_until_refused(writer: RunWriter, start: int, limit: int = 400) -> fl
     raise AssertionError("the writer never refused a pair")
 
 
+class _RaisingPair:
+    index, lowdose, reference = 3, None, None
+
+    def __init__(self, k: int) -> None:
+        self.index = k
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+
+def test_a_frame_that_is_not_2d_is_refused_and_earlier_pairs_listed(tmp_path) -> None:
+    writer = RunWriter(tmp_path, commit_interval_s=0.5)  # all in one group commit
+    writer.start(RUN_INFO)
+    writer.submit(make_pair(0))
+    bad = make_pair(1)
+    object.__setattr__(bad, "lowdose", np.zeros((2, 4, 4), np.uint16))
+    writer.submit(bad)
+    with pytest.raises(
+        WriterError, match=r"shape \(2, 4, 4\).*writes 2-D.*the 1 pairs"
+    ):
+        writer.close()
+    _assert_listed_pairs_readable(writer.run_dir, 1)
+
+
 def test_a_non_os_error_stops_the_writer_and_submit_raises_at_once(tmp_path) -> None:
     writer = RunWriter(tmp_path, commit_interval_s=0.01)
     writer.start(RUN_INFO)
     for k in range(3):
         writer.submit(make_pair(k))
     _wait_written(writer, 3)
-    bad = make_pair(3)
-    object.__setattr__(bad, "lowdose", np.zeros((2, 4, 4), np.uint16))  # not 2-D
-    writer.submit(bad)
+    writer.submit(_RaisingPair(3))  # a bug, not a disk problem
     t0 = time.monotonic()
     _submit_until_refused(writer, 4)
     assert time.monotonic() - t0 < 2
-    with pytest.raises(WriterError, match=r"unexpected error.*ValueError.*3 pairs"):
+    with pytest.raises(WriterError, match=r"unexpected error.*RuntimeError.*3 pairs"):
         writer.close({"status": "completed"})
     info = json.loads((writer.run_dir / "run.json").read_text())
     assert info["status"] == "failed" and info["pairs_written"] == 3
-    assert "ValueError" in info["writer_error"]
+    assert "RuntimeError: boom" in info["writer_error"]
     _assert_listed_pairs_readable(writer.run_dir, 3)
     assert not (writer.run_dir / "writing.lock").exists()
 

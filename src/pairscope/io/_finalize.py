@@ -171,6 +171,14 @@ def finalize_run(
     info.update(extra_info or {})
     info["status"] = status
     run_id = str(info.get("run_id") or run_dir.name)
+    if info.get("format") == "ome-zarr" or (run_dir / L.ZARR_STORE).is_dir():
+        from ._zarr import finalize_zarr
+
+        report.frames, report.unlisted_pages_removed = finalize_zarr(
+            run_dir, records, info
+        )
+        report.images = dict.fromkeys(report.frames, 1)
+        return _write_info(run_dir, info, report)
     images: list[_ome.ImageSpec] = []
     files: dict[str, tuple[str, str]] = {}
     labels = {
@@ -221,6 +229,12 @@ def finalize_run(
         except OSError as exc:  # the data stays readable; repair can add it later
             logger.error("Could not write the OME-XML of %s: %s", name, exc)
             report.ome_errors[name] = exc.strerror or str(exc)
+    return _write_info(run_dir, info, report)
+
+
+def _write_info(
+    run_dir: Path, info: dict[str, Any], report: FinalizeReport
+) -> FinalizeReport:
     info["pairs_written"] = report.pairs
     info["frames_written"] = report.frames
     if report.ome_errors:

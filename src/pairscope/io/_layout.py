@@ -14,5 +14,7 @@ RESERVE = ".space-reserve"  # freed at close so the metadata fits on a full disk
 IN_PROGRESS_DESCRIPTION = (
     "pairscope run in progress or interrupted: pairs.jsonl lists the frames on disk"
 )
+ZARR_STORE = "run.ome.zarr"  # the OME-Zarr format's store (both detectors)
+FORMATS = ("ome-tiff", "ome-zarr")
 ROLES = ("lowdose", "reference")
 TIFF_OF_ROLE = {"lowdose": LOWDOSE_TIFF, "reference": REFERENCE_TIFF}

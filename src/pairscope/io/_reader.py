@@ -44,6 +44,7 @@ class Run:
         )
         self.records, self.damaged_lines = _read_manifest(self.path / L.MANIFEST)
         self._tiffs: dict[str, tifffile.TiffFile] = {}
+        self._zarr: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -104,6 +105,10 @@ class Run:
         tiffs.clear()
 
     def _page(self, role: str, page: int) -> np.ndarray:
+        if (self.path / L.ZARR_STORE).is_dir():
+            from ._zarr import read_frame
+
+            return read_frame(self.path, role, page, self._zarr)
         if role not in self._tiffs:
             name = L.LOWDOSE_TIFF if role == "lowdose" else L.REFERENCE_TIFF
             self._tiffs[role] = tifffile.TiffFile(self.path / name)

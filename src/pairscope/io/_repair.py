@@ -82,6 +82,10 @@ def _is_final(run_dir: Path, info: dict) -> bool:
     records, _good, damaged = read_manifest(run_dir / L.MANIFEST)
     if damaged or info.get("pairs_written") != len(records):
         return False
+    if (run_dir / L.ZARR_STORE).is_dir():
+        from ._zarr import is_final
+
+        return is_final(run_dir, records)
     for role in L.ROLES:
         pages = [r[role]["page"] for r in records if r.get(role)]
         if not pages:

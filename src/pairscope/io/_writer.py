@@ -65,6 +65,10 @@ def new_run_dir(root: str | Path, name: str = "run") -> Path:
     )
 
 
+class FrameRefused(ValueError):
+    """A frame the format cannot hold, refused before any of its bytes were written."""
+
+
 class _StagedFile(io.RawIOBase):
     """A new file whose writes are staged in memory and committed in a few syscalls.
 
@@ -189,7 +193,7 @@ class _PageFile:
 
     def write(self, frame: np.ndarray, pixel_size_um: float | None) -> int:
         if frame.ndim != 2:
-            raise ValueError(
+            raise FrameRefused(
                 f"a frame of shape {frame.shape} reached the writer; pairscope "
                 "writes 2-D (mono) frames"
             )
@@ -245,7 +249,21 @@ class RunWriter:
         queue_size: int = 64,
         commit_interval_s: float = 0.1,
         reserve_bytes: int = 4 << 20,
+        format: str = "ome-tiff",
     ) -> None:
+        if format not in L.FORMATS:
+            raise ValueError(
+                f"unknown run format {format!r}; choose one of {', '.join(L.FORMATS)}"
+            )
+        if format == "ome-zarr":
+            try:
+                import tensorstore  # noqa: F401
+            except ImportError as exc:
+                raise ValueError(
+                    "--format ome-zarr needs tensorstore: pip install "
+                    "'pairscope[zarr]' (or use the default ome-tiff)"
+                ) from exc
+        self.format = format
         self.run_dir = new_run_dir(root, name)
         self._lock = RunLock(self.run_dir)
         try:
@@ -269,7 +287,7 @@ class RunWriter:
         self._written = 0
         self._submitted = 0
         self._lost = 0
-        self._files: dict[str, _PageFile] = {}
+        self._files: dict[str, Any] = {}
         self._manifest: Any = None
         self._info: dict[str, Any] = {}
 
@@ -289,13 +307,20 @@ class RunWriter:
             "started": datetime.now().isoformat(),
             "status": "running",
             "writer_pid": os.getpid(),
+            "format": self.format,
         }
         try:
             write_json(self.run_dir / L.RUN_INFO, self._info)
             self._reserve()
             self._manifest = open(self.run_dir / L.MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
             for role in L.ROLES:
-                self._files[role] = _PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
+                if self.format == "ome-zarr":
+                    from ._zarr import ZarrFrames
+
+                    store = self.run_dir / L.ZARR_STORE
+                    self._files[role] = ZarrFrames(store, role)
+                else:
+                    self._files[role] = _PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
         except Exception as exc:
             self._error = self._fail(exc)
             self._abort_files()
@@ -415,6 +440,9 @@ class RunWriter:
         for name in names:
             with contextlib.suppress(OSError):
                 (self.run_dir / name).unlink()
+        import shutil
+
+        shutil.rmtree(self.run_dir / L.ZARR_STORE, ignore_errors=True)
         self._lock.release()
         try:
             self.run_dir.rmdir()
@@ -456,7 +484,16 @@ class RunWriter:
 
     def _write_batch(self, pairs: list[Any]) -> None:
         self._check_folder()
-        lines = []
+        lines: list[str] = []
+        try:
+            self._frames_of(pairs, lines)
+        except FrameRefused:  # list the pairs before the refused one, then stop
+            if lines:
+                self._commit(lines)
+            raise
+        self._commit(lines)
+
+    def _frames_of(self, pairs: list[Any], lines: list[str]) -> None:
         for pair in pairs:
             meta = dict(pair.metadata or {})
             low_meta = meta.pop("lowdose", None)
@@ -483,6 +520,8 @@ class RunWriter:
                 "written_at": round(time.time(), 3),
             }
             lines.append(json.dumps(record, default=json_default) + "\n")
+
+    def _commit(self, lines: list[str]) -> None:
         for f in self._files.values():
             f.sync()
         self._manifest.write("".join(lines))
@@ -528,6 +567,12 @@ class RunWriter:
     def _fail(self, exc: BaseException, *, finalising: bool = False) -> WriterError:
         if isinstance(exc, WriterError):
             return exc
+        if isinstance(exc, FrameRefused):
+            return WriterError(
+                f"{self.run_dir}: {exc}. The run was stopped; the {self._written} "
+                f"pairs listed in {L.MANIFEST} are complete and readable.",
+                pairs_written=self._written,
+            )
         if isinstance(exc, OSError):
             reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
         else:
