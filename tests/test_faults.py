@@ -222,10 +222,22 @@ def test_a_stage_failing_mid_run_keeps_every_earlier_pair(demo_core, tmp_path) -
     assert len(pairscope.open_run(summary.run_dir)) == 3
 
 
-def test_cpp_config_without_micromanager_says_how_to_fix_it() -> None:
-    cfg = DEMO_CFG.parent / "example_cpp_two_cameras.cfg"
-    with (
-        pytest.raises(ConfigError, match=r"(?s)line 14.*mmcore install"),
-        open_core(cfg),
-    ):
-        pass
+def test_cpp_rig_without_micromanager_says_how_to_fix_it(tmp_path: Path) -> None:
+    """No C++ adapters where pymmcore-plus looks (an empty folder): one clear line."""
+    import os
+    import subprocess
+    import sys
+
+    empty = tmp_path / "no-micromanager"
+    empty.mkdir()
+    rig = DEMO_CFG.parent / "cpp_democamera_rig.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairscope.cli", "info", str(rig)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MICROMANAGER_PATH": str(empty)},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "cpp_lowdose.cfg" in proc.stderr and "mmcore install" in proc.stderr

@@ -105,12 +105,14 @@ def load_config(core: UniMMCore, cfg: str | Path) -> Path:
     except Exception as exc:
         hint = (
             " This config loads C++ device adapters: install Micro-Manager (or run "
-            "'mmcore install') on the microscope computer."
+            "'mmcore install') on the microscope computer; for Micro-Manager's test "
+            "devices (DemoCamera, Utilities) 'pip install mm-test-adapters' is enough."
             if needs_cpp
             else " Check the line's device label, property name and value against "
             "the device's properties (pairscope info CFG lists them)."
         )
-        raise ConfigError(f"Could not load {path}: {exc}.{hint}") from exc
+        reason = " ".join(str(exc).split())  # one line
+        raise ConfigError(f"Could not load {path}: {reason}.{hint}") from exc
     return path
 
 
