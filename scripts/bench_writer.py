@@ -60,7 +60,12 @@ def disk_rate(folder: Path, nbytes: int, block: int = 10 * MB) -> float:
 
 
 def writer_run(
-    folder: Path, n: int, ref_size: int, factor: int, rate: float | None = None
+    folder: Path,
+    n: int,
+    ref_size: int,
+    factor: int,
+    rate: float | None = None,
+    fmt: str = "ome-tiff",
 ) -> dict[str, Any]:
     """Submit ``n`` replayed pairs (at ``rate`` pairs/s, or as fast as accepted)."""
     rng = np.random.default_rng(1)
@@ -68,7 +73,7 @@ def writer_run(
     lows = [
         rng.integers(100, 4000, (ref_size // factor,) * 2, np.uint16) for _ in range(4)
     ]
-    writer = RunWriter(folder, name="bench")
+    writer = RunWriter(folder, name="bench", format=fmt)
     writer.start({"detectors": {"factor": factor}, "benchmark": True})
     latencies = np.empty(n)
     t0 = time.perf_counter()
@@ -119,6 +124,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=30.0, help="paced run, pairs/s")
     ap.add_argument("--reference-size", type=int, default=2048)
     ap.add_argument("--factor", type=int, default=2)
+    ap.add_argument("--format", choices=("ome-tiff", "ome-zarr"), default="ome-tiff")
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
@@ -130,16 +136,22 @@ def main() -> None:
         disk_rate(folder, int(nbytes) // 4)  # warm-up (first writes are slow)
         disks.append(disk_rate(folder, int(nbytes)))
         for _ in range(args.repeats):  # disk, writer, disk, writer, disk
-            runs.append(writer_run(folder, args.pairs, size, f))
+            runs.append(writer_run(folder, args.pairs, size, f, fmt=args.format))
             disks.append(disk_rate(folder, int(nbytes)))
         paced = writer_run(
-            folder, min(args.pairs, int(10 * args.rate)), size, f, args.rate
+            folder,
+            min(args.pairs, int(10 * args.rate)),
+            size,
+            f,
+            args.rate,
+            args.format,
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     disk = float(np.median(disks))
     writer = float(np.median([r["writer_MB_per_s"] for r in runs]))
     result = {
+        "format": args.format,
         "pairs_per_run": args.pairs,
         "reference_size": size,
         "factor": f,
@@ -156,7 +168,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.markdown:
         print(
-            f"| {args.pairs}×{args.repeats} + {paced['pairs']} paced | {writer:.0f} | "
+            f"| {args.format} | {args.pairs}×{args.repeats} + {paced['pairs']} paced | "
+            f"{writer:.0f} | "
             f"{disk:.0f} | {result['writer_to_disk_ratio']:.2f} | "
             f"{paced['submit_p50_ms']} / {paced['submit_p99_ms']} ms at "
             f"{args.rate:g} pairs/s | {result['unpaced_submit_p99_ms']:.0f} ms | "

@@ -227,7 +227,7 @@ def finalize_run(
         try:
             _ome.write_ome(run_dir / name, xml)
         except OSError as exc:  # the data stays readable; repair can add it later
-            logger.error("Could not write the OME-XML of %s: %s", name, exc)
+            logger.warning("Could not write the OME-XML of %s: %s", name, exc)
             report.ome_errors[name] = exc.strerror or str(exc)
     return _write_info(run_dir, info, report)
 

@@ -134,6 +134,8 @@ class PredictionWriter:
             self._index.close()
         try:
             finalize_predictions(self.run_dir)
+        except OSError as exc:
+            logger.warning("Could not write OME-XML into %s: %s", self._file.path, exc)
         except Exception:
             logger.exception("Could not write OME-XML into %s", self._file.path)
         return self.written
@@ -155,6 +157,13 @@ class PredictionWriter:
                 self._index.flush()
                 os.fsync(self._index.fileno())
                 self.written += 1
+            except OSError as exc:  # disk full: say it once, not per frame
+                if not self.dropped:
+                    logger.warning(
+                        "Could not save restored frames (%s); measured data unaffected",
+                        exc.strerror or exc,
+                    )
+                self.dropped += 1
             except Exception:
                 logger.exception(
                     "Could not save a restored frame (measured data unaffected)"

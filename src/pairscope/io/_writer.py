@@ -407,7 +407,7 @@ class RunWriter:
         except Exception as exc:
             self._written = len(read_manifest(self.run_dir / L.MANIFEST)[0])
             err = self._fail(exc, finalising=True)
-            logger.error("%s", err)
+            logger.debug("%s", err)  # raised below: the caller reports it once
             self._error = self._error or err
         finally:
             self._lock.release()
@@ -478,7 +478,7 @@ class RunWriter:
                 self._lost += len(pairs)
                 self._error = self._fail(exc)
                 if isinstance(exc, OSError):
-                    logger.error("%s", self._error)
+                    logger.debug("%s", self._error)  # submit/close raise it
                 else:
                     logger.error("%s", self._error, exc_info=exc)
 
