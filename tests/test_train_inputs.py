@@ -243,3 +243,29 @@ def test_the_noise_model_is_stored(run: Path, tmp_path: Path) -> None:
     assert (fit.dose_ratio, fit.reference_offset_adu) == (0.04, None)  # nan -> None
     text = describe_model_file(tmp_path / "m.safetensors")
     assert "noise fit:    gain 0.49 e-/ADU, offset 99.50 ADU, read noise 1.7 e-" in text
+
+
+def test_cli_options_are_the_config_fields(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, field in TrainConfig.model_fields.items():
+        if name == "version":
+            continue
+        flag = "--" + name.replace("_", "-")
+        assert flag in text, flag
+        default = field.get_default()
+        assert f"(default: {'none' if default is None else default})" in text
+    # a config file, overridden by an option; the result is what the model stores
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("width: 4\ndepth: 1\ncrop: 64\nepochs: 3\nloss: l1_fft\n")
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(run), "--out", str(out), "--config", str(cfg), "--epochs",
+            "1", "--samples-per-epoch", "8", "--batch-size", "4", "--block-size", "2",
+            "--no-progress", "--no-noise-fit"]  # fmt: skip
+    assert main(args) == 0
+    stored = TrainConfig.from_model_info(load_model(out).info.training)
+    assert stored is not None
+    assert (stored.width, stored.loss, stored.epochs) == (4, "l1_fft", 1)
