@@ -9,7 +9,9 @@ sequence started).  Exposure starts that disagree by more than half the shorter
 exposure, by a whole number of frame periods, are a missed trigger: the frame that
 lost its partner is kept alone and the pairing resynchronises; so is any frame
 whose exposure matches no exposure of the other camera (a follower that
-free-runs because its trigger cable is unplugged).
+free-runs because its trigger cable is unplugged).  Frames whose starts differ by
+less than half a period stay paired (timestamps taken late under load are not a
+missed trigger); whether they were simultaneous is still judged from the windows.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from pymmcore_plus import CMMCorePlus
 
 from ..errors import CameraFault, SequenceOverflow
 from ._timing import FrameRecord, RunClock, camera_window, image_metadata, int_or_none
+
+# a camera that timestamps its exposure start (ms since its sequence started) says
+# so under this key (pairscope's demo cameras do); else ElapsedTime-ms is used,
+# which the core takes when the frame arrives (after the exposure and readout)
+EXPOSURE_START_KEY = "ExposureStartTime-ms"
 
 
 @dataclass(slots=True)
@@ -83,7 +90,12 @@ def drain(
         stream = streams.get(label) or next(iter(streams.values()))
         number = int_or_none(meta.get("ImageNumber"))
         elapsed = _float(meta.get("ElapsedTime-ms"))
-        if elapsed is None:
+        started = _float(meta.get(EXPOSURE_START_KEY))
+        if started is not None:  # the camera's own exposure-start timestamp
+            t0 = clock.ms(stream.t_start) + started
+            window = [round(t0, 3), round(t0 + stream.exposure_ms, 3)]
+            source = "camera"
+        elif elapsed is None:
             window = [round(clock.ms() - stream.exposure_ms, 3), round(clock.ms(), 3)]
             source = "host"
         else:
@@ -149,7 +161,11 @@ class SequencePairer:
         while self.low and self.ref:
             low, ref = self.low[0], self.ref[0]
             d = ref.start_ms - low.start_ms - statistics.median(self._offsets)
-            if _overlap_after_shift(low, ref, d) >= self.tolerance_ms:
+            if (
+                _overlap_after_shift(low, ref, d) >= self.tolerance_ms
+                or abs(d)
+                < 0.5 * self.period_ms  # late timestamps, not a missed trigger
+            ):
                 self.low.popleft()
                 self.ref.popleft()
                 self._offsets.append(ref.start_ms - low.start_ms)

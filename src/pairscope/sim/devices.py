@@ -608,6 +608,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         return self.hub.join_or_fire(self._last_index, self._exposure)
 
     _busy_until = 0.0
+    _sequence_t0 = 0.0
 
     def start_sequence(
         self, n: int | None, get_buffer: Callable[[Sequence[int], Any], np.ndarray]
@@ -620,7 +621,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         period_s = max(self._interval_ms, self._exposure) / 1000.0
         if self._trigger_mode == "External" and not self._cable_plugged:
             period_s = (self._exposure + 2.0) / 1000.0  # no trigger: its own pace
-        next_start = time.perf_counter()
+        next_start = self._sequence_t0 = time.perf_counter()
         self._busy_until = 0.0
         trigger_timeout_s = 3 * period_s + 1.0
         try:
@@ -632,7 +633,9 @@ class DemoCamera(_HubPeripheral, CameraDevice):
                         _sleep_until(next_start)
                     if self._trigger_mode == "External":  # unplugged: not the leader,
                         # it sees whatever instant is being exposed when it starts
-                        instant = self.hub.join_or_fire(self._last_index, self._exposure)
+                        instant = self.hub.join_or_fire(
+                            self._last_index, self._exposure
+                        )
                     else:  # the leader: its exposure-out fires the line
                         instant = self.hub.fire(self._exposure)
                     next_start = instant.wall_time + period_s
@@ -658,7 +661,8 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         if self._hang_after >= 0 and self._frames_read > self._hang_after:
             self._released.wait()  # the drill: no frame, no error, until shutdown
             raise _SequenceEnded
-        self._busy_until = max(start or 0.0, instant.wall_time) + self._exposure / 1000
+        exposure_start = max(start or 0.0, instant.wall_time)
+        self._busy_until = exposure_start + self._exposure / 1000
         photons = self.expected_photons(instant)
         seed = (
             self.hub.scene.specimen.seed,
@@ -672,9 +676,14 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         if self._real_time:  # read out when the exposure ends, not before
             _sleep_until(self._busy_until)
         return {
+            # the camera's own clock: exposure start since its sequence started
+            EXPOSURE_START_KEY: f"{(exposure_start - self._sequence_t0) * 1000:.3f}",
             "TriggerIndex": str(instant.index),
             "SpecimenTime_s": f"{instant.specimen_time_s:.6f}",
         }
+
+
+EXPOSURE_START_KEY = "ExposureStartTime-ms"
 
 
 class _SequenceEnded(Exception):
