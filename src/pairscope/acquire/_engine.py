@@ -44,6 +44,7 @@ from ._sequence import (
     CameraStream,
     SeqFrame,
     SequencePairer,
+    camera_thread_errors,
     check_hang,
     drain,
     start_sequence,
@@ -315,12 +316,18 @@ class PairedEngine(MDAEngine):
         )
         k0 = self._trigger
         index = 0
-        with _illumination(self.mmcore), self._trigger_modes():
+        with (
+            _illumination(self.mmcore),
+            self._trigger_modes(),
+            camera_thread_errors() as thread_errors,
+        ):
             self._start(streams, n, period)
             try:
                 while True:
                     if self.cancel_requested.is_set():
                         break
+                    for label, exc in thread_errors.items():
+                        raise camera_fault(label, k0 + index, exc)
                     got = 0
                     for core, by_label in self._by_core(streams):
                         for frame in drain(core, by_label, self.clock):

@@ -17,9 +17,11 @@ missed trigger); whether they were simultaneous is still judged from the windows
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,6 +203,34 @@ class SequencePairer:
             while self.ref:
                 self.missed["lowdose"] += 1
                 yield None, self.ref.popleft(), "low-dose frame never arrived"
+
+
+@contextmanager
+def camera_thread_errors() -> Iterator[dict[str, BaseException]]:
+    """Errors raised by Python cameras' sequence threads, by camera label.
+
+    Work-around (pymmcore-plus 0.18.1): ``UniMMCore`` runs a Python camera's
+    sequence in a thread that re-raises the camera's error into
+    ``threading.excepthook`` (a traceback on stderr) and the core just stops
+    delivering.  Here the error is caught, kept for the engine to report as a
+    camera fault, and not printed.
+    """
+    errors: dict[str, BaseException] = {}
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        label = getattr(args.thread, "label", None)
+        if type(args.thread).__name__ == "AcquisitionThread" and label:
+            cause = args.exc_value.__cause__ if args.exc_value is not None else None
+            errors[str(label)] = cause or args.exc_value or RuntimeError("failed")
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous
 
 
 def check_hang(

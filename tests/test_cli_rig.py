@@ -1,0 +1,84 @@
+"""The CLI on rigs: info, a drill, and Ctrl-C / SIGTERM that stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import pairscope
+
+CONFIGS = Path(__file__).parents[1] / "hardware_configs"
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pairscope.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_info_names_the_cores_and_the_factor_from_pixel_sizes() -> None:
+    proc = _cli("info", str(CONFIGS / "demo_rig.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "core 'lowdose'" in proc.stdout and "core 'reference'" in proc.stdout
+    assert "mode:      triggered" in proc.stdout and "factor:    2" in proc.stdout
+    assert "pixel sizes 0.2 µm" in proc.stdout
+
+
+def test_demo_drill_ends_with_the_fault_named_and_the_pairs_kept(
+    tmp_path: Path,
+) -> None:
+    proc = _cli(
+        "demo", "--frames", "12", "--sensor", "64", "--interval-ms", "0",
+        "--headless", "--no-restore", "--no-progress", "--fault", "camera-error",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "ReferenceCam" in proc.stderr and "failed" in proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["fault"]["name"] == "camera-error" and info["status"] == "failed"
+    assert len(pairscope.open_run(run_dir)) >= 1
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_cleanly(tmp_path: Path, sig: int, code: int) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "5000",
+            "--sensor", "64", "--interval-ms", "0", "--headless", "--no-restore",
+            "--no-progress", "--out", str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    manifest = None
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob("*/pairs.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 5:
+            manifest = found[0]
+            break
+        time.sleep(0.1)
+    assert manifest is not None, "the run never started"
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert run_dir == manifest.parent
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "cancelled"
+    listed = len(manifest.read_text().splitlines())
+    assert 5 <= listed < 5000 and info["pairs_written"] == listed
+    assert len(pairscope.open_run(run_dir)) == listed
