@@ -1,4 +1,4 @@
-"""Benchmark: acquisition pairs/s with live restoration + preview on vs off.
+"""Benchmark: acquisition pairs/s with live restoration + preview on vs off (demo rig).
 
 Blocks with the restorer and the headless preview on and off alternate in one run
 (the writer is on in both), at a timelapse interval and free-running; "skipped"
@@ -19,7 +19,7 @@ import pairscope
 from pairscope._memory import keep_frame_memory
 from pairscope.acquire import PairedAcquisition
 from pairscope.config import AcquisitionSettings
-from pairscope.hardware import demo_config_path, open_core
+from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
 from pairscope.live import LiveOptions, bundled_model_path, run_live
 from pairscope.restore import (
@@ -45,12 +45,13 @@ def bench(interval_ms: float, pairs: int, block: int, sensor: int, out: Path) ->
     totals = {"off": [0, 0.0], "on": [0, 0.0]}
     dropped = skipped = restored = 0
     seq = useq.MDASequence(time_plan={"interval": interval_ms / 1000, "loops": block})
-    with open_core(demo_config_path()) as core:
-        for cam in ("LowDoseCam", "ReferenceCam"):
-            core.setProperty(cam, "SensorSize", sensor)
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", sensor)
+        core = rig  # the demo rig: one core per camera, triggered sequences
         for i in range(2 * (pairs // block)):
             on = bool(i % 2)
-            settings = AcquisitionSettings(binning=2)
+            settings = AcquisitionSettings(mode="triggered", binning=2)
             restorer = _restorer() if on else None
             if on:  # restorer + headless preview + writer
                 opts = LiveOptions(out=out, headless=True, progress=False)

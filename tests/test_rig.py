@@ -330,3 +330,27 @@ def test_cpp_multi_camera_pairs_equal_size_detectors(tmp_path: Path) -> None:
     assert len(recs) >= 5
     assert {r["lowdose"]["camera"] for r in recs} == {"Cam1"}
     assert all(r["lowdose"]["timing_source"] == "camera" for r in recs)
+
+
+def test_frame_events_follow_pymmcore_plus_conventions(tmp_path: Path) -> None:
+    """``core.mda.events.frameReady`` gets FrameMetaV1 and a ``cam`` index."""
+    frames: list[tuple[tuple[int, ...], dict, dict]] = []
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 64)
+        rig.primary.core.mda.events.frameReady.connect(
+            lambda img, event, meta: frames.append((img.shape, dict(event.index), meta))
+        )
+        assert rig.spec is not None
+        PairedAcquisition(rig, rig.spec.pairing).run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 3})
+        )
+    assert len(frames) == 6
+    for shape, index, meta in frames:
+        assert meta["format"] == "frame-dict" and meta["version"] == "1.0"
+        cam = index["cam"]
+        assert meta["camera_device"] == ("LowDoseCam", "ReferenceCam")[cam]
+        assert shape == ((32, 32), (64, 64))[cam]
+        assert meta["hardware_triggered"] is True
+        assert meta["pixel_size_um"] == (0.2, 0.1)[cam]
+        assert meta["extra"]["pairscope"]["role"] == ("lowdose", "reference")[cam]
