@@ -82,3 +82,44 @@ def test_a_signal_stops_the_run_cleanly(tmp_path: Path, sig: int, code: int) -> 
     listed = len(manifest.read_text().splitlines())
     assert 5 <= listed < 5000 and info["pairs_written"] == listed
     assert len(pairscope.open_run(run_dir)) == listed
+
+
+def test_a_config_cannot_run_local_code_without_permission(tmp_path: Path) -> None:
+    """#py devices from a file beside the config (or in the current folder) are
+    refused unless --allow-local-devices; every command says what it imports."""
+    marker = tmp_path / "RAN"
+    (tmp_path / "helper_devices.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    )
+    cfg = tmp_path / "downloaded.cfg"
+    cfg.write_text(
+        "#py pyDevice,Cam,helper_devices,Cam\n#py Property,Core,Initialize,1\n"
+    )
+    for cwd in (tmp_path, Path.cwd()):  # beside the config, and in the cwd
+        proc = subprocess.run(
+            [sys.executable, "-m", "pairscope.cli", "info", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd,
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "imports Python device code: helper_devices (LOCAL file" in proc.stderr
+        assert "--allow-local-devices" in proc.stderr
+        assert not marker.exists(), "the module ran"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pairscope.cli",
+            "info",
+            str(cfg),
+            "--allow-local-devices",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert marker.exists()  # imported once the user allowed it
+    assert "Traceback" not in proc.stderr

@@ -93,7 +93,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("rig", type=Path, metavar="RIG_OR_CFG_OR_MODEL")
     info.add_argument("--mode", choices=MODES, default=None)
     info.add_argument("--binning", type=int, default=None)
+    _code_option(info)
     info.set_defaults(func=_cmd_info)
+
+
+def _code_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-local-devices",
+        action="store_true",
+        help="let a config import Python device modules from the current folder or "
+        "beside the config (they are code: only for files you trust)",
+    )
+
+
+def _say(message: str) -> None:
+    print(f"pairscope: {message}", file=sys.stderr)
+
+
+def _open(args: argparse.Namespace, path: Path) -> Any:
+    from ..hardware import open_rig
+
+    return open_rig(path, allow_local_devices=args.allow_local_devices, announce=_say)
 
 
 def _pairing_options(p: argparse.ArgumentParser) -> None:
@@ -125,6 +145,7 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-restore", action="store_true", help="no live restoration")
     p.add_argument("--save-restored", action="store_true", help="save predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _code_option(p)
 
 
 def typed_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,14 +183,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import useq
 
     from ..config import AcquisitionSettings
-    from ..hardware import demo_config_path, demo_rig_path, open_rig
+    from ..hardware import demo_config_path, demo_rig_path
 
     single = args.mode in ("sequential", "alternating", "multi-camera")
     path = demo_config_path() if single else demo_rig_path()
     frames = args.frames
     if frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}.")
-    with open_rig(path) as rig:
+    with _open(args, path) as rig:
         primary = rig.primary.core
         primary.setProperty("DemoHub", "Seed", args.seed)
         for rc in rig.cores:
@@ -234,7 +255,6 @@ def _apply_fault(rig: Any, fault: str, frames: int, time_plan: dict[str, Any]) -
 
 def _cmd_acquire(args: argparse.Namespace) -> int:
     from ..config import AcquisitionSettings
-    from ..hardware import open_rig
 
     sequence = load_sequence(args.sequence)
     file_layer = (
@@ -242,7 +262,7 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
         if args.settings
         else {}
     )
-    with open_rig(args.rig) as rig:
+    with _open(args, args.rig) as rig:
         rig_layer = rig.spec.pairing.model_dump(exclude_unset=True) if rig.spec else {}
         settings = AcquisitionSettings.resolve(
             rig_layer,
@@ -313,7 +333,7 @@ class _Stopper:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from ..config import AcquisitionSettings
-    from ..hardware import find_detector_pair, list_cameras, open_rig
+    from ..hardware import find_detector_pair, list_cameras
 
     if args.rig.suffix in (".safetensors", ".zip"):
         from .. import restore
@@ -323,7 +343,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             raise ValueError("this pairscope cannot describe model files yet.")
         print(describe(args.rig))
         return 0
-    with open_rig(args.rig) as rig:
+    with _open(args, args.rig) as rig:
         base = rig.spec.pairing.model_dump(exclude_unset=True) if rig.spec else {}
         overrides = dict(typed_overrides(args).items())
         settings = AcquisitionSettings.resolve(base, overrides)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pymmcore
 from pymmcore_plus.experimental.unicore import UniMMCore
 
 from ..errors import ConfigError
+from ._pydevices import check_device_modules
 
 _NO_INSTALL_MESSAGE = "Could not find a compatible Micro-Manager installation"
 
@@ -90,14 +92,31 @@ def _release_live_cores() -> None:
             logging.getLogger(__name__).debug("release at exit failed", exc_info=True)
 
 
-def load_config(core: UniMMCore, cfg: str | Path) -> Path:
-    """Load ``cfg`` into ``core``; raise :class:`ConfigError` naming line and fix."""
+def load_config(
+    core: UniMMCore,
+    cfg: str | Path,
+    *,
+    allow_local_devices: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> Path:
+    """Load ``cfg`` into ``core``; raise :class:`ConfigError` naming line and fix.
+
+    Python device modules are announced (``announce``) before anything is
+    imported, and taken from installed packages only unless
+    ``allow_local_devices`` (see :mod:`pairscope.hardware._pydevices`).
+    """
     path = Path(cfg).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"Hardware config not found: {path}. Pass the path of a Micro-Manager "
-            f".cfg file (the demo microscope's is {demo_config_path()})."
+            f".cfg file or a rig .yaml (the demo's is {demo_rig_path()})."
         )
+    check_device_modules(
+        path,
+        set(core.getDeviceAdapterNames()),
+        allow_local=allow_local_devices,
+        announce=announce,
+    )
     text = path.read_text(errors="replace")
     needs_cpp = any(line.strip().startswith("Device,") for line in text.splitlines())
     try:
@@ -117,11 +136,11 @@ def load_config(core: UniMMCore, cfg: str | Path) -> Path:
 
 
 @contextmanager
-def open_core(cfg: str | Path) -> Iterator[UniMMCore]:
+def open_core(cfg: str | Path, **load_options: Any) -> Iterator[UniMMCore]:
     """A core with ``cfg`` loaded, released (devices unloaded) on exit."""
     core = create_core()
     try:
-        load_config(core, cfg)
+        load_config(core, cfg, **load_options)
         yield core
     finally:
         release_core(core)

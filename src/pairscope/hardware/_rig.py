@@ -23,11 +23,11 @@ Rig file (version 1)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -202,14 +202,26 @@ def is_rig_file(path: str | Path) -> bool:
 
 
 @contextmanager
-def open_rig(path: str | Path) -> Iterator[Rig]:
-    """Load a rig file (one core per config) or a single config; release all."""
+def open_rig(
+    path: str | Path,
+    *,
+    allow_local_devices: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> Iterator[Rig]:
+    """Load a rig file (one core per config) or a single config; release all.
+
+    ``allow_local_devices`` / ``announce``: see :func:`load_config`.
+    """
     path = Path(path).expanduser()
+    opts: dict[str, Any] = {
+        "allow_local_devices": allow_local_devices,
+        "announce": announce,
+    }
     with ExitStack() as stack:
         if not is_rig_file(path):
             core = create_core()
             stack.callback(release_core, core)
-            load_config(core, path)
+            load_config(core, path, **opts)
             yield Rig.from_core(core, path)
             return
         spec = RigSpec.from_file(path)
@@ -218,7 +230,7 @@ def open_rig(path: str | Path) -> Iterator[Rig]:
         for cs in ordered:
             core = create_core()
             stack.callback(release_core, core)
-            load_config(core, cs.config)
+            load_config(core, cs.config, **opts)
             _check_camera(core, cs)
             core.setCameraDevice(cs.camera)
             cores.append(RigCore(cs.name, core, cs.camera, cs.role, cs.config))
