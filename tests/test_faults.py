@@ -38,7 +38,7 @@ def _cfg_without(tmp_path: Path, *labels: str) -> Path:
 
 def test_missing_config_names_the_file_and_the_demo(tmp_path: Path) -> None:
     with (
-        pytest.raises(ConfigError, match=r"not found.*demo microscope's is"),
+        pytest.raises(ConfigError, match=r"not found.*the demo's is"),
         open_core(tmp_path / "nope.cfg"),
     ):
         pass
@@ -66,13 +66,16 @@ def test_one_camera_is_refused_unless_alternating(tmp_path: Path) -> None:
         assert pair.lowdose == pair.reference == "LowDoseCam" and pair.factor == 2
 
 
-def test_size_ratio_must_be_the_binning_factor(demo_core) -> None:
-    demo_core.setProperty("ReferenceCam", "SensorSize", 384)  # 384 / 256 = 1.5
-    with pytest.raises(PairingError, match="not an integer binning factor"):
+def test_pixel_sizes_must_give_an_integer_factor(demo_core) -> None:
+    # the factor comes from the pixel sizes (0.2 µm binned vs 0.13 µm): 1.54
+    demo_core.setProperty("ReferenceCam", "PixelSize_um", 0.13)
+    with pytest.raises(PairingError, match=r"ratio 1\.538 is not an integer factor"):
         find_detector_pair(demo_core)
-    demo_core.setProperty("ReferenceCam", "SensorSize", 1024)  # 4x, but binning 2
-    with pytest.raises(PairingError, match="binning ratio is 2"):
-        find_detector_pair(demo_core)
+    # different sensor sizes are fine: the pair is the common field of view
+    demo_core.setProperty("ReferenceCam", "PixelSize_um", 0.1)
+    demo_core.setProperty("ReferenceCam", "SensorSize", 384)
+    pair = find_detector_pair(demo_core)
+    assert pair.factor == 2 and pair.lowdose_crop == (32, 32, 192, 192)
 
 
 def test_unwritable_output_folder(tmp_path: Path) -> None:

@@ -193,14 +193,18 @@ def test_windowed_session_runs_and_shows_all_panels(demo_core, tmp_path: Path) -
     assert len(pairscope.open_run(summary.run_dir)) == 30
 
 
-def test_live_session_registers_the_cameras_and_stores_it(
-    demo_core, tmp_path: Path
-) -> None:
-    for cam in ("LowDoseCam", "ReferenceCam"):
-        demo_core.setProperty(cam, "SensorSize", 256)
-    summary = run_live(
-        demo_core, AcquisitionSettings(), SEQ, options=_opts(tmp_path, restore=False)
-    )
+def test_live_session_registers_the_cameras_and_stores_it(tmp_path: Path) -> None:
+    from pairscope.hardware import demo_rig_path, open_rig
+
+    with open_rig(demo_rig_path()) as rig:  # simultaneous pairs: one instant each
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 256)
+        summary = run_live(
+            rig,
+            AcquisitionSettings(mode="triggered"),
+            SEQ,
+            options=_opts(tmp_path, restore=False),
+        )
     saved = json.loads((Path(summary.run_dir) / "calibration.json").read_text())
     reg = saved["registration"]
     # the demo's low-dose camera is offset by (+0.13, -0.07) µm = (+1.3, -0.7) px

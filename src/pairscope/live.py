@@ -176,8 +176,8 @@ class _LiveCalibration:
         self._thread: threading.Thread | None = None
 
     def on_pair(self, pair: Any) -> None:  # acquisition thread: keep references only
-        if self._thread is not None or pair.reference is None or pair.lowdose is None:
-            return
+        if self._thread is not None or not pair.metadata.get("simultaneous"):
+            return  # only frames of one instant say how the cameras are registered
         self.pairs.append((pair.lowdose, pair.reference))
         if len(self.pairs) >= self.n_pairs:
             self._thread = threading.Thread(
