@@ -129,3 +129,27 @@ def test_import_train_calibrate_evaluate_restore_round_trip(stacks, tmp_path) ->
     restored = restore_run(result.model_path, run_dir, tmp_path / "restored",
                            progress=False)  # fmt: skip
     assert restored.frames == 12
+
+
+def test_ome_zarr_inputs(tmp_path) -> None:
+    pytest.importorskip("tensorstore")
+    from pairscope.io import RunWriter
+
+    from ._io_pairs import RUN_INFO, make_pair
+
+    writer = RunWriter(tmp_path / "zarr", commit_interval_s=0.01, format="ome-zarr")
+    writer.start(RUN_INFO)
+    pairs = [make_pair(k) for k in range(4)]
+    for p in pairs:
+        writer.submit(p)
+    writer.close()
+    store = writer.run_dir / "run.ome.zarr"
+    with pytest.raises(ValueError, match="--offset"):  # OME-Zarr has no camera model
+        import_pairs(store / "lowdose", store / "reference", tmp_path, progress=False)
+    run_dir = import_pairs(store / "lowdose", store / "reference", tmp_path / "out",
+                           offset=100, gain=0.5, progress=False)  # fmt: skip
+    run = pairscope.open_run(run_dir)
+    assert len(run) == 4 and run.factor == 2
+    assert run.records[0]["reference"]["pixel_size_um"] == pytest.approx(0.1)
+    assert np.array_equal(run[3].lowdose, pairs[3].lowdose)
+    assert np.array_equal(run[3].reference, pairs[3].reference)

@@ -1,5 +1,7 @@
 """Bring your own pairs: two image stacks from another rig become a run folder.
 
+Inputs: TIFF or OME-TIFF stacks, or OME-Zarr images (0.4 / 0.5; the image group).
+
 Frame ``i`` of the low-dose stack pairs with frame ``i`` of the reference stack.
 Physical facts come from the options or, for OME-TIFF inputs, from their metadata
 (``PhysicalSizeX``, the detector's ``Offset`` and ``Gain`` (read as e⁻/ADU), the
@@ -44,7 +46,7 @@ class _Stack:
     """A TIFF/OME-TIFF stack read one 2-D frame at a time, with its OME facts."""
 
     path: Path
-    tif: tifffile.TiffFile
+    tif: Any  # a tifffile.TiffFile, or a tensorstore array (OME-Zarr)
     n: int
     shape: tuple[int, int]
     pixel_um: float | None = None
@@ -56,6 +58,8 @@ class _Stack:
 
     @classmethod
     def open(cls, path: Path, option: str) -> _Stack:
+        if path.is_dir():
+            return cls._open_zarr(path, option)
         if not path.is_file():
             raise FileNotFoundError(f"{option}: no such file {path}")
         try:
@@ -111,11 +115,62 @@ class _Stack:
                     self.gain = float(det.gain) if det.gain else None
                     self.camera = det.model
 
+    @classmethod
+    def _open_zarr(cls, path: Path, option: str) -> _Stack:
+        """An OME-Zarr image (0.4: zarr v2, 0.5: zarr v3): its first resolution."""
+        import json
+
+        v3 = (path / "zarr.json").is_file()
+        try:
+            if v3:
+                attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+                attrs = attrs.get("ome", attrs)
+            else:
+                attrs = json.loads((path / ".zattrs").read_text())
+            ms = attrs["multiscales"][0]
+            ds = ms["datasets"][0]
+            import tensorstore as ts
+
+            arr = ts.open(
+                {
+                    "driver": "zarr3" if v3 else "zarr",
+                    "kvstore": {"driver": "file", "path": str(path / ds["path"])},
+                }
+            ).result()
+        except Exception as exc:
+            raise ImportError_(
+                f"{option}: {path} is not a readable OME-Zarr image ({exc}); pass "
+                "the image group (the folder with the multiscales metadata)"
+            ) from exc
+        shape = tuple(int(x) for x in arr.shape)
+        axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+        if len(shape) < 2 or (axes and "c" in axes and shape[axes.index("c")] > 1):
+            raise ImportError_(
+                f"{option}: {path} has shape {shape} (axes {axes}); pairscope "
+                "imports stacks of 2-D single-channel frames"
+            )
+        stack = cls(path, arr, math.prod(shape[:-2]), (shape[-2], shape[-1]))
+        units = [
+            a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [])
+        ]
+        for t in ds.get("coordinateTransformations", []):
+            if t.get("type") == "scale" and units:
+                scale = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3}
+                factor = scale.get(units[-1] or "")
+                if factor:
+                    stack.pixel_um = float(t["scale"][-1]) * factor
+        return stack
+
     def frame(self, i: int) -> np.ndarray:
-        return np.asarray(self.tif.asarray(key=i, series=0)).reshape(self.shape)
+        if isinstance(self.tif, tifffile.TiffFile):
+            return np.asarray(self.tif.asarray(key=i, series=0)).reshape(self.shape)
+        lead = np.unravel_index(i, tuple(self.tif.shape[:-2])) if self.n > 1 else ()
+        index = tuple(int(k) for k in lead)
+        return np.asarray(self.tif[index].read().result()).reshape(self.shape)
 
     def close(self) -> None:
-        self.tif.close()
+        if isinstance(self.tif, tifffile.TiffFile):
+            self.tif.close()
 
 
 def _need(value: float | None, option: str, what: str, path: Path) -> float:
@@ -132,10 +187,17 @@ def _need(value: float | None, option: str, what: str, path: Path) -> float:
 
 
 def _sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents)."""
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    )
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
