@@ -123,3 +123,26 @@ def test_a_config_cannot_run_local_code_without_permission(tmp_path: Path) -> No
     )
     assert marker.exists()  # imported once the user allowed it
     assert "Traceback" not in proc.stderr
+
+
+def test_a_display_qt_cannot_use_falls_back_to_headless(tmp_path: Path) -> None:
+    """A DISPLAY without a usable Qt platform (dead X server, missing xcb
+    libraries) must not abort the run: one line, then headless snapshots."""
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    env["DISPLAY"] = ":97"  # no X server there
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "4",
+            "--sensor", "64", "--interval-ms", "0", "--no-restore", "--no-progress",
+            "--out", str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "no window: Qt cannot start here" in proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert f"snapshots in {run_dir / 'preview'}" in proc.stderr
+    assert len(pairscope.open_run(run_dir)) == 4

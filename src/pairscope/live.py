@@ -59,6 +59,7 @@ class LiveOptions:
     progress: bool = True
     window: bool | None = None  # None: a window where there is a display
     keep_window_open: bool = True  # after the run, until the user closes it
+    announce: Callable[[str], None] | None = None  # one-line notes for the user
 
 
 def run_live(
@@ -95,8 +96,18 @@ def run_live(
         if options.save_restored:
             predictions = PredictionWriter(writer.run_dir)
             restorer.events.restored.connect(predictions.on_restored)
+    say = options.announce or logger.info
     headless = options.headless or (options.window is None and not has_display())
-    sink = _make_sink(headless, writer.run_dir)
+    if not headless and (problem := qt_start_problem()):
+        say(f"no window: Qt cannot start here ({problem}); running headless")
+        headless = True
+    if headless:
+        say(f"headless preview: snapshots in {writer.run_dir / 'preview'}")
+    try:
+        sink = _make_sink(headless, writer.run_dir)
+    except Exception:
+        writer.discard_if_empty()  # a failed start leaves no empty run folder
+        raise
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
@@ -220,6 +231,31 @@ def _central(low: Any, ref: Any, factor: int, size: int = 128) -> tuple[Any, Any
     crop_low = low[y0 : y0 + n, x0 : x0 + n]
     crop_ref = ref[y0 * factor : (y0 + n) * factor, x0 * factor : (x0 + n) * factor]
     return crop_low.astype(np.float32), crop_ref.astype(np.float32)
+
+
+def qt_start_problem(timeout_s: float = 30.0) -> str:
+    """Why Qt cannot open a window here ('' if it can), probed in a subprocess:
+    a missing platform plugin or a dead display aborts the process that tries."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom qtpy.QtWidgets import QApplication\n"
+        "app = QApplication(sys.argv[:1])\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the Qt check failed: {exc}"
+    if proc.returncode == 0:
+        return ""
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    qt_lines = [ln for ln in lines if "qt." in ln.lower() or "plugin" in ln.lower()]
+    return (qt_lines or lines or [f"exit code {proc.returncode}"])[0][:200]
 
 
 def _make_sink(headless: bool, run_dir: Path) -> Any:

@@ -176,6 +176,7 @@ def _live(args: argparse.Namespace) -> Any:
         model=args.model,
         save_restored=args.save_restored,
         progress=not args.no_progress,
+        announce=_say,
     )
 
 
