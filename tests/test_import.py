@@ -44,17 +44,20 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_missing_physical_metadata_names_the_option(stacks, tmp_path) -> None:
     low, ref = stacks
-    base = ["--lowdose", str(low), "--reference", str(ref), "--out", str(tmp_path)]
-    proc = _cli(*base)
+    proc = _cli("--lowdose", str(low), "--reference", str(ref), "--out", str(tmp_path))
     assert proc.returncode == 2 and "--reference-pixel-um" in proc.stderr
-    proc = _cli(*base, "--reference-pixel-um", "0.1")
-    assert proc.returncode == 2 and "--offset" in proc.stderr
-    proc = _cli(*base, "--reference-pixel-um", "0.1", "--offset", "100")
-    assert proc.returncode == 2 and "--gain" in proc.stderr
-    proc = _cli(*base, "--reference-pixel-um", "0.1", "--offset", "100", "--gain",
-                "0.5", "--binning", "4")  # fmt: skip
-    assert proc.returncode == 2 and "--binning 4" in proc.stderr
-    assert all("Traceback" not in p for p in (proc.stderr,))
+    assert "Traceback" not in proc.stderr
+    cases = [
+        ({"reference_pixel_um": 0.1}, "--offset"),
+        ({"reference_pixel_um": 0.1, "offset": 100}, "--gain"),
+        ({"reference_pixel_um": 0.1, "offset": 100, "gain": 0.5, "binning": 4},
+         "--binning 4"),
+        ({"reference_pixel_um": -1, "offset": 100, "gain": 0.5},
+         "--reference-pixel-um must be a positive number"),
+    ]  # fmt: skip
+    for options, message in cases:
+        with pytest.raises(ValueError, match=message):
+            import_pairs(low, ref, tmp_path, progress=False, **options)
     assert list(tmp_path.iterdir()) == []  # no run folder from a refused import
 
 
