@@ -124,3 +124,35 @@ def test_repair_of_a_folder_that_is_not_a_run(tmp_path) -> None:
     )
     assert cli.returncode == 2 and "not a pairscope run folder" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_kill_9_of_a_real_demo_acquisition_then_repair(tmp_path) -> None:
+    """The real CLI on the demo microscope, killed mid-run, then repaired."""
+    demo = [*CLI, "demo", "--frames", "100000", "--sensor", "256", "--headless",
+            "--no-restore", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(
+        demo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 120
+    run_dir = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(tmp_path.glob("*/pairs.jsonl"))
+        if found and _lines(found[0].parent) >= 8:
+            run_dir = found[0].parent
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert run_dir is not None, "the demo did not write 8 pairs in time"
+    report = repair_run(run_dir)
+    assert report.status == "recovered"
+    run = pairscope.open_run(run_dir)
+    assert len(run) == report.finalize.pairs >= 8
+    assert all(p.lowdose is not None and p.lowdose.any() for p in run)
+    with tifffile.TiffFile(run_dir / "lowdose.ome.tif") as tif:
+        ome = ome_types.from_xml(tif.ome_metadata, validate=True)
+    px = ome.images[0].pixels
+    assert px.size_t == len(run) and px.physical_size_x == pytest.approx(0.2)
