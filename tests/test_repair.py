@@ -156,3 +156,13 @@ def test_kill_9_of_a_real_demo_acquisition_then_repair(tmp_path) -> None:
         ome = ome_types.from_xml(tif.ome_metadata, validate=True)
     px = ome.images[0].pixels
     assert px.size_t == len(run) and px.physical_size_x == pytest.approx(0.2)
+
+
+def test_a_damaged_line_between_good_ones_is_never_cut(tmp_path) -> None:
+    from pairscope.io._finalize import read_manifest
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"pair": 0}\nnot json\n{"pair": 2}\n{"pair": 3, "lo')
+    records, good, damaged = read_manifest(path)
+    assert [r["pair"] for r in records] == [0, 2]
+    assert damaged == 1 and good == len('{"pair": 0}\nnot json\n{"pair": 2}\n')

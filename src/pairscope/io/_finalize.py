@@ -41,27 +41,29 @@ class FinalizeReport:
 
 
 def read_manifest(path: Path) -> tuple[list[dict[str, Any]], int, int]:
-    """``(records, bytes of complete lines, damaged lines)`` of ``pairs.jsonl``.
+    """``(records, bytes up to the last complete line, damaged lines at the end)``.
 
-    A line counts only when it ends with a newline and parses: the writer appends
-    whole lines, so anything else is the tail of an interrupted append.
+    A line counts only when it ends with a newline and parses.  The writer appends
+    whole lines, so damage can only be the tail of an interrupted append; damaged
+    lines *between* good ones (a hand edit?) are skipped but never counted for
+    cutting, so :func:`cut_manifest` cannot remove a good line.
     """
     data = path.read_bytes() if path.is_file() else b""
-    records, good, damaged, pos = [], 0, 0, 0
+    records: list[dict[str, Any]] = []
+    good = pos = tail_damaged = 0
     for line in data.splitlines(keepends=True):
         pos += len(line)
         if not line.strip():
-            good = pos if damaged == 0 else good
             continue
         try:
             if not line.endswith(b"\n"):
                 raise ValueError("unterminated")
             records.append(json.loads(line))
-            if damaged == 0:
-                good = pos
         except ValueError:
-            damaged += 1
-    return records, good, damaged
+            tail_damaged += 1
+            continue
+        good, tail_damaged = pos, 0
+    return records, good, tail_damaged
 
 
 def cut_manifest(path: Path, good_bytes: int) -> None:
