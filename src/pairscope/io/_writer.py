@@ -409,6 +409,18 @@ class RunWriter:
             err = self._fail(exc, finalising=True)
             logger.debug("%s", err)  # raised below: the caller reports it once
             self._error = self._error or err
+            with contextlib.suppress(Exception):  # at least the status and count
+                write_json(
+                    self.run_dir / L.RUN_INFO,
+                    {
+                        **self._info,
+                        **extra,
+                        "status": "failed",
+                        "pairs_written": self._written,
+                        "writer_error": str(self._error),
+                        "finalise_error": str(err),
+                    },
+                )
         finally:
             self._lock.release()
         if self._error is not None:
