@@ -11,6 +11,8 @@ frames, removes unlisted chunks and writes the OME-Zarr ``multiscales`` (µm sca
 and, under ``pairscope``, each plane's pair index, DeltaT, exposure and stage
 position.  An array holds one frame shape, so a camera whose frame size changes
 mid-run is refused with a clear message (the OME-TIFF format starts a new image).
+tensorstore is used directly rather than through ome-writers 0.3.2, whose
+``OMEStream`` has no flush / durability call to order the manifest after the frames.
 """
 
 from __future__ import annotations
