@@ -146,3 +146,34 @@ def test_a_display_qt_cannot_use_falls_back_to_headless(tmp_path: Path) -> None:
     run_dir = Path(proc.stdout.strip().splitlines()[-1])
     assert f"snapshots in {run_dir / 'preview'}" in proc.stderr
     assert len(pairscope.open_run(run_dir)) == 4
+
+
+@pytest.mark.parametrize(
+    ("sequence", "expected"),
+    [
+        ('{"time_pan": {"interval": 0.1, "loops": 3}}', "Did you mean 'time_plan'"),
+        ('{"time_plan": {"interval": -1, "loops": 3}}', "must be >= 0 s, got -1 s"),
+        ('{"time_plan": {"interval": 0, "loops": 1000000000000}}', "plans 1,000,000"),
+        ('{"stage_positions": [[NaN, 0, 0]]}', "stage_positions"),
+        (
+            '{"channels": ["DAPI"], "time_plan": {"interval": 0, "loops": 2}}',
+            "channel 'DAPI'",
+        ),
+        ("[1, 2]", "must hold a mapping"),
+    ],
+    ids=["misspelt-key", "negative-interval", "unplannable", "nan", "channel", "list"],
+)
+def test_bad_sequences_get_one_line_before_any_trigger(
+    tmp_path: Path, sequence: str, expected: str
+) -> None:
+    seq = tmp_path / "seq.yaml"
+    seq.write_text(sequence)
+    proc = _cli(
+        "acquire", str(CONFIGS / "demo_rig.yaml"), "--sequence", str(seq),
+        "--headless", "--no-restore", "--out", str(tmp_path / "runs"),
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and expected in proc.stderr
+    err = [ln for ln in proc.stderr.splitlines() if ln.startswith("pairscope: error")]
+    assert len(err) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -22,8 +22,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (PairscopeError, FileNotFoundError, ValueError) as exc:
-        print(f"pairscope: error: {exc}", file=sys.stderr)
+        print(f"pairscope: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as one line; a pydantic error as its first problem, no URL."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
+        return f"{exc.title}{' ' + where if where else ''}: {msg}."
+    return " ".join(str(exc).split())
 
 
 def _quiet_logging() -> None:
@@ -38,7 +50,10 @@ def _quiet_logging() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="pairscope", description=__doc__)
+    p.add_argument("--version", action="version", version=f"pairscope {__version__}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     cal = sub.add_parser(

@@ -264,6 +264,7 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
         else {}
     )
     with _open(args, args.rig) as rig:
+        check_channels(sequence, rig.primary.core)
         rig_layer = rig.spec.pairing.model_dump(exclude_unset=True) if rig.spec else {}
         settings = AcquisitionSettings.resolve(
             rig_layer,
@@ -363,19 +364,113 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_EVENTS = 10_000_000
+
+
 def load_sequence(path: Path) -> Any:
+    """A useq MDASequence from JSON/YAML, with mistakes named in one line."""
+    import difflib
+    import json
+
     import useq
+    import yaml
+    from pydantic import ValidationError
 
     if not path.is_file():
         raise FileNotFoundError(f"Sequence file not found: {path}")
     try:
-        return useq.MDASequence.from_file(path)
-    except Exception as exc:
-        first = " ".join(str(exc).split())[:300]
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path} is not valid JSON/YAML: {_first_line(exc)}") from exc
+    if not isinstance(data, dict):
         raise ValueError(
-            f"{path} is not a valid useq MDASequence ({first}). Write it as JSON or "
-            'YAML, e.g. {"time_plan": {"interval": 0.1, "loops": 100}}.'
-        ) from exc
+            f"{path} must hold a mapping, e.g. "
+            '{"time_plan": {"interval": 0.1, "loops": 100}}.'
+        )
+    known = set(useq.MDASequence.model_fields)
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{path}: unknown sequence key {key!r}.{hint} Known keys: "
+                f"{', '.join(sorted(k for k in known if not k.startswith('_')))}."
+            )
+    try:
+        sequence = useq.MDASequence.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "sequence"
+        raise ValueError(f"{path}: {where}: {err['msg']}.") from exc
+    check_sequence(sequence, path)
+    return sequence
+
+
+def check_sequence(sequence: Any, where: Any = "the sequence") -> None:
+    """Refuse what cannot be run before the first trigger."""
+    import math
+
+    tp = sequence.time_plan
+    interval = getattr(tp, "interval", None)
+    if interval is not None and interval.total_seconds() < 0:
+        raise ValueError(f"{where}: the time interval must be >= 0 s, got {interval.total_seconds():g} s.")
+    n = planned_events(sequence)
+    if n > MAX_EVENTS:
+        raise ValueError(
+            f"{where} plans {n:,} events (more than {MAX_EVENTS:,}); split it into "
+            "shorter runs or use fewer loops."
+        )
+    for pos in sequence.stage_positions:
+        for axis in ("x", "y", "z"):
+            v = getattr(pos, axis, None)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{where}: stage position {axis} = {v} is not finite.")
+
+
+def planned_events(sequence: Any) -> int:
+    """How many events a sequence plans, from its plans' sizes (``sizes`` and
+    ``iter_events`` would enumerate a 10**12-loop plan)."""
+    tp = sequence.time_plan
+    t = getattr(tp, "loops", None)
+    if t is None and tp is not None:
+        duration, interval = (
+            getattr(tp, "duration", None),
+            getattr(tp, "interval", None),
+        )
+        if duration is not None and interval is not None and interval.total_seconds():
+            t = int(duration / interval) + 1
+    sizes = [
+        t or 1,
+        len(sequence.stage_positions) or 1,
+        len(sequence.channels) or 1,
+        sequence.z_plan.num_positions() if sequence.z_plan else 1,
+        sequence.grid_plan.num_positions() if sequence.grid_plan else 1,
+    ]
+    n = 1
+    for size in sizes:
+        n *= max(int(size), 1)
+    return n
+
+
+def check_channels(sequence: Any, core: Any) -> None:
+    """Every channel of the sequence must be a preset of the primary core."""
+    for ch in sequence.channels:
+        if not core.isConfigDefined(ch.group, ch.config):
+            presets = (
+                list(core.getAvailableConfigs(ch.group))
+                if ch.group in core.getAvailableConfigGroups()
+                else []
+            )
+            raise ValueError(
+                f"channel {ch.config!r} (group {ch.group!r}) is not in the config; "
+                f"presets of that group: {presets or 'none (no such group)'}. Fix the "
+                "sequence or add the preset to the primary core's config."
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def report(summary: Any, signum: int | None = None) -> int:
