@@ -39,14 +39,20 @@ def _one_line(exc: Exception) -> str:
 
 
 def _quiet_logging() -> None:
-    """Warnings and errors only: pymmcore-plus otherwise logs a line per event."""
+    """Logging configured once: warnings and errors on stderr, each once, plain
+    text (pymmcore-plus's own coloured stderr handler is replaced by this one; its
+    log file stays)."""
     from pymmcore_plus import configure_logging
 
-    configure_logging(stderr_level="WARNING")
+    configure_logging(log_to_stderr=False)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_pairscope", False)]:
+        root.removeHandler(old)
     handler = logging.StreamHandler()
     handler.setLevel(logging.WARNING)  # also for records propagated from libraries
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    handler._pairscope = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
 
 
 def _parser() -> argparse.ArgumentParser:
