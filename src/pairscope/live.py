@@ -60,6 +60,7 @@ class LiveOptions:
     window: bool | None = None  # None: a window where there is a display
     keep_window_open: bool = True  # after the run, until the user closes it
     announce: Callable[[str], None] | None = None  # one-line notes for the user
+    fine_tune: Any = None  # a FineTuneOptions: fine-tune during the run
 
 
 def run_live(
@@ -82,6 +83,7 @@ def run_live(
     options = options or LiveOptions()
     acq = PairedAcquisition(rig, settings, config_path=config_path)
     acq.extra_info.update(extra_info or {})
+    model_path = options.model or bundled_model_path(acq.detectors.factor)
     if restorer is None and options.restore:
         restorer = _load_restorer(acq, options.model)
     writer = RunWriter(options.out)
@@ -120,6 +122,19 @@ def run_live(
     if acq.detectors.mode is not PairingMode.ALTERNATING:
         calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
         acq.events.pairReady.connect(calibration.on_pair)
+    tuner = None
+    if options.fine_tune is not None and restorer is not None and model_path:
+        from .finetune import LiveFineTuner
+
+        live_reg = calibration
+        tuner = LiveFineTuner(
+            writer.run_dir,
+            restorer,
+            model_path,
+            options.fine_tune,
+            registration=lambda: live_reg.registration if live_reg else None,
+        )
+        acq.events.pairReady.connect(tuner.on_pair)
     bar = _progress(acq, sequence) if options.progress else None
     if on_started is not None:
         on_started(acq, restorer)
@@ -133,6 +148,8 @@ def run_live(
                 acq, sequence, writer, sink, keep_open=options.keep_window_open
             )
     finally:
+        if tuner is not None:  # the candidate in training finishes (or is stopped)
+            tuner.finish()
         if restorer is not None:
             restorer.stop()
         if trust is not None:

@@ -145,6 +145,19 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-restore", action="store_true", help="no live restoration")
     p.add_argument("--save-restored", action="store_true", help="save predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fine-tune",
+        action="store_true",
+        help="fine-tune the model during the run in a separate process, on the "
+        "pairs logged so far; swap only a candidate that scores better on held-back "
+        "pairs (decisions in finetune.jsonl)",
+    )
+    p.add_argument(
+        "--fine-tune-every",
+        type=int,
+        default=100,
+        help="same-instant pairs between fine-tuning candidates (100)",
+    )
     _code_option(p)
 
 
@@ -167,6 +180,7 @@ def typed_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _live(args: argparse.Namespace) -> Any:
+    from ..finetune import FineTuneOptions
     from ..live import LiveOptions
 
     return LiveOptions(
@@ -177,6 +191,9 @@ def _live(args: argparse.Namespace) -> Any:
         save_restored=args.save_restored,
         progress=not args.no_progress,
         announce=_say,
+        fine_tune=FineTuneOptions(every=args.fine_tune_every)
+        if args.fine_tune
+        else None,
     )
 
 
@@ -414,7 +431,9 @@ def check_sequence(sequence: Any, where: Any = "the sequence") -> None:
     tp = sequence.time_plan
     interval = getattr(tp, "interval", None)
     if interval is not None and interval.total_seconds() < 0:
-        raise ValueError(f"{where}: the time interval must be >= 0 s, got {interval.total_seconds():g} s.")
+        raise ValueError(
+            f"{where}: the time interval must be >= 0 s, got {interval.total_seconds():g} s."
+        )
     n = planned_events(sequence)
     if n > MAX_EVENTS:
         raise ValueError(

@@ -1,0 +1,237 @@
+"""Fine-tune during the run, in a separate process, and swap only what is better.
+
+Every ``every`` same-instant pairs (or when asked, e.g. from the window), a
+candidate is trained from the current model on the pairs logged so far, in its
+own low-priority process: acquisition never waits for it.  The newest
+``holdback`` same-instant pairs are held back from that training; the candidate
+and the current model are scored on them with the trust monitor's metric (PSNR
+against the registered simultaneous reference, affine-fitted, fixed data range),
+and the restorer hot-swaps to the candidate only if it scores at least
+``min_gain_db`` higher.  Every decision is one line of ``finetune.jsonl`` in the
+run folder; candidates are kept under ``finetune/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._threads import deprioritize_current_thread
+from .io import _layout as L
+
+logger = logging.getLogger(__name__)
+LOG = "finetune.jsonl"
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """When and how hard to fine-tune during a run."""
+
+    every: int = 100  # same-instant pairs between candidates
+    holdback: int = 8  # newest same-instant pairs kept out of training, for scoring
+    epochs: int = 3
+    samples_per_epoch: int = 128
+    crop: int = 64
+    lr: float = 2e-4  # gentler than training from scratch
+    min_gain_db: float = 0.05  # a candidate must beat the current model by this
+    threads: int = 1  # torch threads of the training process
+    nice: int = 15  # the training process's CPU priority (acquisition first)
+
+
+class LiveFineTuner:
+    """Trains, scores and (maybe) swaps candidates while the run goes on."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        restorer: Any,
+        model_path: Path,
+        options: FineTuneOptions | None = None,
+        registration: Callable[[], Any] | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.restorer = restorer
+        self.current = Path(model_path)
+        self.options = options or FineTuneOptions()
+        self.registration = registration  # the live camera registration, once known
+        self.decisions: list[dict[str, Any]] = []
+        self._count = 0
+        self._next = self.options.every
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+        self._stop = threading.Event()
+
+    # -- triggers (acquisition thread / GUI thread: cheap) ----------------------
+    def on_pair(self, pair: Any) -> None:
+        if pair.metadata.get("simultaneous"):
+            self._count += 1
+        if self._count >= self._next and not self.busy:
+            self._next = self._count + self.options.every
+            self._start()
+
+    def request(self) -> bool:
+        """Start a candidate now (e.g. a button); False if one is running."""
+        if self.busy:
+            return False
+        self._start()
+        return True
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _start(self) -> None:
+        k = len(self.decisions)
+        self._thread = threading.Thread(
+            target=self._candidate, args=(k,), name="pairscope-finetune", daemon=True
+        )
+        self._thread.start()
+
+    def finish(self, timeout: float = 300.0) -> None:
+        """Wait for a running candidate (then stop it) at the end of the run."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._stop.set()
+        if self._process is not None and self._process.is_alive():
+            self._process.terminate()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # -- one candidate (its own thread; training in a child process) -------------
+    def _candidate(self, k: int) -> None:
+        deprioritize_current_thread(15)
+        from .io import open_run
+        from .trust._checks import same_instant
+
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"candidate": k}
+        try:
+            records = open_run(self.run_dir).records
+            same = [
+                i for i, r in enumerate(records) if r.get("lowdose") and same_instant(r)
+            ]
+            held = same[-self.options.holdback :]
+            upto = held[0] if held else 0
+            record.update(pairs_trained_on=sum(1 for i in same if i < upto))
+            record.update(held_back_pairs=held)
+            if len(held) < self.options.holdback or record["pairs_trained_on"] < 4:
+                raise RuntimeError("too few same-instant pairs logged yet")
+            snapshot = self._snapshot(records[:upto], k)
+            out = self.run_dir / "finetune" / f"candidate-{k}.safetensors"
+            self._train(snapshot, out)
+            record["train_s"] = round(time.perf_counter() - t0, 1)
+            current = self._score(self.current, held, snapshot)
+            candidate = self._score(out, held, snapshot)
+            swapped = candidate >= current + self.options.min_gain_db
+            record.update(
+                current_model=str(self.current),
+                current_score_db=round(current, 3),
+                candidate_score_db=round(candidate, 3),
+                score="mean PSNR (dB) vs the registered simultaneous reference, "
+                "affine-fitted, on the held-back pairs",
+                swapped=swapped,
+                model=str(out),
+            )
+            if swapped:
+                self.restorer.swap_model(out)
+                self.current = out
+            shutil.rmtree(snapshot, ignore_errors=True)
+        except Exception as exc:  # a failed candidate never touches the run
+            record.update(swapped=False, error=" ".join(str(exc).split())[:300])
+            logger.warning("Fine-tuning candidate %d: %s", k, record["error"])
+        self.decisions.append(record)
+        with open(self.run_dir / LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _snapshot(self, records: list[dict[str, Any]], k: int) -> Path:
+        """A run folder listing only the pairs to train on (the held-back ones are
+        not in it); the image files are hard links (the manifest decides)."""
+        snap = self.run_dir / "finetune" / f"snapshot-{k}"
+        snap.mkdir(parents=True, exist_ok=True)
+        for name in (L.LOWDOSE_TIFF, L.REFERENCE_TIFF, L.RUN_INFO, L.CALIBRATION):
+            src = self.run_dir / name
+            if src.exists() and not (snap / name).exists():
+                try:
+                    os.link(src, snap / name)
+                except OSError:
+                    shutil.copy2(src, snap / name)
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        (snap / L.MANIFEST).write_text(lines)
+        reg = self.registration() if self.registration is not None else None
+        if reg is not None and not (snap / L.CALIBRATION).exists():
+            from .io.calibration import save_calibration
+
+            save_calibration(snap, reg)  # train on registered pairs
+        return snap
+
+    def _train(self, snapshot: Path, out: Path) -> None:
+        o = self.options
+        config = {
+            "init": str(self.current),
+            "epochs": o.epochs,
+            "samples_per_epoch": o.samples_per_epoch,
+            "crop": o.crop,
+            "lr": o.lr,
+            "threads": o.threads,
+            "progress": False,
+            "force": True,
+            "noise_fit": False,
+            "independent_frames": True,
+        }
+        ctx = mp.get_context("spawn")
+        self._process = ctx.Process(
+            target=_train_candidate,
+            args=(str(snapshot), str(out), config, o.nice),
+            name="pairscope-finetune-train",
+            daemon=True,
+        )
+        self._process.start()
+        while self._process.is_alive():
+            self._process.join(0.5)
+            if self._stop.is_set():
+                self._process.terminate()
+                raise RuntimeError("the run ended before the candidate was trained")
+        if self._process.exitcode != 0 or not out.is_file():
+            raise RuntimeError(f"training failed (exit code {self._process.exitcode})")
+
+    def _score(self, model: Path, held: list[int], snapshot: Path) -> float:
+        import numpy as np
+
+        from .io import open_run
+        from .offline import restore
+        from .trust import calibration_for_run
+        from .trust._checks import check_pair
+
+        run = open_run(self.run_dir)
+        cal = calibration_for_run(open_run(snapshot), fit_noise=False)
+        scores = []
+        for i in held:
+            pair = run[i]
+            restored = restore(model, pair.lowdose)
+            res = check_pair(i, restored, pair.lowdose, pair.reference, cal)
+            scores.append(float(res.metrics["psnr_model"]))  # type: ignore[arg-type]
+        return float(np.mean(scores))
+
+
+def _train_candidate(
+    snapshot: str, out: str, config: dict[str, Any], nice: int
+) -> None:
+    """Child process: train one candidate at low CPU priority."""
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        os.nice(nice)
+    from .train import TrainConfig, train
+
+    train([snapshot], out, TrainConfig(**config))
