@@ -36,13 +36,17 @@ def configure(
         core.setProperty(device, prop, value)
 
 
-def acquire_rig_run(out: Path, *, frames: int = 8, **kw) -> Path:
-    """A simultaneous (triggered) demo run; ``kw`` as :func:`configure`."""
+def acquire_rig_run(
+    out: Path, *, frames: int = 8, interval_s: float = 0.1, **kw
+) -> Path:
+    """A demo run of hardware-triggered sequences (the rig file's pairing, one
+    trigger line for both cameras); ``kw`` as :func:`configure`."""
     with open_rig(demo_rig_path()) as rig:
         configure(rig, **kw)
-        acq = PairedAcquisition(rig, None)
+        assert rig.spec is not None
+        acq = PairedAcquisition(rig, rig.spec.pairing)  # triggered sequences
         summary = acq.run(
-            useq.MDASequence(time_plan={"interval": 0, "loops": frames}),
+            useq.MDASequence(time_plan={"interval": interval_s, "loops": frames}),
             writer=RunWriter(out),
         )
     assert summary.status == "completed", summary

@@ -1,4 +1,5 @@
-"""Evaluation of the shipped demo model on freshly seeded demo specimens."""
+"""`pairscope evaluate`: one target per frame for every row, the two-point table,
+user targets through the registration, refusals, on real demo runs and the real model."""
 
 from __future__ import annotations
 
@@ -9,20 +10,67 @@ import numpy as np
 import pytest
 
 import pairscope
-from pairscope.evaluate import evaluate
+from pairscope import metrics as M
+from pairscope.cli import main
+from pairscope.evaluate import (
+    ModelMismatchError,
+    crop_of,
+    evaluate,
+    frame_rows,
+    manifest_sha256,
+    reference_to_lowdose,
+    score_rows,
+)
+from pairscope.io.calibration import save_calibration
 from pairscope.live import bundled_model_path
-from pairscope.restore import load_model
+from pairscope.restore import (
+    ModelInfo,
+    StreamingRestorer,
+    TrainedRun,
+    default_preview_network,
+    load_model,
+    loaded_from_network,
+)
 from pairscope.sim import ground_truth
+from pairscope.sim._specimen import Specimen
+from pairscope.trust import calibration_for_run
+from pairscope.trust._calibrate import same_instant_pairs
 
-from .conftest import acquire_demo_run
+from ._demo_rig import acquire_rig_run
+
+METHODS = {"model", "nearest", "bilinear", "bicubic", "reference"}
 
 
 @pytest.fixture(scope="module")
 def fresh_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A specimen seed the model never saw, with the two-point targets in view."""
-    return acquire_demo_run(
+    run = acquire_rig_run(
         tmp_path_factory.mktemp("eval"), frames=3, seed=777, sensor=512
     )
+    # this test's own run: store the registration (from pairs of one instant)
+    save_calibration(run, calibration_for_run(pairscope.open_run(run)).registration)
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(fresh_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    out = tmp_path_factory.mktemp("report")
+    model = load_model(bundled_model_path(2), expect_factor=2, expect_pixel_size_um=0.2)
+    return evaluate(model, [fresh_run], out, progress=False), out
+
+
+def test_two_point_geometry_varies_per_seed_and_is_new_to_the_model() -> None:
+    def angle(t) -> float:
+        d = np.subtract(t.p2_um, t.p1_um)
+        return float(np.degrees(np.arctan2(d[1], d[0])) % 180)
+
+    trained = [t for s in (1, 2, 3) for t in Specimen(s).targets]  # the model's seeds
+    fresh = Specimen(777).targets
+    assert len({round(angle(t)) for t in fresh}) > 12  # not 4 fixed angles any more
+    for t in fresh:  # no fresh pair sits where, and at the angle, a training pair did
+        for u in trained:
+            same_place = np.hypot(*np.subtract(t.p1_um, u.p1_um)) < 0.1
+            assert not (same_place and abs(angle(t) - angle(u)) < 2)
 
 
 def test_ground_truth_matches_what_the_cameras_saw(fresh_run: Path) -> None:
@@ -31,61 +79,167 @@ def test_ground_truth_matches_what_the_cameras_saw(fresh_run: Path) -> None:
     truth = ground_truth.noise_free_reference(run.info, record)
     residual = pair.reference.astype(float) - truth
     assert abs(residual.mean()) < 0.05 * truth.std()  # unbiased: only noise is left
-    second = ground_truth.independent_reference(run.info, record).astype(float)
-    assert np.corrcoef(second.ravel(), pair.reference.ravel())[0, 1] > 0.95
-    assert not np.array_equal(second, pair.reference)  # independent noise
     targets = ground_truth.targets_in_pixels(run.info, record, "ReferenceCam")
     assert len(targets) == 24
     for (x1, y1), _, _ in targets:  # a bead sits where the ground truth says
-        r, c = round(y1), round(x1)
-        assert truth[r, c] > 200 and pair.reference[r, c] > 150  # offset is 100 ADU
+        assert truth[round(y1), round(x1)] > 200  # offset is 100 ADU
 
 
-def test_shipped_model_beats_bicubic_on_a_fresh_specimen(
-    fresh_run: Path, tmp_path
-) -> None:
-    path = bundled_model_path(2)
-    assert path is not None and path.stat().st_size < 5_000_000
-    model = load_model(path, expect_factor=2, expect_pixel_size_um=0.2)
-    assert model.info.trained_on and model.info.lowdose_pixel_size_um == pytest.approx(
-        0.2
-    )
-    report = evaluate(model, [fresh_run], tmp_path, progress=False)
-    o = report["overall"]
+def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
+    rep, out = report
+    o = rep["overall"]
     assert o["model"]["psnr"] >= o["bicubic"]["psnr"] + 2.0
-    assert o["model"]["ssim"] > o["bicubic"]["ssim"]
-    assert o["ideal"]["psnr"] > o["model"]["psnr"]  # no prediction beats the truth
-    for name in (
-        "evaluation.json",
-        "summary.md",
-        "metrics_over_time.png",
-        "frc_curves.png",
-        "side_by_side.png",
-        "two_point.png",
-    ):
-        assert (tmp_path / name).stat().st_size > 0
-    saved = json.loads((tmp_path / "evaluation.json").read_text())
-    assert set(saved["two_point_fraction_resolved"]) >= {
-        "model",
-        "bicubic",
-        "reference",
-    }
-    assert (
-        "NOT better" not in (tmp_path / "summary.md").read_text().split("PSNR:")[1][:40]
-    )
+    assert o["ideal"]["psnr"] > o["model"]["psnr"]  # nothing beats the truth
+    assert o["ideal"]["psnr"] > o["ceiling"]["psnr"]
+    assert rep["data_range"] == 1.0 and rep["ssim_window_sigma_px"] == 1.5
+    assert rep["frc"]["lowdose_nyquist_um"] == pytest.approx(0.4)
+    rows = rep["two_point"]["per_separation"]
+    assert [r["separation_rayleigh"] for r in rows] == [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
+    for r in rows:
+        assert set(r["resolved_fraction"]) == METHODS
+        assert r["n_pairs"] == rep["pairs"] * 4  # four pairs per separation a frame
+        assert r["separation_um"] == pytest.approx(
+            r["separation_rayleigh"] * 0.2643, rel=1e-3
+        )
+        lo, hi = r["ci95"]["model"]
+        assert lo <= r["resolved_fraction"]["model"] <= hi
+    assert rows[0]["resolved_fraction"]["reference"] <= 0.1  # 0.5 Rayleigh: never
+    assert rows[-1]["resolved_fraction"]["reference"] >= 0.9  # 2 Rayleigh: always
+    assert isinstance(rep["regressions"], list)
+    for reg in rep["regressions"]:
+        row = next(r for r in rows if r["separation_um"] == reg["separation_um"])
+        assert row["regression"]
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["two_point"]["per_separation"] == json.loads(json.dumps(rows))
+    lines = (out / "quality.jsonl").read_text().splitlines()
+    assert len(lines) == rep["pairs"] >= 2
+    assert all(json.loads(ln)["verdict"] == "ok" for ln in lines), lines
+    for name in ("summary.md", "two_point.png", "side_by_side.png", "quality.png"):
+        assert (out / name).stat().st_size > 0
+    assert "not resolution" in (out / "summary.md").read_text()
 
 
-def test_summary_says_plainly_where_a_model_is_not_better(
-    fresh_run: Path, tmp_path
+def test_ceiling_and_ideal_are_scored_against_the_same_target(
+    fresh_run: Path, report
 ) -> None:
-    from pairscope.restore import (
-        ModelInfo,
-        default_preview_network,
-        loaded_from_network,
-    )
+    rep, _ = report
+    run = pairscope.open_run(fresh_run)
+    cal = calibration_for_run(run)
+    restorer = StreamingRestorer(load_model(bundled_model_path(2)), device="cpu")
+    first = same_instant_pairs(run)[0]  # the report's first frame
+    restored = restorer.restore_now(run[first].lowdose)
+    rows, target = frame_rows(run, first, cal, restored)
+    crop = crop_of(cal, target.shape)
+    scores = score_rows({k: v[crop] for k, v in rows.items()}, target[crop], 0.1)
+    for name in ("model", "bicubic", "ceiling", "ideal"):
+        assert rep["per_frame"][name]["psnr"][0] == pytest.approx(scores[name]["psnr"])
+    # move the target (the raw, unregistered reference): every row moves with it
+    raw = run[first].reference.astype(float)[crop]
+    moved = score_rows({k: v[crop] for k, v in rows.items()}, raw, 0.1)
+    for name in ("ceiling", "ideal", "model"):
+        assert moved[name]["psnr"] < scores[name]["psnr"] - 0.5
+        assert moved[name]["psnr"] == pytest.approx(
+            M.psnr(rows[name][crop], raw, data_range=1.0, scale_invariant=True)
+        )
 
-    net = default_preview_network(2)  # untrained: exactly bilinear interpolation
-    model = loaded_from_network(net, ModelInfo.for_network(net, name="untrained"))
-    evaluate(model, [fresh_run], tmp_path, progress=False, max_pairs=1)
-    summary = (tmp_path / "summary.md").read_text()
-    assert "NOT better" in summary
+
+def test_user_targets_are_mapped_through_the_registration(
+    fresh_run: Path, tmp_path: Path
+) -> None:
+    run = pairscope.open_run(fresh_run)
+    first = same_instant_pairs(run)[0]
+    rec = run.records[first]
+    on_ref = ground_truth.targets_in_pixels(run.info, rec, "ReferenceCam")
+    on_low = ground_truth.targets_in_pixels(run.info, rec, "LowDoseCam")
+    reg = calibration_for_run(run).registration
+    for (a, _, _), (b, _, _) in zip(on_ref, on_low, strict=True):
+        mapped = reference_to_lowdose(a, reg, run[first].reference.shape)
+        assert np.hypot(mapped[0] - b[0], mapped[1] - b[1]) < 0.3
+    wide = [t for t in on_ref if t[2] > 0.5]  # the 2-Rayleigh pairs, for pair 0 only
+    spec = {
+        "targets": [
+            {"pair": rec["pair"], "p1": a, "p2": b, "separation_um": s}
+            for a, b, s in wide
+        ]
+    }
+    path = tmp_path / "targets.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "ev"
+    code = main(
+        [
+            "evaluate",
+            str(bundled_model_path(2)),
+            str(fresh_run),
+            "--out",
+            str(out),
+            "--targets",
+            str(path),
+            "--rayleigh-um",
+            "0.2643",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    rep = json.loads((out / "evaluation.json").read_text())
+    (row,) = rep["two_point"]["per_separation"]
+    assert rep["two_point"]["targets"] == "user file"
+    assert row["n_pairs"] == len(wide) == 4 and row["separation_rayleigh"] == 2.0
+    assert row["resolved_fraction"]["reference"] == 1.0
+
+
+def test_a_run_the_model_was_trained_on_is_named(
+    fresh_run: Path, tmp_path: Path
+) -> None:
+    run = pairscope.open_run(fresh_run)
+    net = default_preview_network(2)
+    info = ModelInfo.for_network(
+        net,
+        name="trained-here",
+        lowdose_pixel_size_um=0.2,
+        reference_pixel_size_um=0.1,
+        trained_on=(TrainedRun(path=str(fresh_run), sha256=manifest_sha256(run)),),
+    )
+    rep = evaluate(
+        loaded_from_network(net, info),
+        [fresh_run],
+        tmp_path,
+        max_pairs=1,
+        progress=False,
+    )
+    assert rep["trained_on_these_runs"] == [str(fresh_run)]
+    assert "TRAINING DATA" in (tmp_path / "summary.md").read_text()
+
+
+def test_models_for_another_binning_pixel_size_or_camera_are_refused(
+    fresh_run: Path, tmp_path: Path, capsys
+) -> None:
+    x4 = load_model(bundled_model_path(4))
+    with pytest.raises(ModelMismatchError, match="restores ×4"):
+        evaluate(x4, [fresh_run], tmp_path / "a", progress=False)
+    net = default_preview_network(2)
+    other_px = ModelInfo.for_network(
+        net, name="px", lowdose_pixel_size_um=0.26, reference_pixel_size_um=0.13
+    )
+    with pytest.raises(ModelMismatchError, match=r"0\.26 µm"):
+        evaluate(loaded_from_network(net, other_px), [fresh_run], tmp_path / "b")
+    other_cam = acquire_rig_run(
+        tmp_path / "cam",
+        frames=2,
+        seed=3,
+        sensor=128,
+        props=[("LowDoseCam", "Offset", 300)],
+    )
+    with pytest.raises(ModelMismatchError, match="dark floor"):
+        evaluate(load_model(bundled_model_path(2)), [other_cam], tmp_path / "c")
+    code = main(
+        [
+            "evaluate",
+            str(bundled_model_path(4)),
+            str(fresh_run),
+            "--out",
+            str(tmp_path / "d"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "pairscope: error:" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

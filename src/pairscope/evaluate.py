@@ -48,6 +48,7 @@ from .restore import LoadedModel, StreamingRestorer, load_model
 from .restore._model_file import check_compatible
 from .sim import ground_truth
 from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
+from .trust._calibrate import same_instant_pairs
 from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
                 f"{float(have):g} but {run.path} has {float(run_value):g}: use a model "
                 "trained on this camera, or fine-tune one (pairscope train --init)"
             )
-    if cam is None and info.input_norm.mode == "fixed":
+    norm = info.input_norm
+    if cam is None and norm.mode == "fixed" and (norm.low, norm.high) != (0.0, 1.0):
         # no camera recorded (format 1): the dark floor of the data must match the
         # input normalisation's (it sits at the camera offset)
         low = run[run.records.index(rec)].lowdose
@@ -266,18 +268,14 @@ def evaluate(
     example: dict[str, Any] = {}
     jobs, sequential = [], 0
     for run in opened:
-        usable = [
-            i
-            for i in run.with_reference()
-            if run.records[i].get("simultaneous", True) and run.records[i].get("lowdose")
-        ]
+        usable = same_instant_pairs(run)
         sequential += len(run.with_reference()) - len(usable)
         jobs += [(run, i) for i in usable[:max_pairs]]
     if not jobs:
         raise ValueError(
             "No pair with a reference of the same instant in these runs: nothing to "
-            "score (sequential pairs see two instants; acquire with a rig, e.g. "
-            "hardware_configs/demo_rig.yaml, or triggered pairing)."
+            "score (sequential pairs, or frames of different triggers, see two "
+            "instants; acquire with a rig, e.g. hardware_configs/demo_rig.yaml)."
         )
     ray = rayleigh_um or _rayleigh_um(opened[0])
     pixel_um: dict[str, float] = {}
@@ -340,7 +338,7 @@ def evaluate(
         ray,
         targets is not None,
     )
-    report["pairs_not_simultaneous_skipped"] = sequential
+    report["pairs_not_same_instant_skipped"] = sequential
     _write_outputs(out, report, per_frame, example, loaded)
     return report
 

@@ -13,16 +13,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from ..io import Run
-from ..io.calibration import Registration, registration_or_estimate
-from ._checks import CameraNoise, TrustCalibration
+from ..io.calibration import (
+    Registration,
+    load_registration,
+    registration_from_pairs,
+)
+from ._checks import CameraNoise, TrustCalibration, same_instant
+from ._monitor_util import central as _central
 
-__all__ = ["calibration_for_run", "calibration_from_info", "rayleigh_px_of"]
+__all__ = [
+    "calibration_for_run",
+    "calibration_from_info",
+    "rayleigh_px_of",
+    "same_instant_pairs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +116,59 @@ def calibration_from_info(
     )
 
 
+def _registration(run: Run, usable: list[int]) -> Registration:
+    """The stored registration, else one estimated from the central 128² of up to 8
+    pairs of the same instant (shift and scale; the whole-frame fit of
+    ``pairscope calibrate`` takes minutes on large frames and is not needed here)."""
+    reg = load_registration(run)
+    if reg is not None:
+        return reg
+    if len(usable) < len(run.with_reference()):
+        logger.warning(
+            "%s: %d pairs are not of one instant; registering on the other %d",
+            run.path,
+            len(run.with_reference()) - len(usable),
+            len(usable),
+        )
+    step = max(1, len(usable) // 8)
+    f = run.factor
+    pairs = []
+    for i in usable[::step][:8]:
+        p = run[i]
+        assert p.reference is not None
+        pairs.append(_central(p.lowdose, p.reference, f, 128))
+    return registration_from_pairs(pairs, f, fit_scale=True)
+
+
+class _RunWithRegistration(Run):
+    """``run`` as the noise fit sees it: with our registration as its calibration."""
+
+    def __init__(self, path: Path, registration: Registration) -> None:
+        super().__init__(path)
+        self._registration = registration
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        return {"registration": asdict(self._registration)}
+
+
+def same_instant_pairs(run: Run) -> list[int]:
+    """Indices of the pairs with a reference of the same instant (and a low-dose frame)."""
+    return [
+        i
+        for i in run.with_reference()
+        if run.records[i].get("lowdose") and same_instant(run.records[i])
+    ]
+
+
 def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration:
-    """Offline calibration of ``run`` (module doc)."""
-    reg = registration_or_estimate(run)
+    """Offline calibration of ``run`` (module doc).  The noise fit needs every pair
+    to be of one instant; a run with mixed pairs uses the camera properties."""
+    usable = same_instant_pairs(run)
+    if not usable:
+        raise ValueError(f"{run.path}: no pair with a reference of the same instant")
+    reg = _registration(run, usable)
+    fit_noise = fit_noise and len(usable) == len(run.with_reference())
     px = _reference_pixel_um(run.records)
     low = camera_noise_from_props(_camera_props(run.info, "lowdose"))
     ref = camera_noise_from_props(_camera_props(run.info, "reference"))
@@ -115,7 +177,7 @@ def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration
         try:
             from ..train._noise_fit import fit_noise_model
 
-            nm = fit_noise_model([run], max_pairs=16)
+            nm = fit_noise_model([_RunWithRegistration(run.path, reg)], max_pairs=16)
             low = CameraNoise(nm.gain_e_per_adu, nm.offset_adu, nm.read_noise_e)
             ref_read = ref.read_noise_e if ref is not None else 0.0
             if math.isfinite(nm.reference_offset_adu):
@@ -128,8 +190,7 @@ def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration
                 "noise fit of %s failed (%s); using camera properties", run.path, exc
             )
     if low is None or ref is None:
-        i = run.with_reference()[0]
-        pair = run[i]
+        pair = run[usable[0]]
         assert pair.reference is not None
         low = low or rough_noise([pair.lowdose])
         ref = ref or rough_noise([pair.reference])

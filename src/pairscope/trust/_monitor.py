@@ -24,7 +24,14 @@ from psygnal import Signal, SignalGroup
 
 from .._threads import deprioritize_current_thread
 from ._calibrate import calibration_from_info
-from ._checks import CheckResult, Thresholds, TrustCalibration, check_pair
+from ._checks import (
+    CheckResult,
+    Thresholds,
+    TrustCalibration,
+    check_pair,
+    same_instant,
+)
+from ._monitor_util import central as _central
 
 __all__ = [
     "QUALITY_FILE",
@@ -130,7 +137,7 @@ class TrustMonitor:
                     self.calibration is None
                     and pair.reference is not None
                     and pair.lowdose is not None
-                    and (pair.metadata or {}).get("simultaneous", True)
+                    and same_instant(pair.metadata)
                     and len(self._cal_pairs) < self._n_cal
                 ):
                     meta = dict(pair.metadata or {})
@@ -261,7 +268,7 @@ class TrustMonitor:
                     frame.image,
                     pair.lowdose,
                     pair.reference,
-                    simultaneous=bool(meta.get("simultaneous", True)),
+                    simultaneous=same_instant(meta),
                 )
             except Exception:
                 logger.warning(
@@ -310,18 +317,6 @@ class TrustMonitor:
             self.events.checked.emit(result)
         except Exception:
             logger.exception("a trust listener raised")
-
-
-def _central(
-    low: np.ndarray, ref: np.ndarray, f: int, size: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
-    h, w = low.shape
-    n = min(size // f, h, w)
-    y0, x0 = (h - n) // 2, (w - n) // 2
-    return (
-        low[y0 : y0 + n, x0 : x0 + n].astype(np.float32),
-        ref[y0 * f : (y0 + n) * f, x0 * f : (x0 + n) * f].astype(np.float32),
-    )
 
 
 def attach_trust_monitor(
