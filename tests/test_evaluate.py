@@ -24,6 +24,7 @@ from pairscope.evaluate import (
 from pairscope.io.calibration import save_calibration
 from pairscope.live import bundled_model_path
 from pairscope.restore import (
+    CameraModel,
     ModelInfo,
     StreamingRestorer,
     TrainedRun,
@@ -231,6 +232,15 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
     )
     with pytest.raises(ModelMismatchError, match="dark floor"):
         evaluate(load_model(bundled_model_path(2)), [other_cam], tmp_path / "c")
+    recorded = ModelInfo.for_network(  # a model file that records its camera
+        net,
+        name="cam",
+        lowdose_camera=CameraModel(
+            camera="LowDoseCam", offset_adu=100.0, gain_e_per_adu=0.5
+        ),
+    )
+    with pytest.raises(ModelMismatchError, match="offset 100 but"):
+        evaluate(loaded_from_network(net, recorded), [other_cam], tmp_path / "e")
     code = main(
         [
             "evaluate",

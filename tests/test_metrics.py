@@ -233,3 +233,31 @@ def test_plots_write_pngs(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wilson_interval_covers_and_narrows() -> None:
+    assert m.wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = m.wilson_interval(6, 12)
+    assert lo < 0.5 < hi and hi - lo < 0.6
+    lo2, hi2 = m.wilson_interval(60, 120)  # ten times the pairs: a narrower interval
+    assert lo < lo2 < 0.5 < hi2 < hi
+    assert m.wilson_interval(12, 12)[1] == 1.0 and m.wilson_interval(12, 12)[0] > 0.7
+
+
+def test_two_point_tally_flags_regressions_and_invented_dips() -> None:
+    tally = m.TwoPointTally()
+    base = {"nearest": False, "bilinear": False, "bicubic": False}
+    for i in range(4):  # 0.2 µm: bicubic resolves 3/4, the model 1/4 -> regression
+        tally.add(0.2, base | {"model": i == 0, "bicubic": i > 0, "reference": True})
+    for i in range(4):  # 0.1 µm: the model shows dips the reference does not
+        tally.add(0.1, base | {"model": i < 2, "reference": False})
+    for _ in range(4):  # 0.4 µm: everyone resolves
+        tally.add(0.4, dict.fromkeys(m.TABLE_METHODS, True))
+    rows, regressions = tally.table(rayleigh_um=0.2)
+    assert [r["separation_um"] for r in rows] == [0.1, 0.2, 0.4]
+    assert [r["separation_rayleigh"] for r in rows] == [0.5, 1.0, 2.0]
+    assert [r["regression"] for r in rows] == [True, True, False]
+    assert rows[0]["unsupported_dips"] == 2 and "reference" in regressions[0]["reason"]
+    assert "bicubic 75%" in regressions[1]["reason"]
+    assert rows[2]["resolved_fraction"] == dict.fromkeys(m.TABLE_METHODS, 1.0)
+    assert all(r["n_pairs"] == 4 for r in rows)

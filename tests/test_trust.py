@@ -146,3 +146,40 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     assert summary.skipped == len(frames) - 1
     assert summary.checked == 1
     assert _lines(tmp_path)[0]["pair"] == frames[-1][0].index
+
+
+def test_qt_window_shows_the_trust_strip_and_error_overlay(familiar_run: Path) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    from pairscope.acquire import Pair
+    from pairscope.preview import PreviewWindow
+
+    app = QApplication.instance() or QApplication([])
+    run = pairscope.open_run(familiar_run)
+    cal = calibration_for_run(run)
+    p = run[0]
+    truth = ground_truth.noise_free_reference(run.info, p.metadata, "LowDoseCam")
+    invented = truth.copy()
+    invented[100:110, 100:110] += 400.0  # a structure the data do not have
+    result = check_pair(p.index, invented, p.lowdose, p.reference, cal)
+    assert result.verdict == "alarm"
+
+    class Restored:
+        index, image, latency_ms, model_name = p.index, invented, 10.0, "test"
+
+    win = PreviewWindow()
+    win.on_pair(Pair(p.index, p.lowdose, p.reference, p.metadata))
+    win.on_restored(Restored())
+    win.on_quality(result)
+    win.show()
+    app.processEvents()
+    win.refresh()
+    win.refresh()
+    assert "alarm 1" in win.trust_label.text()
+    assert not win.trust_strip.pixmap().isNull()
+    tinted = win.panels[1].pixels
+    assert tinted.ndim == 3  # restored panel with the error overlay (red)
+    red = tinted[..., 0].astype(int) - tinted[..., 1]
+    assert red[105 - 2 : 105 + 2, 105 - 2 : 105 + 2].mean() > 50  # where it invented
+    assert np.median(red) < 5  # and nowhere else
+    win.close()
