@@ -20,9 +20,8 @@ from pathlib import Path
 import useq
 
 from pairscope.acquire import PairedAcquisition
-from pairscope.config import AcquisitionSettings
 from pairscope.evaluate import evaluate
-from pairscope.hardware import demo_config_path, open_core
+from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
 from pairscope.io.calibration import estimate_registration, save_calibration
 from pairscope.live import MODELS_DIR
@@ -33,17 +32,18 @@ POSITIONS = [(0.0, 0.0), (22.0, 18.0), (-20.0, 12.0), (10.0, -8.0)]
 
 
 def acquire(out: Path, seed: int, binning: int, loops: int, positions) -> Path:
-    cfg = demo_config_path()
-    with open_core(cfg) as core:
+    """A calibrated run of simultaneous pairs on the demo rig (one core per camera)."""
+    with open_rig(demo_rig_path()) as rig:
+        core = rig.primary.core
         core.setProperty("DemoHub", "Seed", seed)
         core.setProperty("DemoHub", "SpecimenSecondsPerTrigger", 0.5)
+        core.setProperty("LowDoseCam", "Binning", binning)
         seq = useq.MDASequence(
             time_plan={"interval": 0, "loops": loops},
             stage_positions=[(x, y, 0.0) for x, y in positions],
         )
-        acq = PairedAcquisition(
-            core, AcquisitionSettings(binning=binning), config_path=cfg
-        )
+        assert rig.spec is not None
+        acq = PairedAcquisition(rig, rig.spec.pairing)
         summary = acq.run(seq, writer=RunWriter(out, name=f"demo-seed{seed}"))
     assert summary.status == "completed", summary
     run = Path(summary.run_dir)

@@ -35,6 +35,7 @@ def model(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_calibration(run, Registration(-0.7, 1.3))
     cfg = TrainConfig(width=4, depth=2, crop=64, batch_size=4, samples_per_epoch=16,
                       epochs=2, block_size=2, progress=False, noise_fit=False,
+                      sequential_pairs=True,
                       name="tiny x2")  # fmt: skip
     out = tmp / "tiny.safetensors"
     train([run], out, cfg)

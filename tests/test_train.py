@@ -31,6 +31,7 @@ TINY = {
     "block_size": 2,
     "lr": 3e-3,
     "progress": False,
+    "sequential_pairs": True,  # the demo run's pairs are of one instant only when idle
 }
 
 

@@ -23,7 +23,7 @@ def test_short_cuda_training_with_amp(demo_run: Path, tmp_path: Path) -> None:
     save_calibration(run, Registration(-0.7, 1.3))
     cfg = TrainConfig(width=8, depth=2, crop=64, batch_size=8, samples_per_epoch=64,
                       epochs=3, lr=3e-3, block_size=2, device="cuda", amp=True,
-                      progress=False, noise_fit=False)  # fmt: skip
+                      progress=False, noise_fit=False, sequential_pairs=True)  # fmt: skip
     res = train([run], tmp_path / "m.safetensors", cfg)
     assert next(res.network.parameters()).device.type == "cuda"
     losses = [h["val_loss"] for h in res.history]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pairscope.cli import main
+from pairscope.io import open_run
 from pairscope.io.calibration import Registration, save_calibration
 from pairscope.restore import (
     ModelInfo,
@@ -27,7 +28,8 @@ from pairscope.train import NoiseModel, TrainConfig, checkpoint_path, train
 
 TINY = ["--width", "4", "--depth", "1", "--crop", "64", "--batch-size", "4",
         "--samples-per-epoch", "8", "--block-size", "2", "--no-progress",
-        "--no-noise-fit"]  # fmt: skip
+        "--no-noise-fit", "--sequential-pairs"]  # fmt: skip
+# (the shared demo run's pairs are of one instant only when the machine is idle)
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +78,15 @@ def test_independent_frames_use_every_pair(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     cfg = TrainConfig(width=4, depth=1, crop=64, batch_size=4, samples_per_epoch=8,
                       epochs=1, progress=False, noise_fit=False, val_fraction=0.25,
-                      independent_frames=True)  # fmt: skip
+                      independent_frames=True, sequential_pairs=True)  # fmt: skip
     val = train([run], out, cfg).info.validation  # type: ignore[union-attr]
     assert val is not None
-    assert (val.n_train_pairs, val.n_pairs) == (9, 3)  # 12 pairs, no gap block
+    usable = open_run(run).with_reference()  # complete pairs
+    n_val = max(1, round(0.25 * len(usable)))
+    assert (val.n_train_pairs, val.n_pairs) == (len(usable) - n_val, n_val)
     blocked = cfg.replace(independent_frames=False, block_size=2, force=True)
     val2 = train([run], out, blocked).info.validation  # type: ignore[union-attr]
-    assert val2 is not None and val2.n_train_pairs + val2.n_pairs < 12
+    assert val2 is not None and val2.n_train_pairs + val2.n_pairs < len(usable)
 
 
 # -- bad input: (prepare files in tmp -> extra CLI args, expected message) ---------
@@ -166,7 +170,7 @@ BAD: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "ckpt-exists": (_existing_ckpt, r"m\.ckpt holds an interrupted training"),
     "too-few-pairs": (
         lambda t, d: ["--out", str(d / "m.safetensors"), "--block-size", "6"],
-        r"12 pairs are too few .* blocks of 6 triggers: pass --independent-frames",
+        r"\d+ pairs are too few .* blocks of 6 triggers: pass --independent-frames",
     ),
     "crop-too-large": (
         lambda t, d: ["--out", str(d / "m.safetensors"), "--crop", "512"],
@@ -235,7 +239,8 @@ def test_the_noise_model_is_stored(run: Path, tmp_path: Path) -> None:
                        n_points=1000, dose_ratio=0.04,
                        reference_gain_e_per_adu=0.5)  # fmt: skip
     cfg = TrainConfig(width=4, depth=1, crop=64, batch_size=4, samples_per_epoch=8,
-                      epochs=1, progress=False, block_size=2)  # fmt: skip
+                      epochs=1, progress=False, block_size=2,
+                      sequential_pairs=True)  # fmt: skip
     train([run], tmp_path / "m.safetensors", cfg, noise=noise)
     fit = load_model(tmp_path / "m.safetensors").info.noise_fit
     assert fit is not None
@@ -269,3 +274,33 @@ def test_cli_options_are_the_config_fields(
     stored = TrainConfig.from_model_info(load_model(out).info.training)
     assert stored is not None
     assert (stored.width, stored.loss, stored.epochs) == (4, "l1_fft", 1)
+
+
+def test_sequential_pairs_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One core, two cameras: pairs taken one after the other, not at one instant."""
+    import useq
+
+    from pairscope.acquire import PairedAcquisition
+    from pairscope.hardware import demo_config_path, open_core
+    from pairscope.io import RunWriter
+
+    with open_core(demo_config_path()) as core:
+        for cam in ("LowDoseCam", "ReferenceCam"):
+            core.setProperty(cam, "SensorSize", 128)
+        summary = PairedAcquisition(core, config_path=demo_config_path()).run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 6}),
+            writer=RunWriter(tmp_path / "runs"),
+        )
+    run = Path(summary.run_dir)  # type: ignore[arg-type]
+    records = open_run(run).records
+    assert records and all(r.get("simultaneous") is False for r in records)
+    tiny = [a for a in TINY if a != "--sequential-pairs"]
+    args = ["train", str(run), "--out", str(tmp_path / "m.safetensors"), *tiny,
+            "--epochs", "1", "--independent-frames"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "0 pair(s) to train on" in err and "pass --sequential-pairs" in err
+    assert main([*args, "--sequential-pairs"]) == 0
+    assert load_model(tmp_path / "m.safetensors").info.training["sequential_pairs"]

@@ -83,6 +83,11 @@ class TrainConfig(BaseModel):
         description="frames are independent snapshots: split pair by pair with no "
         "gap (all data used); overrides block_size and gap_blocks",
     )
+    sequential_pairs: bool = Field(
+        False,
+        description="also train on pairs whose two frames were not taken at the same "
+        "instant (sequential mode); only for a specimen that is still between them",
+    )
     val_crops_per_pair: int = Field(
         4, ge=1, description="fixed validation crops per held-out pair"
     )

@@ -232,25 +232,39 @@ def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, 
     return ckpt
 
 
-def _usable(run: Run) -> list[int]:
-    """Records with both a low-dose and a reference frame."""
-    return [
-        i for i, r in enumerate(run.records) if r.get("lowdose") and r.get("reference")
-    ]
+def _same_instant(record: dict[str, Any], config: TrainConfig) -> bool:
+    """A pair to train on: both frames, taken together (unless allowed otherwise)."""
+    complete = bool(record.get("lowdose") and record.get("reference"))
+    simultaneous = record.get("simultaneous") is not False
+    return complete and (simultaneous or config.sequential_pairs)
 
 
-def _check_pairs(runs: list[Run], config: TrainConfig) -> None:
-    """Enough pairs for the split, or a message naming the option that helps."""
-    for run in runs:
-        idx = _usable(run)
+def _usable(run: Run, config: TrainConfig) -> list[int]:
+    """Records to train on (see :func:`_same_instant`)."""
+    return [i for i, r in enumerate(run.records) if _same_instant(r, config)]
+
+
+def _split(runs: list[Run], config: TrainConfig) -> dict[str, list[tuple[int, int]]]:
+    """Training and validation pairs ``(run number, record)``, split over the usable
+    pairs only, or a message naming the option that helps."""
+    out: dict[str, list[tuple[int, int]]] = {"train": [], "val": []}
+    for ri, run in enumerate(runs):
+        idx = _usable(run, config)
         if len(idx) < 2:
+            skipped = sum(1 for r in run.records if r.get("simultaneous") is False)
+            hint = (
+                f" ({skipped} pairs were not taken at the same instant: pass "
+                "--sequential-pairs if the specimen is still between the exposures)"
+                if skipped and not config.sequential_pairs
+                else ""
+            )
             raise TrainingError(
-                f"{run.path}: {len(idx)} pair(s) with both frames; training needs at "
-                "least 2 (one to train on, one to validate): acquire more pairs"
+                f"{run.path}: {len(idx)} pair(s) to train on; training needs at "
+                f"least 2 (one to train on, one to validate): acquire more pairs{hint}"
             )
         trig = [int(run.records[i]["trigger_index"]) for i in idx]
         try:
-            split_blocks(trig, **config.split)
+            parts = split_blocks(trig, **config.split)
         except ValueError:
             hint = (
                 "acquire more pairs or lower --val-fraction"
@@ -264,6 +278,38 @@ def _check_pairs(runs: list[Run], config: TrainConfig) -> None:
                 f"validation split in blocks of {config.split['block_size']} "
                 f"triggers: {hint}"
             ) from None
+        for part in ("train", "val"):
+            out[part] += [(ri, idx[p]) for p in parts[part]]
+    return out
+
+
+def _datasets(
+    runs: list[Run], config: TrainConfig, norm: dict[str, Any] | None
+) -> tuple[PairDataset, PairDataset]:
+    """Training and validation sets on :func:`_split`; the normalisation (unless
+    given) from the training pairs' percentiles only."""
+    split = _split(runs, config)
+    kw: dict[str, Any] = {"crop": config.crop, "seed": config.seed}
+    if norm is None:
+        unit = {"mode": "fixed", "low": 0.0, "high": 1.0}
+        probe = PairDataset(runs, normalization={"input": unit, "target": unit}, **kw)
+        step = max(1, math.ceil(len(split["train"]) / 64))
+        lows, refs = [], []
+        for key in split["train"][::step]:
+            low, ref = probe.load(key)
+            lows.append(low.ravel())
+            refs.append(ref[:: probe.factor, :: probe.factor].ravel())
+        norm = {
+            "input": Normalization.from_data(np.concatenate(lows)).model_dump(),
+            "target": Normalization.from_data(np.concatenate(refs)).model_dump(),
+        }
+    train_set = PairDataset(
+        runs, normalization=norm, samples_per_epoch=config.samples_per_epoch, **kw
+    )
+    val_set = PairDataset(runs, normalization=norm, augment=False, **kw)
+    train_set.items, val_set.items = split["train"], split["val"]
+    val_set.samples_per_epoch = len(val_set.items) * config.val_crops_per_pair
+    return train_set, val_set
 
 
 def _build(
@@ -439,28 +485,15 @@ def _train(
     if not runs:
         raise TrainingError("no runs given: pass at least one run folder")
     factor = runs[0].factor
-    _check_pairs(runs, config)
+    _split(runs, config)  # too few pairs: refused before anything is built
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
     if ckpt is not None:
         norm = ckpt["normalization"]
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
-    train_set = PairDataset(
-        runs,
-        crop=config.crop,
-        split="train",
-        seed=config.seed,
-        normalization=norm,
-        samples_per_epoch=config.samples_per_epoch,
-        **config.split,
-    )
+    train_set, val_set = _datasets(runs, config, norm)
     norm = train_set.normalization
-    val_set = PairDataset(
-        runs, crop=config.crop, augment=False, split="val", seed=config.seed,
-        normalization=norm, **config.split,
-    )  # fmt: skip
-    val_set.samples_per_epoch = len(val_set.items) * config.val_crops_per_pair
     low, _ = train_set.load(train_set.items[0])
     if min(low.shape) * factor < config.crop:
         raise TrainingError(
