@@ -430,6 +430,16 @@ def _summarise(
             "note": note,
         },
         "regressions": regressions,
+        # the table is the result; this summary of it (the smallest separation from
+        # which on half the pairs or more are resolved) is kept for older scripts
+        "smallest_resolved_separation_um": {
+            m: M.smallest_resolved_separation(
+                {r["separation_um"]: r["resolved_fraction"][m] or 0.0 for r in per_sep}
+            )
+            for m in M.TABLE_METHODS
+        }
+        if per_sep
+        else {},
         "trained_on_these_runs": training_runs,
         "trust": trust,
         "calibration": {k: c.as_dict() for k, c in calibrations.items()},
