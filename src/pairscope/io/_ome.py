@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import mmap
 import os
 import struct
 import uuid
@@ -95,12 +96,65 @@ def camera_name(info: dict[str, Any], default: str) -> str:
 
 
 def page_layout(path: Path) -> list[tuple[tuple[int, int], str]]:
-    """``(shape, dtype)`` of every page of a TIFF (from its IFDs, no pixel reads)."""
-    with tifffile.TiffFile(path) as tif:
-        return [
-            ((int(p.shape[0]), int(p.shape[1])), str(np.dtype(p.dtype)))
-            for p in tif.pages
-        ]
+    """``(shape, dtype)`` of every page of a TIFF (from its IFDs, no pixel reads).
+
+    BigTIFF (what pairscope writes) is walked directly: 10 000 pages in a fraction
+    of the time tifffile takes to build its page objects.
+    """
+    try:
+        return _bigtiff_layout(path)
+    except ValueError:  # classic TIFF or an unusual layout: ask tifffile
+        with tifffile.TiffFile(path) as tif:
+            return [
+                ((int(p.shape[0]), int(p.shape[1])), str(np.dtype(p.dtype)))
+                for p in tif.pages
+            ]
+
+
+_SAMPLE_KIND = {1: "uint", 2: "int", 3: "float"}
+
+
+def _bigtiff_layout(path: Path) -> list[tuple[tuple[int, int], str]]:
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size < 16:
+            raise ValueError("not a TIFF")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _walk_ifds(data)
+
+
+def _walk_ifds(data: Any) -> list[tuple[tuple[int, int], str]]:
+    if len(data) < 16 or data[:2] not in (b"II", b"MM"):
+        raise ValueError("not a TIFF")
+    bo = "<" if data[:2] == b"II" else ">"
+    if struct.unpack_from(bo + "H", data, 2)[0] != 43:
+        raise ValueError("not a BigTIFF")
+    (offset,) = struct.unpack_from(bo + "Q", data, 8)
+    out: list[tuple[tuple[int, int], str]] = []
+    seen: set[int] = set()
+    while offset:
+        if offset in seen or offset + 8 > len(data):
+            raise ValueError("broken IFD chain")
+        seen.add(offset)
+        (n,) = struct.unpack_from(bo + "Q", data, offset)
+        end = offset + 8 + 20 * n
+        if end + 8 > len(data):
+            break  # an IFD cut short: not a page
+        tags: dict[int, int] = {}
+        for k in range(n):
+            code, dtype, count = struct.unpack_from(
+                bo + "HHQ", data, offset + 8 + 20 * k
+            )
+            if code in (256, 257, 258, 277, 339) and count == 1:
+                fmt = {3: "H", 4: "I", 16: "Q"}.get(dtype)
+                if fmt is None:
+                    raise ValueError(f"tag {code} of type {dtype}")
+                tags[code] = struct.unpack_from(bo + fmt, data, offset + 20 + 20 * k)[0]
+        if tags.get(277, 1) != 1 or 256 not in tags or 257 not in tags:
+            raise ValueError("not a single-sample page")
+        dtype = f"{_SAMPLE_KIND.get(tags.get(339, 1), 'uint')}{tags.get(258, 16)}"
+        out.append(((int(tags[257]), int(tags[256])), str(np.dtype(dtype))))
+        (offset,) = struct.unpack_from(bo + "Q", data, end)
+    return out
 
 
 def planes_of(
