@@ -47,7 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--samples", type=int, default=6144, help="training crops")
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--loops", type=int, default=16, help="timepoints per run")
+    p.add_argument("--loops", type=int, default=24, help="timepoints per run")
     args = p.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +61,7 @@ def main() -> None:
                 epochs=args.epochs,
                 samples_per_epoch=args.samples // args.epochs // 8 * 8,
                 lr=2e-3,
+                block_size=4,
                 threads=1,
                 progress=False,
                 noise_fit="synthetic_fraction" in recipe,
