@@ -61,6 +61,8 @@ class LiveOptions:
     keep_window_open: bool = True  # after the run, until the user closes it
     announce: Callable[[str], None] | None = None  # one-line notes for the user
     fine_tune: Any = None  # a FineTuneOptions: fine-tune during the run
+    #: called with the summary as soon as the acquisition ends (the window may stay)
+    on_finished: Callable[[AcquisitionSummary], None] | None = None
 
 
 def run_live(
@@ -143,9 +145,16 @@ def run_live(
     try:
         if headless:
             summary = acq.run(sequence, writer=writer)
+            if options.on_finished is not None:
+                options.on_finished(summary)
         else:
             summary = _run_with_window(
-                acq, sequence, writer, sink, keep_open=options.keep_window_open
+                acq,
+                sequence,
+                writer,
+                sink,
+                keep_open=options.keep_window_open,
+                on_finished=options.on_finished,
             )
     finally:
         if tuner is not None:  # the candidate in training finishes (or is stopped)
@@ -305,23 +314,37 @@ def _run_with_window(
     window: Any,
     *,
     keep_open: bool = True,
+    on_finished: Callable[[AcquisitionSummary], None] | None = None,
 ) -> AcquisitionSummary:
-    """Acquire on a thread while Qt runs the window; closing it cancels the run.
+    """Acquire on a thread while Qt runs the window.
 
-    With ``keep_open`` the window stays up after the run until the user closes it.
+    Closing the window, its Stop button or :meth:`PairedAcquisition.cancel` (Ctrl-C)
+    stop the run after the current frame.  When the run ends the window shows
+    "finished", ``on_finished`` gets the summary at once, and with ``keep_open``
+    the window stays up for looking until the user closes it (or presses Ctrl-C).
     """
     from qtpy.QtCore import QTimer
 
     app = window._app_ref
     window.setWindowTitle("pairscope — live paired acquisition")
+    window.render_async = True  # panels are rendered off the GUI thread
+    window.pixel_size_um = acq.detectors.reference_pixel_um
     window.show()
     thread, result = acq.run_in_thread(sequence, writer=writer)
+    announced: list[bool] = []
 
     def _poll() -> None:
         if thread.is_alive():
-            if not window.isVisible():  # closed by the user: stop the run
-                acq.cancel()
-        elif not keep_open or not window.isVisible():
+            if not window.isVisible() or window.stop_requested:
+                acq.cancel()  # closed or stopped by the user
+            return
+        if not announced and result:
+            announced.append(True)
+            s = result[0]
+            window.set_finished(f"{s.status}, {s.pairs}/{s.expected_pairs} pairs")
+            if on_finished is not None:
+                on_finished(s)
+        if not keep_open or not window.isVisible() or acq.cancel_requested:
             window.close()
             app.quit()
 

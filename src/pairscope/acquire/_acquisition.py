@@ -177,6 +177,11 @@ class PairedAcquisition:
             self._engine.cancel_requested.set()
         self.core.mda.cancel()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called for the current run."""
+        return self._engine is not None and self._engine.cancel_requested.is_set()
+
     def set_paused(self, paused: bool) -> None:
         self.core.mda.set_paused(paused)
 

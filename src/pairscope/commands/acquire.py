@@ -141,6 +141,11 @@ def _live_options(p: argparse.ArgumentParser) -> None:
         help="folder for run folders (pairscope_runs)",
     )
     p.add_argument("--headless", action="store_true", help="no window: PNG snapshots")
+    p.add_argument(
+        "--window",
+        action="store_true",
+        help="open the preview window even where no display is detected",
+    )
     p.add_argument("--model", type=Path, default=None, help="restoration model file")
     p.add_argument("--no-restore", action="store_true", help="no live restoration")
     p.add_argument("--save-restored", action="store_true", help="save predictions")
@@ -186,6 +191,7 @@ def _live(args: argparse.Namespace) -> Any:
     return LiveOptions(
         out=args.out,
         headless=args.headless,
+        window=True if args.window else None,
         restore=not args.no_restore,
         model=args.model,
         save_restored=args.save_restored,
@@ -300,20 +306,27 @@ def _run(
     args: argparse.Namespace,
     extra: dict[str, Any],
 ) -> int:
+    from dataclasses import replace
+
     from ..live import run_live
 
     stopper = _Stopper()
+    codes: list[int] = []
+
+    def finished(summary: Any) -> None:  # as soon as the run ends
+        codes.append(report(summary, stopper.signal))
+
     with stopper.installed():
         summary = run_live(
             rig,
             settings,
             sequence,
             config_path=path,
-            options=_live(args),
+            options=replace(_live(args), on_finished=finished),
             on_started=lambda acq, _: stopper.watch(acq),
             extra_info=extra,
         )
-    return report(summary, stopper.signal)
+    return codes[0] if codes else report(summary, stopper.signal)
 
 
 class _Stopper:

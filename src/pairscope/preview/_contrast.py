@@ -5,7 +5,7 @@ Shared by the Qt window and the headless sink so both show the same pixels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -133,7 +133,7 @@ def render_panels(
     reference: np.ndarray | None,
     *,
     factor: int,
-    limits: Limits | None = None,
+    limits: Limits | Sequence[Limits | None] | None = None,
     same_instant: bool = True,
     method: Literal["nearest", "bilinear"] = "nearest",
     percentiles: tuple[float, float] = AUTO_PERCENTILES,
@@ -141,23 +141,25 @@ def render_panels(
     """The four preview panels, in :data:`PANEL_TITLES` order.
 
     ``limits=None`` is automatic contrast per panel (the difference symmetric);
-    manual ``limits`` apply to the three intensity panels and the difference is
-    shown at ``±(high - low) / 2``.  ``same_instant=False`` (the restored frame is
-    of another pair) replaces the difference by a placeholder.
+    one manual ``(low, high)`` applies to the three intensity panels and the
+    difference is shown at ``±(high - low) / 2``; a sequence of four gives each
+    panel its own limits (``None``: automatic).  ``same_instant=False`` (the
+    restored frame is of another pair) replaces the difference by a placeholder.
     """
+    per_panel = _per_panel(limits)
     low = upsample(lowdose, factor, method)
     shape = (int(low.shape[0]), int(low.shape[1]))
 
-    def gray(title: str, img: np.ndarray | None, note: str) -> PanelImage:
+    def gray(i: int, img: np.ndarray | None, note: str) -> PanelImage:
         if img is None:
-            return PanelImage(title, None, shape, note=note)
-        lim = limits or auto_limits(img, percentiles)
-        return PanelImage(title, to_uint8(img, lim), img.shape[:2], lim)
+            return PanelImage(PANEL_TITLES[i], None, shape, note=note)
+        lim = per_panel[i] or auto_limits(img, percentiles)
+        return PanelImage(PANEL_TITLES[i], to_uint8(img, lim), img.shape[:2], lim)
 
     panels = [
-        gray(PANEL_TITLES[0], low, ""),
-        gray(PANEL_TITLES[1], restored, "no restored frame yet"),
-        gray(PANEL_TITLES[2], reference, "no reference for this pair"),
+        gray(0, low, ""),
+        gray(1, restored, "no restored frame yet"),
+        gray(2, reference, "no reference for this pair"),
     ]
     if restored is None or reference is None or not same_instant:
         why = (
@@ -169,21 +171,32 @@ def render_panels(
         return panels
     a, b = _crop_common(np.asarray(restored, np.float32), np.asarray(reference))
     diff = a - b.astype(np.float32)
-    if limits is None:
-        lim = auto_limits(diff, percentiles, symmetric=True)
-    else:
-        half = max((limits[1] - limits[0]) / 2, 1e-12)
-        lim = (-half, half)
+    lim = per_panel[3] or auto_limits(diff, percentiles, symmetric=True)
     rgb = _LUT[to_uint8(diff, lim)]
     panels.append(PanelImage(PANEL_TITLES[3], rgb, diff.shape[:2], lim))
     return panels
+
+
+def _per_panel(
+    limits: Limits | Sequence[Limits | None] | None,
+) -> list[Limits | None]:
+    if limits is None:
+        return [None] * 4
+    if len(limits) == 2 and all(isinstance(v, (int, float)) for v in limits):
+        lo, hi = float(limits[0]), float(limits[1])  # type: ignore[arg-type]
+        half = max((hi - lo) / 2, 1e-12)
+        return [(lo, hi)] * 3 + [(-half, half)]
+    out = [None if v is None else (float(v[0]), float(v[1])) for v in limits]  # type: ignore[index]
+    if len(out) != 4:
+        raise ValueError(f"give 4 per-panel limits, got {len(out)}")
+    return out
 
 
 def panels_for(
     pair: Any,
     frame: Any | None,
     *,
-    limits: Limits | None = None,
+    limits: Limits | Sequence[Limits | None] | None = None,
     method: Literal["nearest", "bilinear"] = "nearest",
     reference_transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[PanelImage]:

@@ -130,6 +130,8 @@ class LatestFrames:
         self.version = 0  # increases on every change
 
     def put_pair(self, pair: Pair) -> None:
+        if pair.lowdose is None:  # a reference kept alone: nothing to restore
+            return
         with self._lock:
             self._pair = pair
             self._pairs[pair.index] = pair

@@ -6,16 +6,20 @@ A QTimer on the GUI thread repaints only when something changed.
 
 from __future__ import annotations
 
+import math
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
 from qtpy.QtCore import QRectF, Qt, QThread, QTimer
-from qtpy.QtGui import QColor, QFont, QImage, QPixmap, QTransform, QWheelEvent
+from qtpy.QtGui import QColor, QFont, QImage, QPen, QPixmap, QTransform, QWheelEvent
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QGraphicsPixmapItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsSimpleTextItem,
     QGraphicsView,
@@ -23,13 +27,20 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
 from pairscope.acquire import Pair
 
-from ._contrast import AUTO_PERCENTILES, PANEL_TITLES, PanelImage, panels_for
+from ._contrast import (
+    AUTO_PERCENTILES,
+    PANEL_TITLES,
+    PanelImage,
+    diverging_lut,
+    panels_for,
+)
 from ._status import LatestFrames, PreviewStatus, RestoredLike
 from ._trust import TrustView, error_overlay, render_strip_rgb
 
@@ -56,8 +67,18 @@ class _View(QGraphicsView):
         self.note_item.setFlag(
             QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations
         )
+        self.scale_bar = QGraphicsRectItem()
+        self.scale_bar.setBrush(QColor(255, 255, 255))
+        self.scale_bar.setPen(QPen(Qt.PenStyle.NoPen))
+        self.scale_text = QGraphicsSimpleTextItem()
+        self.scale_text.setBrush(QColor(255, 255, 255))
+        self.scale_text.setFlag(
+            QGraphicsSimpleTextItem.GraphicsItemFlag.ItemIgnoresTransformations
+        )
         self.scene().addItem(self.pixmap_item)
         self.scene().addItem(self.note_item)
+        self.scene().addItem(self.scale_bar)
+        self.scene().addItem(self.scale_text)
         self.setBackgroundBrush(QColor(25, 25, 25))
         self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
@@ -92,6 +113,34 @@ class _View(QGraphicsView):
         self.note_item.setPos(rect.center())
         if self.scene().sceneRect() != rect:
             self.scene().setSceneRect(rect)
+
+    def show_scale_bar(self, pixel_um: float | None) -> None:
+        """A bar of a round length in µm at the bottom left of the image."""
+        rect = self.scene().sceneRect()
+        if not pixel_um or rect.width() <= 0:
+            self.scale_bar.setVisible(False)
+            self.scale_text.setVisible(False)
+            return
+        um = nice_length_um(0.2 * rect.width() * pixel_um)
+        length = um / pixel_um
+        h = max(2.0, rect.height() / 100)
+        x0, y0 = rect.width() * 0.04, rect.height() * 0.95 - h
+        self.scale_bar.setRect(QRectF(x0, y0, length, h))
+        self.scale_text.setText(f"{um:g} µm")
+        self.scale_text.setPos(x0, y0 - 2 * h - 14 / max(self.transform().m11(), 1e-3))
+        self.scale_bar.setVisible(True)
+        self.scale_text.setVisible(True)
+
+
+def nice_length_um(target: float) -> float:
+    """The largest 1-2-5 length (µm) not above ``target``."""
+    if target <= 0:
+        return 1.0
+    exp = math.floor(math.log10(target))
+    for m in (5, 2, 1):
+        if m * 10**exp <= target:
+            return float(m * 10**exp)
+    return float(10**exp)
 
 
 def _qimage(pixels: np.ndarray) -> QImage:
@@ -151,25 +200,76 @@ class PreviewWindow(QWidget):
             for bar in (view.horizontalScrollBar(), view.verticalScrollBar()):
                 bar.valueChanged.connect(lambda _, v=view: self._sync_scroll(v))
 
+        # difference panel: a signed colour bar under its title
+        self.diff_bar = QLabel()
+        lut = np.ascontiguousarray(np.repeat(diverging_lut()[None, ::2, :], 10, axis=0))
+        self.diff_bar.setPixmap(QPixmap.fromImage(_qimage(lut)))
+        self.diff_bar.setToolTip(
+            "restored − reference: blue where the restoration is darker than the "
+            "reference, white where they agree, red where it is brighter"
+        )
+        self.diff_bar_text = QLabel("−  0  +")
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.diff_bar)
+        bar_row.addWidget(self.diff_bar_text, 1)
+        grid.itemAtPosition(1, 1).layout().insertLayout(1, bar_row)
+        self.diff_bar_text.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+        )
+        for column in (0, 1):  # the panels share the width equally
+            grid.setColumnStretch(column, 1)
+
+        # contrast: automatic per panel by default, manual per panel, optionally
+        # linked across the three intensity panels
         lo, hi = AUTO_PERCENTILES
-        self.auto_contrast = QCheckBox(f"Auto contrast ({lo:g}–{hi:g} %)")
+        self._manual: list[tuple[float, float] | None] = [None] * len(PANEL_TITLES)
+        self.contrast_panel = QComboBox()
+        self.contrast_panel.addItems([t.split(" (")[0] for t in PANEL_TITLES])
+        self.contrast_panel.setCurrentIndex(1)
+        self.contrast_panel.currentIndexChanged.connect(self._panel_selected)
+        self.auto_contrast = QCheckBox(f"auto ({lo:g}–{hi:g} %)")
         self.auto_contrast.setChecked(True)
+        self.link_contrast = QCheckBox("link intensity panels")
         self.min_spin, self.max_spin = QDoubleSpinBox(), QDoubleSpinBox()
         for spin, value in ((self.min_spin, 0.0), (self.max_spin, 1000.0)):
             spin.setRange(-1e9, 1e9)
             spin.setDecimals(1)
             spin.setValue(value)
             spin.setEnabled(False)
-            spin.valueChanged.connect(self._contrast_changed)
+            spin.valueChanged.connect(self._manual_changed)
         self.auto_contrast.toggled.connect(self._auto_toggled)
+        self.link_contrast.toggled.connect(self._manual_changed)
         fit = QPushButton("Fit")
         fit.clicked.connect(self.fit)
+        self.stop_button = QPushButton("Stop acquisition")
+        self.stop_button.setToolTip(
+            "Stop after the current frame; every acquired pair is kept"
+        )
+        self.stop_button.clicked.connect(self.request_stop)
+        self.stop_requested = False
+        self.finished = False
         controls = QHBoxLayout()
-        for w in (self.auto_contrast, QLabel("min"), self.min_spin, QLabel("max")):
+        for w in (
+            QLabel("Contrast"),
+            self.contrast_panel,
+            self.auto_contrast,
+            QLabel("min"),
+            self.min_spin,
+            QLabel("max"),
+            self.max_spin,
+            self.link_contrast,
+        ):
             controls.addWidget(w)
-        controls.addWidget(self.max_spin)
         controls.addStretch(1)
-        controls.addWidget(fit)
+        buttons = QHBoxLayout()  # a second row: the window fits 1280x720 screens
+        buttons.addWidget(fit)
+        buttons.addWidget(self.stop_button)
+        #: pixel size (µm) of the panels' grid (the reference camera's): scale bar
+        self.pixel_size_um: float | None = None
+        #: render panels on a worker thread (the live session turns this on)
+        self.render_async = False
+        self._render_pool: ThreadPoolExecutor | None = None
+        self._rendering: Future[Any] | None = None
 
         self.trust = TrustView()
         self._trust_shown = -1
@@ -181,20 +281,28 @@ class PreviewWindow(QWidget):
         self.trust_label.setWordWrap(True)
         self.trust_strip = QLabel()
         self.trust_strip.setMinimumHeight(60)
-        controls.addWidget(self.trust_overlay)
+        buttons.addWidget(self.trust_overlay)
+        buttons.addStretch(1)
 
         self.status_label = QLabel(PreviewStatus().line())
         self.status_label.setWordWrap(True)
+        self.status_label.setToolTip(
+            "pairs/s: acquisition rate. restorer fps and latency: live restoration. "
+            "skipped: low-dose frames the preview did not restore because a newer "
+            "one arrived (newest frame wins): no data is lost, every pair is on "
+            "disk. dropped: data frames lost (should stay 0)."
+        )
         self.status_label.setTextInteractionFlags(
             Qt.TextInteractionFlag.TextSelectableByMouse
         )
         layout = QVBoxLayout(self)
         layout.addLayout(grid, 1)
         layout.addLayout(controls)
+        layout.addLayout(buttons)
         layout.addWidget(self.trust_strip)
         layout.addWidget(self.trust_label)
         layout.addWidget(self.status_label)
-        self.resize(1000, 900)
+        self.resize(1000, 680)  # fits a 1280x720 screen with its title bar
 
         self._timer = QTimer(self)
         self._timer.setInterval(max(1, round(1000 / refresh_hz)))
@@ -233,10 +341,33 @@ class PreviewWindow(QWidget):
     # -- GUI thread ---------------------------------------------------------------
     @property
     def manual_limits(self) -> tuple[float, float] | None:
-        """The manual (min, max), or ``None`` under automatic contrast."""
-        if self.auto_contrast.isChecked():
-            return None
-        return self.min_spin.value(), self.max_spin.value()
+        """The selected panel's manual (min, max), or ``None`` if automatic."""
+        return self._manual[self.contrast_panel.currentIndex()]
+
+    def panel_limits(self) -> list[tuple[float, float] | None]:
+        """Per-panel manual limits (``None``: automatic), links applied."""
+        return list(self._manual)
+
+    def request_stop(self) -> None:
+        """The Stop button: the live session cancels the run on its next tick."""
+        self.stop_requested = True
+        if QThread.currentThread() == self.thread():
+            self.stop_button.setEnabled(False)
+            self.stop_button.setText("Stopping…")
+
+    def set_finished(self, message: str) -> None:
+        """The run ended: say so, and keep the window open for looking."""
+        self.finished = True
+        self.stop_button.setEnabled(False)
+        self.stop_button.setText("Finished")
+        self.setWindowTitle(f"pairscope — finished: {message}")
+        with self._lock:
+            self._error = ""
+            self._status = self._status.replace(error="")
+            self._status_version += 1
+        self._finished_message = message
+
+    _finished_message = ""
 
     def refresh(self) -> None:
         """Repaint what changed since the last call (the timer calls this)."""
@@ -244,6 +375,7 @@ class PreviewWindow(QWidget):
             self._close_requested = False
             self.close()
             return
+        self._collect_render()
         pair, frame, version = self._latest.latest()
         with self._lock:
             status, error, status_version = (
@@ -316,14 +448,51 @@ class PreviewWindow(QWidget):
         finally:
             self._syncing = False
 
-    def _show_frames(self, pair: Pair, frame: RestoredLike | None) -> None:
-        self.panels = panels_for(
+    def _render(self, pair: Pair, frame: RestoredLike | None) -> list[PanelImage]:
+        return panels_for(
             pair,
             frame,
-            limits=self.manual_limits,
+            limits=self.panel_limits(),
             method=self.method,
             reference_transform=self.reference_transform,
         )
+
+    def _show_frames(self, pair: Pair, frame: RestoredLike | None) -> None:
+        """Render (here, or on the render thread with ``render_async``) and show."""
+        if not self.render_async:
+            self._present(self._render(pair, frame), pair, frame)
+            return
+        if self._rendering is not None and not self._rendering.done():
+            self._pending = True  # one render in flight: decimate, never queue
+            return
+        if self._render_pool is None:
+            self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="preview")
+        self._rendering = self._render_pool.submit(self._render, pair, frame)
+        self._rendering_of = (pair, frame)
+
+    _pending = False
+    _rendering_of: tuple[Pair, RestoredLike | None] | None = None
+
+    def _collect_render(self) -> None:
+        fut = self._rendering
+        if fut is None or not fut.done():
+            return
+        self._rendering = None
+        try:
+            panels = fut.result()
+        except Exception as exc:  # a bad frame must not break the window
+            self.on_error(f"preview could not render a frame: {exc}")
+            return
+        assert self._rendering_of is not None
+        self._present(panels, *self._rendering_of)
+        if self._pending:
+            self._pending = False
+            self._shown = (-1, self._shown[1], self._shown[2])  # render the newest
+
+    def _present(
+        self, panels: list[PanelImage], pair: Pair, frame: RestoredLike | None
+    ) -> None:
+        self.panels = panels
         m = self.trust.error_map()
         restored = self.panels[1]
         if (
@@ -353,25 +522,65 @@ class PreviewWindow(QWidget):
             if panel.limits is not None:
                 text += f"  [{panel.limits[0]:.4g}, {panel.limits[1]:.4g}]"
             title.setText(text)
+        diff = self.panels[3].limits
+        self.diff_bar_text.setText(
+            f"{diff[0]:.4g} … 0 … {diff[1]:+.4g} ADU (blue: restored darker, red: "
+            "brighter)"
+            if diff is not None
+            else "no difference for this pair"
+        )
         if self._shape != self.panels[0].shape:
             self._shape = self.panels[0].shape
             self.fit()
+        for view in self.views:
+            view.show_scale_bar(self.pixel_size_um)
 
     def _show_status(self, status: PreviewStatus, error: str) -> None:
         if error and not status.error:
             status = status.replace(error=error)
-        self.status_label.setText(status.line())
+        line = status.line()
+        if self.finished:
+            line = f"FINISHED — {self._finished_message}. {line}"
+        self.status_label.setText(line)
         self.status_label.setStyleSheet("color: #d00000" if status.error else "")
 
     def _auto_toggled(self, auto: bool) -> None:
         for spin in (self.min_spin, self.max_spin):
             spin.setEnabled(not auto)
-        if not auto and self.panels and self.panels[1].limits is not None:
-            lo, hi = self.panels[1].limits  # start from what the restored panel shows
-            self.min_spin.blockSignals(True)
-            self.min_spin.setValue(lo)
-            self.min_spin.blockSignals(False)
-            self.max_spin.setValue(hi)
+        p = self.contrast_panel.currentIndex()
+        if not auto and self.panels and self.panels[p].limits is not None:
+            lo, hi = self.panels[p].limits  # start from what the panel shows
+            self._set_spins(lo, hi)
+        self._manual_changed()
+
+    def _set_spins(self, lo: float, hi: float) -> None:
+        for spin, v in ((self.min_spin, lo), (self.max_spin, hi)):
+            spin.blockSignals(True)
+            spin.setValue(v)
+            spin.blockSignals(False)
+
+    def _panel_selected(self, p: int) -> None:
+        manual = self._manual[p]
+        self.auto_contrast.blockSignals(True)
+        self.auto_contrast.setChecked(manual is None)
+        self.auto_contrast.blockSignals(False)
+        for spin in (self.min_spin, self.max_spin):
+            spin.setEnabled(manual is not None)
+        shown = manual or (self.panels[p].limits if self.panels else None)
+        if shown is not None:
+            self._set_spins(*shown)
+
+    def _manual_changed(self, *_: Any) -> None:
+        p = self.contrast_panel.currentIndex()
+        limits = (
+            None
+            if self.auto_contrast.isChecked()
+            else (self.min_spin.value(), self.max_spin.value())
+        )
+        self._manual[p] = limits
+        if self.link_contrast.isChecked() and p < 3:
+            for i in range(3):
+                self._manual[i] = limits
         self._contrast_changed()
 
     def _contrast_changed(self, *_: Any) -> None:
@@ -379,6 +588,8 @@ class PreviewWindow(QWidget):
 
     def closeEvent(self, event: Any) -> None:
         self._timer.stop()
+        if self._render_pool is not None:
+            self._render_pool.shutdown(wait=False, cancel_futures=True)
         super().closeEvent(event)
 
     def resizeEvent(self, event: Any) -> None:
