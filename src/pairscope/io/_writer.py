@@ -310,9 +310,11 @@ class RunWriter:
             "format": self.format,
         }
         try:
+            # the manifest exists before run.json says "running": a kill in between
+            # leaves a run folder that repair can finalise (with 0 pairs)
+            self._manifest = open(self.run_dir / L.MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
             write_json(self.run_dir / L.RUN_INFO, self._info)
             self._reserve()
-            self._manifest = open(self.run_dir / L.MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
             for role in L.ROLES:
                 if self.format == "ome-zarr":
                     from ._zarr import ZarrFrames
