@@ -103,8 +103,8 @@ def test_status_line() -> None:
         "pairs 12",
         "9.8 pairs/s",
         "p50 –",
-        "skipped 3",
-        "dropped 0",
+        "preview skipped 3 (a newer frame came; all are saved)",
+        "dropped 0 (pairs lost)",
         "model m",
     ):
         assert part in line

@@ -329,14 +329,22 @@ def _run_with_window(
     window.setWindowTitle("pairscope — live paired acquisition")
     window.render_async = True  # panels are rendered off the GUI thread
     window.pixel_size_um = acq.detectors.reference_pixel_um
+    own_stops = [0]  # cancels from the window itself (Stop button, closing)
+
+    def stop_from_window() -> None:
+        own_stops[0] += 1
+        acq.cancel()  # after the current frame
+
+    window.on_stop = stop_from_window
     window.show()
     thread, result = acq.run_in_thread(sequence, writer=writer)
     announced: list[bool] = []
 
     def _poll() -> None:
         if thread.is_alive():
-            if not window.isVisible() or window.stop_requested:
-                acq.cancel()  # closed or stopped by the user
+            hidden = not window.isVisible() or window.stop_requested
+            if hidden and not own_stops[0]:  # hidden without a close event
+                stop_from_window()
             return
         if not announced and result:
             announced.append(True)
@@ -344,7 +352,8 @@ def _run_with_window(
             window.set_finished(f"{s.status}, {s.pairs}/{s.expected_pairs} pairs")
             if on_finished is not None:
                 on_finished(s)
-        if not keep_open or not window.isVisible() or acq.cancel_requested:
+        stopped_elsewhere = acq.cancel_calls > own_stops[0]  # Ctrl-C, SIGTERM
+        if not keep_open or not window.isVisible() or stopped_elsewhere:
             window.close()
             app.quit()
 

@@ -173,14 +173,14 @@ class PairedAcquisition:
 
     def cancel(self) -> None:
         """Stop after the current frame (a running hardware sequence stops too)."""
+        self.cancel_calls += 1
         if self._engine is not None:
             self._engine.cancel_requested.set()
         self.core.mda.cancel()
 
-    @property
-    def cancel_requested(self) -> bool:
-        """True once :meth:`cancel` was called for the current run."""
-        return self._engine is not None and self._engine.cancel_requested.is_set()
+    #: how often :meth:`cancel` was called (also after the run ended: a live
+    #: window that stays open closes on a Ctrl-C that is not its own Stop)
+    cancel_calls = 0
 
     def set_paused(self, paused: bool) -> None:
         self.core.mda.set_paused(paused)
@@ -230,7 +230,9 @@ def _system_state(rig: Rig) -> dict[str, dict[str, str]]:
     state: dict[str, dict[str, str]] = {}
     for rc in reversed(rig.cores):  # the primary core's 'Core' entry wins
         try:
-            state.update(rc.core.getSystemState().dict())
+            # native=False (the default) gives pymmcore-plus's Configuration, which
+            # has .dict(); getSystemState's stub lacks the overload saying so
+            state.update(rc.core.getSystemState().dict())  # type: ignore[attr-defined]
         except Exception:  # a device that cannot report must not stop the run
             logger.warning(
                 "Could not read the state of core %s", rc.name, exc_info=True

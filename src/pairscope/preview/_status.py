@@ -60,8 +60,8 @@ class PreviewStatus:
             f"{self.acquisition_fps:.1f} pairs/s",
             f"restore {self.restorer_fps:.1f} fps",
             f"latency p50 {ms(self.latency_p50_ms)} / p99 {ms(self.latency_p99_ms)} ms",
-            f"skipped {self.skipped}",
-            f"dropped {self.dropped}",
+            f"preview skipped {self.skipped} (a newer frame came; all are saved)",
+            f"dropped {self.dropped} (pairs lost)",
         ]
         if self.model_name:
             parts.append(

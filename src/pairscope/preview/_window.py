@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -191,12 +192,14 @@ class PreviewWindow(QWidget):
         self.views = [_View(self) for _ in PANEL_TITLES]
         self.titles = [QLabel(t) for t in PANEL_TITLES]
         grid = QGridLayout()
+        boxes = []
         for i, (title, view) in enumerate(zip(self.titles, self.views, strict=True)):
             title.setStyleSheet("font-weight: bold")
             box = QVBoxLayout()
             box.addWidget(title)
             box.addWidget(view, 1)
             grid.addLayout(box, i // 2, i % 2)
+            boxes.append(box)
             for bar in (view.horizontalScrollBar(), view.verticalScrollBar()):
                 bar.valueChanged.connect(lambda _, v=view: self._sync_scroll(v))
 
@@ -212,7 +215,7 @@ class PreviewWindow(QWidget):
         bar_row = QHBoxLayout()
         bar_row.addWidget(self.diff_bar)
         bar_row.addWidget(self.diff_bar_text, 1)
-        grid.itemAtPosition(1, 1).layout().insertLayout(1, bar_row)
+        boxes[3].insertLayout(1, bar_row)  # under the difference panel's title
         self.diff_bar_text.setSizePolicy(
             QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
         )
@@ -247,6 +250,9 @@ class PreviewWindow(QWidget):
         )
         self.stop_button.clicked.connect(self.request_stop)
         self.stop_requested = False
+        #: called at once by the Stop button and by closing the window mid-run
+        #: (the live session sets it to the acquisition's cancel)
+        self.on_stop: Callable[[], None] | None = None
         self.finished = False
         controls = QHBoxLayout()
         for w in (
@@ -349,8 +355,12 @@ class PreviewWindow(QWidget):
         return list(self._manual)
 
     def request_stop(self) -> None:
-        """The Stop button: the live session cancels the run on its next tick."""
+        """The Stop button: stop the run after the current frame (``on_stop``)."""
+        if self.finished:
+            return
         self.stop_requested = True
+        if self.on_stop is not None:
+            self.on_stop()
         if QThread.currentThread() == self.thread():
             self.stop_button.setEnabled(False)
             self.stop_button.setText("Stopping…")
@@ -368,6 +378,8 @@ class PreviewWindow(QWidget):
         self._finished_message = message
 
     _finished_message = ""
+    #: the QApplication the live session keeps alive with the window
+    _app_ref: Any = None
 
     def refresh(self) -> None:
         """Repaint what changed since the last call (the timer calls this)."""
@@ -548,9 +560,9 @@ class PreviewWindow(QWidget):
         for spin in (self.min_spin, self.max_spin):
             spin.setEnabled(not auto)
         p = self.contrast_panel.currentIndex()
-        if not auto and self.panels and self.panels[p].limits is not None:
-            lo, hi = self.panels[p].limits  # start from what the panel shows
-            self._set_spins(lo, hi)
+        shown = self.panels[p].limits if self.panels else None
+        if not auto and shown is not None:
+            self._set_spins(*shown)  # start from what the panel shows
         self._manual_changed()
 
     def _set_spins(self, lo: float, hi: float) -> None:
@@ -587,6 +599,8 @@ class PreviewWindow(QWidget):
         self._contrast_version += 1
 
     def closeEvent(self, event: Any) -> None:
+        if not self.finished:  # closing the window mid-run stops the run
+            self.request_stop()
         self._timer.stop()
         if self._render_pool is not None:
             self._render_pool.shutdown(wait=False, cancel_futures=True)
