@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,9 @@ class NoiseModel:
 
 
 def fit_noise_model(
-    runs: list[str | Path | Run],
+    runs: Sequence[str | Path | Run],
     *,
-    dark_runs: list[str | Path | Run] = (),  # type: ignore[assignment]
+    dark_runs: Sequence[str | Path | Run] = (),
     max_pairs: int = 64,
     n_bins: int = 40,
     reference_gain_e_per_adu: float | None = None,
@@ -87,13 +88,17 @@ def fit_noise_model(
             ):
                 continue  # the fit needs the reference of the same instant
             p = run[i]
+            if p.lowdose is None:  # a reference kept alone: no low-dose frame to fit
+                continue
             if dark:
                 dark_low.append(p.lowdose.astype(np.float64))
                 if p.reference is not None:
                     dark_ref.append(p.reference.astype(np.float64))
             else:
                 assert p.reference is not None
-                light.append((p.lowdose.astype(np.float64), p.reference, reg))
+                light.append(
+                    (p.lowdose.astype(np.float64), p.reference, reg)
+                )
     if not light:
         raise ValueError(
             "no illuminated pairs with a simultaneous reference to fit (sequential "
