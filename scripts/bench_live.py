@@ -1,15 +1,20 @@
 """Benchmark: acquisition pairs/s with live restoration + preview on vs off (demo rig).
 
-Blocks with the restorer and the headless preview on and off alternate in one run
-(the writer is on in both), at a timelapse interval and free-running; "skipped"
-counts low-dose frames the preview did not restore (newest frame wins).  Usage:
+``--compare restorer`` (default): blocks with the restorer and the headless preview
+on and off alternate in one run (the writer is on in both).  ``--compare window``:
+restorer + headless preview ("off") against restorer + the Qt preview window
+("on", offscreen Qt unless a display is set): what the window itself costs the
+acquisition.  At a timelapse interval and free-running; "skipped" counts low-dose
+frames the preview did not restore (newest frame wins).  Usage:
 
     python scripts/bench_live.py --pairs 400 --block 100 --intervals 100 0
+    python scripts/bench_live.py --compare window --pairs 400 --block 100
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -41,7 +46,14 @@ def _restorer() -> StreamingRestorer:
     )
 
 
-def bench(interval_ms: float, pairs: int, block: int, sensor: int, out: Path) -> dict:
+def bench(
+    interval_ms: float,
+    pairs: int,
+    block: int,
+    sensor: int,
+    out: Path,
+    compare: str = "restorer",
+) -> dict:
     totals = {"off": [0, 0.0], "on": [0, 0.0]}
     dropped = skipped = restored = 0
     seq = useq.MDASequence(time_plan={"interval": interval_ms / 1000, "loops": block})
@@ -52,8 +64,17 @@ def bench(interval_ms: float, pairs: int, block: int, sensor: int, out: Path) ->
         for i in range(2 * (pairs // block)):
             on = bool(i % 2)
             settings = AcquisitionSettings(mode="triggered", binning=2)
-            restorer = _restorer() if on else None
-            if on:  # restorer + headless preview + writer
+            restorer = _restorer() if on or compare == "window" else None
+            if compare == "window":  # restorer + writer + window (on) or headless
+                opts = LiveOptions(
+                    out=out,
+                    headless=not on,
+                    window=True if on else None,
+                    keep_window_open=False,
+                    progress=False,
+                )
+                s = run_live(core, settings, seq, options=opts, restorer=restorer)
+            elif on:  # restorer + headless preview + writer
                 opts = LiveOptions(out=out, headless=True, progress=False)
                 s = run_live(core, settings, seq, options=opts, restorer=restorer)
             else:  # writer only
@@ -89,14 +110,25 @@ def main() -> None:
     p.add_argument("--block", type=int, default=100)
     p.add_argument("--sensor", type=int, default=512)
     p.add_argument("--intervals", type=float, nargs="+", default=[100.0, 0.0])
+    p.add_argument(
+        "--compare",
+        choices=["restorer", "window"],
+        default="restorer",
+        help="restorer: writer only vs + restorer/headless preview; window: "
+        "headless preview vs the Qt window (both with the restorer)",
+    )
     args = p.parse_args()
+    if args.compare == "window" and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     print(
         "| interval (ms) | pairs each | pairs/s off | pairs/s on | ratio | dropped | restored | skipped |"
     )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for interval in args.intervals:
-            r = bench(interval, args.pairs, args.block, args.sensor, Path(tmp))
+            r = bench(
+                interval, args.pairs, args.block, args.sensor, Path(tmp), args.compare
+            )
             print(
                 f"| {interval:g} | {r['pairs_each']} | {r['off']:.1f} | {r['on']:.1f} | "
                 f"{r['ratio']:.3f} | {r['dropped']} | {r['restored']} | {r['skipped']} |",
