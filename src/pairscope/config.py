@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,7 +27,7 @@ class PairingMode(str, Enum):
     ALTERNATING = "alternating"  # one camera: binned frame, then unbinned frame
 
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION: Final = 1
 SEQUENCE_METADATA_KEY = "pairscope"
 
 

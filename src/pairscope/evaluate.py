@@ -53,7 +53,7 @@ from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("nearest", "bilinear", "bicubic")
+BASELINES: tuple[M.UpsampleMethod, ...] = ("nearest", "bilinear", "bicubic")
 ROWS = ("model", *BASELINES, "ceiling", "ideal")
 XY = tuple[float, float]
 Target = tuple[XY, XY, float]
@@ -175,6 +175,7 @@ def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
         # no camera recorded (format 1): the dark floor of the data must match the
         # input normalisation's (it sits at the camera offset)
         low = run[run.records.index(rec)].lowdose
+        assert low is not None  # rec has a low-dose frame
         floor = float(np.percentile(low, info.input_norm.p_low))
         span = info.input_norm.high - info.input_norm.low
         if abs(floor - info.input_norm.low) > 0.25 * span:
@@ -213,7 +214,7 @@ def frame_rows(
     """All rows of pair ``index`` and their one target, full frame, in the low-dose
     camera's frame (crop with :func:`crop_of`)."""
     pair = run[index]
-    assert pair.reference is not None
+    assert pair.lowdose is not None and pair.reference is not None
     reg = cal.registration
     target = apply_registration(pair.reference.astype(np.float32), reg)
     low = pair.lowdose.astype(np.float64) - cal.lowdose.offset_adu

@@ -218,6 +218,7 @@ class LiveFineTuner:
         scores = []
         for i in held:
             pair = run[i]
+            assert pair.lowdose is not None  # held pairs have a low-dose frame
             restored = restore(model, pair.lowdose)
             res = check_pair(i, restored, pair.lowdose, pair.reference, cal)
             scores.append(float(res.metrics["psnr_model"]))  # type: ignore[arg-type]

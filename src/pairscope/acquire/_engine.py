@@ -216,12 +216,18 @@ class PairedEngine(MDAEngine):
         return super().exec_event(event)
 
     # -- one trigger (snaps) -------------------------------------------------------
-    def exec_single_event(self, event: MDAEvent) -> Iterator[ImagePayload]:
+    # pymmcore-plus's own ImagePayload (metadata FrameMetaV1 | SummaryMetaV1) does
+    # not match its PImagePayload (FrameMetaV1); it ignores that itself
+    def exec_single_event(  # type: ignore[override]
+        self, event: MDAEvent
+    ) -> Iterator[ImagePayload]:
         k = self._trigger
         self._trigger += 1
         want_ref = self.mode is not PairingMode.SPARSE or (
             k % self.settings.reference_every == 0
         )
+        ref: np.ndarray | None
+        ref_rec: FrameRecord | None
         with _illumination(self.mmcore):
             if self.settings.trigger is not None:
                 self.mmcore.setProperty(*self.settings.trigger)
@@ -267,6 +273,7 @@ class PairedEngine(MDAEngine):
 
     def _alternate(self, k: int, *, binned: bool) -> tuple[np.ndarray, FrameRecord]:
         core, label, s = self.mmcore, self.detectors.lowdose, self.settings
+        assert s.binning is not None  # alternating mode: validated by the settings
         core.setProperty(label, "Binning", s.binning if binned else 1)
         exposure = s.lowdose_exposure_ms if binned else s.reference_exposure_ms
         if exposure:

@@ -18,7 +18,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -111,7 +111,7 @@ def _axes(model: LoadedModel) -> tuple[list[Any], list[Any]]:
     f = info.factor
     low_px = info.lowdose_pixel_size_um
     ref_px = info.reference_pixel_size_um or (low_px / f if low_px else None)
-    unit = "micrometer" if low_px else None
+    unit: Literal["micrometer"] | None = "micrometer" if low_px else None
     in_scale, out_scale = (low_px, ref_px) if low_px and ref_px else (float(f), 1.0)
     stride = model.network.stride
     inputs: list[Any] = [
@@ -326,7 +326,8 @@ def export_bioimageio(
             ],
             weights=_weights(model, x, folder),
             attachments=[bmz.FileDescr(source=folder / PAIRSCOPE_ATTACHMENT)],
-            config={
+            # a dict: pydantic validates it into bioimageio's Config at run time
+            config={  # type: ignore[arg-type]
                 "pairscope": {
                     "model_file_sha256": model.sha256,
                     "pairscope_version": _version(),

@@ -221,7 +221,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             for cam in _demo_cameras(rc.core):
                 rc.core.setProperty(cam, "SensorSize", args.sensor)
         time_plan = {"interval": args.interval_ms / 1000.0, "loops": frames}
-        sequence = useq.MDASequence(time_plan=time_plan)
+        # plain dicts and tuples: pydantic coerces them to useq's models at run time
+        sequence = useq.MDASequence(time_plan=time_plan)  # type: ignore[arg-type]
         if args.fault:
             sequence = _apply_fault(rig, args.fault, frames, time_plan)
         extra: dict[str, Any] = {}
@@ -266,15 +267,18 @@ def _apply_fault(rig: Any, fault: str, frames: int, time_plan: dict[str, Any]) -
         ref_core.setProperty(ref_cam, "FailAfterFrames", half)
     elif fault == "stage-stuck":
         primary.setProperty("XY", "Stuck", "Yes")
+        # plain dicts and tuples: pydantic coerces them to useq's models at run time
         return useq.MDASequence(
-            time_plan=time_plan, stage_positions=[(0.0, 0.0, 0.0), (20.0, 0.0, 0.0)]
+            time_plan=time_plan,  # type: ignore[arg-type]
+            stage_positions=[(0.0, 0.0, 0.0), (20.0, 0.0, 0.0)],  # type: ignore[arg-type]
         )
     elif fault == "focus-stuck":
         primary.setProperty("Z", "Stuck", "Yes")
         return useq.MDASequence(
-            time_plan=time_plan, z_plan={"absolute": [0.0, 1.0, 2.0]}
+            time_plan=time_plan,  # type: ignore[arg-type]
+            z_plan={"absolute": [0.0, 1.0, 2.0]},  # type: ignore[arg-type]
         )
-    return useq.MDASequence(time_plan=time_plan)
+    return useq.MDASequence(time_plan=time_plan)  # type: ignore[arg-type]
 
 
 def _cmd_acquire(args: argparse.Namespace) -> int:

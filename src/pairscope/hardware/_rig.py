@@ -142,7 +142,7 @@ class RigCore:
     core: CMMCorePlus
     camera: str
     role: Role
-    config: Path | None = None
+    config: str | Path | None = None
 
 
 @dataclass(eq=False)
@@ -173,7 +173,7 @@ class Rig:
         raise ConfigError(f"No core of this rig has a camera {camera!r}.")
 
     @classmethod
-    def from_core(cls, core: CMMCorePlus, config: Path | None = None) -> Rig:
+    def from_core(cls, core: CMMCorePlus, config: str | Path | None = None) -> Rig:
         """A one-core rig (its cameras are chosen later, by the pairing mode)."""
         return cls(
             [RigCore("primary", core, core.getCameraDevice(), "lowdose", config)]

@@ -12,6 +12,7 @@ binning is the reference/low-dose size ratio when not given.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -196,7 +197,7 @@ def _sha256(path: Path) -> str:
         if path.is_dir():
             h.update(f.relative_to(path).as_posix().encode() + b"\0")
         with f.open("rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
 

@@ -418,7 +418,7 @@ def _image(
             ds["Binning"] = _BINNINGS.get(int(first.binning), "Other")
         ET.SubElement(ch, "DetectorSettings", ds)
     fname, furn = files[img.role]
-    run_start = None
+    run_start: list[Any] | None = None  # [first plane, count, coord]
     for k, (pl, coord) in enumerate(zip(img.planes, img.coords, strict=True)):
         if run_start is not None:
             prev_pl, prev_coord = img.planes[k - 1], img.coords[k - 1]
@@ -430,10 +430,10 @@ def _image(
             if contiguous:
                 run_start[1] += 1
                 continue
-            _tiffdata(pixels, *run_start, fname, furn)
+            _tiffdata(pixels, run_start[0], run_start[1], run_start[2], fname, furn)
         run_start = [pl, 1, coord]
     if run_start is not None:
-        _tiffdata(pixels, *run_start, fname, furn)
+        _tiffdata(pixels, run_start[0], run_start[1], run_start[2], fname, furn)
     for pl, (t, z, c) in zip(img.planes, img.coords, strict=True):
         attrs = {"TheT": str(t), "TheZ": str(z), "TheC": str(c)}
         if pl.time_ms is not None:
@@ -463,8 +463,8 @@ def _image(
         **{f"linked_file_{r}": f for r, (f, _u) in files.items() if r != img.role},
         "status": str(info.get("status", "")),
     }
-    for k, v in linked.items():
-        ET.SubElement(value, "M", K=k).text = v
+    for key, text in linked.items():
+        ET.SubElement(value, "M", K=key).text = text
 
 
 def _tiffdata(

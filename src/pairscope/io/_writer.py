@@ -27,7 +27,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import tifffile
@@ -185,7 +185,8 @@ class _PageFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = _StagedFile(path)
-        self._tif = tifffile.TiffWriter(self._file, bigtiff=True)
+        # a binary file object to tifffile (io.RawIOBase is not typing.IO[bytes])
+        self._tif = tifffile.TiffWriter(cast(IO[bytes], self._file), bigtiff=True)
         self.pages = 0
         self.shape: tuple[int, int] | None = None
         self.dtype: np.dtype | None = None

@@ -142,7 +142,7 @@ def _pairs(run: Run, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for k in take.astype(int):
         p = run[idx[k]]
-        assert p.reference is not None
+        assert p.lowdose is not None and p.reference is not None  # with_reference
         out.append((p.lowdose.astype(np.float32), p.reference.astype(np.float32)))
     return out
 

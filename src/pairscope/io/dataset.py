@@ -13,6 +13,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +75,7 @@ class PairDataset(Dataset):
 
     def __init__(
         self,
-        runs: list[str | Path | Run],
+        runs: Sequence[str | Path | Run],
         *,
         crop: int = 128,
         augment: bool = True,
@@ -183,7 +184,7 @@ class PairDataset(Dataset):
             return self._cache[key]
         ri, i = key
         pair = self._run(ri)[i]
-        assert pair.reference is not None
+        assert pair.lowdose is not None and pair.reference is not None  # items
         ref = apply_registration(pair.reference, self.registrations[ri], self.factor)
         out = (pair.lowdose.astype(np.float32), ref.astype(np.float32))
         self._cache[key] = out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -94,7 +95,11 @@ def frc_curve(
     idx = idx[keep]
 
     def ring_sum(v: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.bincount(idx, weights=v.ravel()[keep], minlength=n_bins)
+        # with weights, bincount sums in float64 (numpy's stubs say intp)
+        return cast(
+            NDArray[np.float64],
+            np.bincount(idx, weights=v.ravel()[keep], minlength=n_bins),
+        )
 
     cross = ring_sum(np.real(fa * np.conj(fb)))
     pa = ring_sum(np.abs(fa) ** 2)

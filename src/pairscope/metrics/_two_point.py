@@ -235,7 +235,8 @@ class TwoPointTally:
         best baseline (nearest included), or resolves more than the reference does
         (dips the reference does not show are not resolution but invention).
         """
-        rows, regressions = [], []
+        rows: list[dict[str, object]] = []
+        regressions: list[dict[str, object]] = []
         for sep in sorted(self.counts):
             c = self.counts[sep]
             frac = {m: (k / n if n else None) for m, (k, n) in c.items()}
@@ -258,7 +259,7 @@ class TwoPointTally:
                     f"{frac['reference']:.0%}: dips the reference does not show "
                     f"({self.unsupported[sep]} pairs)"
                 )
-            row = {
+            row: dict[str, object] = {
                 "separation_um": sep,
                 "separation_rayleigh": ray,
                 "resolved_fraction": frac,

@@ -185,7 +185,7 @@ def _per_panel(
     if len(limits) == 2 and all(isinstance(v, (int, float)) for v in limits):
         lo, hi = float(limits[0]), float(limits[1])  # type: ignore[arg-type]
         half = max((hi - lo) / 2, 1e-12)
-        return [(lo, hi)] * 3 + [(-half, half)]
+        return [(lo, hi), (lo, hi), (lo, hi), (-half, half)]
     out = [None if v is None else (float(v[0]), float(v[1])) for v in limits]  # type: ignore[index]
     if len(out) != 4:
         raise ValueError(f"give 4 per-panel limits, got {len(out)}")

@@ -112,6 +112,7 @@ class RestorationNet(nn.Module):
         self.head = nn.Conv2d(chans[0], factor * factor, 3, padding=1)
         self.shuffle = nn.PixelShuffle(factor)
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None  # Conv2d's bias=True default
         nn.init.zeros_(self.head.bias)
 
     @property

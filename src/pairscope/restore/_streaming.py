@@ -123,7 +123,10 @@ class _Engine:
         self.device = owner.device
         self.tile, self.overlap = owner.tile, owner.overlap
         net = copy.deepcopy(model.network)  # leave the caller's network untouched
-        net = net.to(self.device, memory_format=torch.channels_last).eval()
+        # Module.to takes memory_format at run time; torch's overloads omit it
+        net = net.to(  # type: ignore[call-overload]
+            self.device, memory_format=torch.channels_last
+        ).eval()
         self.net = net
         self.amp_dtype = owner.amp_dtype
         fn: Any = torch.compile(net, dynamic=False) if owner.compile else net
@@ -161,7 +164,7 @@ class _Engine:
         tlo, thi = info.target_norm.low, info.target_norm.high
         host = torch.from_numpy(arr)
         if self.cuda:
-            pin_in, pin_out = self._buffers(arr.shape)  # type: ignore[arg-type]
+            pin_in, pin_out = self._buffers(arr.shape)
             pin_in.copy_(host)
             host = pin_in
         x = host.to(self.device, non_blocking=True)

@@ -50,6 +50,9 @@ from ._scene import Scene, SensorGeometry
 from ._sensor import Sensor
 from ._specimen import Specimen
 
+# ``@x.setter  # type: ignore[no-redef]`` below: mypy accepts the getter/setter pair
+# of one name only for the builtin ``property``, not for ``pymm_property``
+
 
 @dataclass
 class _Rig:
@@ -102,7 +105,8 @@ class DemoHub(HubDevice):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.RLock()
+        # an RLock where the base Device declares a Lock
+        self._lock = threading.RLock()  # type: ignore[assignment]
         self._seed = 0
         self._wavelength_nm = 520.0
         self._na = 1.2
@@ -139,7 +143,7 @@ class DemoHub(HubDevice):
         """Seed of the specimen: layout, motion, events and noise follow from it."""
         return self._seed
 
-    @seed.setter
+    @seed.setter  # type: ignore[no-redef]
     def seed(self, value: int) -> None:
         self._seed = int(value)
         self._rebuild()
@@ -148,7 +152,7 @@ class DemoHub(HubDevice):
     def wavelength_nm(self) -> float:
         return self._wavelength_nm
 
-    @wavelength_nm.setter
+    @wavelength_nm.setter  # type: ignore[no-redef]
     def wavelength_nm(self, value: float) -> None:
         self._wavelength_nm = float(value)
         self._rebuild()
@@ -157,7 +161,7 @@ class DemoHub(HubDevice):
     def numerical_aperture(self) -> float:
         return self._na
 
-    @numerical_aperture.setter
+    @numerical_aperture.setter  # type: ignore[no-redef]
     def numerical_aperture(self, value: float) -> None:
         self._na = float(value)
         self._rebuild()
@@ -167,7 +171,7 @@ class DemoHub(HubDevice):
         """How far the specimen clock advances per trigger (its speed)."""
         return self._seconds_per_trigger
 
-    @seconds_per_trigger.setter
+    @seconds_per_trigger.setter  # type: ignore[no-redef]
     def seconds_per_trigger(self, value: float) -> None:
         self._seconds_per_trigger = float(value)
 
@@ -176,7 +180,7 @@ class DemoHub(HubDevice):
         """A drill for the trust monitor (see ``pairscope.sim._specimen``)."""
         return getattr(self, "_scenario", "none")
 
-    @scenario.setter
+    @scenario.setter  # type: ignore[no-redef]
     def scenario(self, value: str) -> None:
         self._scenario = str(value)
         self._rebuild_scenario()
@@ -186,7 +190,7 @@ class DemoHub(HubDevice):
         """Specimen time (s) from which the scenario's structures appear."""
         return getattr(self, "_scenario_onset_s", 0.0)
 
-    @scenario_onset_s.setter
+    @scenario_onset_s.setter  # type: ignore[no-redef]
     def scenario_onset_s(self, value: float) -> None:
         self._scenario_onset_s = float(value)
         self._rebuild_scenario()
@@ -215,7 +219,7 @@ class DemoHub(HubDevice):
         """Set to ``Fire`` to start one exposure on every camera in Hub mode."""
         return "Idle"
 
-    @trigger.setter
+    @trigger.setter  # type: ignore[no-redef]
     def trigger(self, value: str) -> None:
         if value == "Fire":
             self.fire()
@@ -411,7 +415,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def read_noise_e(self) -> float:
         return self._sensor.read_noise_e
 
-    @read_noise_e.setter
+    @read_noise_e.setter  # type: ignore[no-redef]
     def read_noise_e(self, value: float) -> None:
         self._replace_sensor(read_noise_e=float(value))
 
@@ -419,7 +423,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def quantum_efficiency(self) -> float:
         return self._sensor.quantum_efficiency
 
-    @quantum_efficiency.setter
+    @quantum_efficiency.setter  # type: ignore[no-redef]
     def quantum_efficiency(self, value: float) -> None:
         self._replace_sensor(quantum_efficiency=float(value))
 
@@ -427,7 +431,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def split_fraction(self) -> float:
         return self._split
 
-    @split_fraction.setter
+    @split_fraction.setter  # type: ignore[no-redef]
     def split_fraction(self, value: float) -> None:
         self._split = float(value)
 
@@ -436,7 +440,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Unbinned pixel size in the sample plane."""
         return self._pixel_um
 
-    @pixel_size_um.setter
+    @pixel_size_um.setter  # type: ignore[no-redef]
     def pixel_size_um(self, value: float) -> None:
         self._pixel_um = float(value)
 
@@ -446,7 +450,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Square sensor, unbinned pixels per side (a multiple of 4)."""
         return self._sensor_size[0]
 
-    @sensor_size.setter
+    @sensor_size.setter  # type: ignore[no-redef]
     def sensor_size(self, value: int) -> None:
         value = int(value)
         if value % 4:
@@ -457,7 +461,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def offset_x_um(self) -> float:
         return self._offset_um[0]
 
-    @offset_x_um.setter
+    @offset_x_um.setter  # type: ignore[no-redef]
     def offset_x_um(self, value: float) -> None:
         self._offset_um = (float(value), self._offset_um[1])
 
@@ -465,7 +469,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def offset_y_um(self) -> float:
         return self._offset_um[1]
 
-    @offset_y_um.setter
+    @offset_y_um.setter  # type: ignore[no-redef]
     def offset_y_um(self, value: float) -> None:
         self._offset_um = (self._offset_um[0], float(value))
 
@@ -474,7 +478,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Relative magnification of this camera's path (1 = nominal)."""
         return 1.0 / self._scale
 
-    @magnification.setter
+    @magnification.setter  # type: ignore[no-redef]
     def magnification(self, value: float) -> None:
         self._scale = 1.0 / float(value)
 
@@ -484,7 +488,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         ``External``: expose on each pulse of the trigger line."""
         return self._trigger_mode
 
-    @trigger_mode.setter
+    @trigger_mode.setter  # type: ignore[no-redef]
     def trigger_mode(self, value: str) -> None:
         self._trigger_mode = str(value)
 
@@ -493,7 +497,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Drill: ``Unplugged`` and an external-trigger camera free-runs."""
         return "Connected" if self._cable_plugged else "Unplugged"
 
-    @trigger_cable.setter
+    @trigger_cable.setter  # type: ignore[no-redef]
     def trigger_cable(self, value: str) -> None:
         self._cable_plugged = value == "Connected"
 
@@ -502,7 +506,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Drill: in external trigger mode, miss every N-th pulse (0: never)."""
         return self._miss_every
 
-    @miss_trigger_every.setter
+    @miss_trigger_every.setter  # type: ignore[no-redef]
     def miss_trigger_every(self, value: int) -> None:
         self._miss_every = int(value)
         self._pulses_seen = 0
@@ -512,7 +516,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Drill: stop delivering frames (without an error) after this many."""
         return self._hang_after
 
-    @hang_after.setter
+    @hang_after.setter  # type: ignore[no-redef]
     def hang_after(self, value: int) -> None:
         self._hang_after = int(value)
         self._frames_read = 0
@@ -522,7 +526,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """``On``: a frame is ready only ``Exposure`` ms after its trigger."""
         return "On" if self._real_time else "Off"
 
-    @real_time.setter
+    @real_time.setter  # type: ignore[no-redef]
     def real_time(self, value: str) -> None:
         self._real_time = value == "On"
 
@@ -535,7 +539,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
         """Fault injection: raise a camera error after this many frames (-1: never)."""
         return self._fail_after
 
-    @fail_after.setter
+    @fail_after.setter  # type: ignore[no-redef]
     def fail_after(self, value: int) -> None:
         self._fail_after = int(value)
         self._frames_read = 0
@@ -544,7 +548,7 @@ class DemoCamera(_HubPeripheral, CameraDevice):
     def hub_label(self) -> str:
         return self._hub_label
 
-    @hub_label.setter
+    @hub_label.setter  # type: ignore[no-redef]
     def hub_label(self, value: str) -> None:
         self._hub_label = str(value)
 
@@ -709,7 +713,7 @@ class _Stickable:
     def stuck(self) -> str:
         return "Yes" if self._stuck else "No"
 
-    @stuck.setter
+    @stuck.setter  # type: ignore[no-redef]
     def stuck(self, value: str) -> None:
         self._stuck = value == "Yes"
 
@@ -792,7 +796,7 @@ class DemoLightSource(_HubPeripheral, ShutterDevice):
     def power(self) -> float:
         return self._power
 
-    @power.setter
+    @power.setter  # type: ignore[no-redef]
     def power(self, value: float) -> None:
         self._power = float(value)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,7 +18,7 @@ from pairscope.errors import PairscopeError
 
 __all__ = ["TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
 
-TRAIN_CONFIG_VERSION = 1
+TRAIN_CONFIG_VERSION: Final = 1
 
 
 class TrainingError(PairscopeError, ValueError):

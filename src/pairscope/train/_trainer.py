@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -118,7 +118,11 @@ def _loss_fn(name: str, fft_weight: float = 0.05) -> Any:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002 (legacy global RNG)
+    # legacy=True (the default) gives the tuple; numpy's stubs say a dict
+    np_state = cast(
+        tuple[Any, ...],
+        np.random.get_state(),  # noqa: NPY002 (legacy global RNG)
+    )
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy_key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
@@ -470,7 +474,7 @@ def train(
 
 
 def _train(
-    runs: list[str | Path | Run],
+    given: list[str | Path | Run],
     out: Path,
     ckpt_path: Path,
     config: TrainConfig,
@@ -481,7 +485,7 @@ def _train(
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 (for code using the global RNG)
-    runs = [r if isinstance(r, Run) else Run(r) for r in runs]
+    runs = [r if isinstance(r, Run) else Run(r) for r in given]
     if not runs:
         raise TrainingError("no runs given: pass at least one run folder")
     factor = runs[0].factor
@@ -519,7 +523,7 @@ def _train(
         model = DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )
-    sampler = (
+    sampler: DistributedSampler[Any] | None = (
         DistributedSampler(data, num_replicas=world, rank=rank, seed=config.seed)
         if world > 1
         else None
@@ -596,7 +600,7 @@ def _train(
         stats = torch.tensor([total, seen], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(stats)
-        train_loss = float(stats[0] / max(stats[1], 1))
+        train_loss = float(stats[0] / cast("torch.Tensor | int", max(stats[1], 1)))
         if not math.isfinite(train_loss):
             raise TrainingError(
                 f"training diverged (loss {train_loss} in epoch {epoch + 1}); the "

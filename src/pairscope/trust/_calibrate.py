@@ -135,7 +135,7 @@ def _registration(run: Run, usable: list[int]) -> Registration:
     pairs = []
     for i in usable[::step][:8]:
         p = run[i]
-        assert p.reference is not None
+        assert p.lowdose is not None and p.reference is not None  # usable pairs
         pairs.append(_central(p.lowdose, p.reference, f, 128))
     return registration_from_pairs(pairs, f, fit_scale=True)
 
@@ -191,7 +191,7 @@ def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration
             )
     if low is None or ref is None:
         pair = run[usable[0]]
-        assert pair.reference is not None
+        assert pair.lowdose is not None and pair.reference is not None  # usable
         low = low or rough_noise([pair.lowdose])
         ref = ref or rough_noise([pair.reference])
         source = "rough estimate from the frames (cameras report no gain/offset)"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter
@@ -231,13 +231,13 @@ def check_pair(
     smooth = gaussian_filter(inner, CONSISTENCY_SIGMA_PX, mode="reflect")
     metrics["consistency_chi2_local"] = float(smooth.max())
     grade(
-        metrics["consistency_chi2"],
+        cast(float, metrics["consistency_chi2"]),  # a float, set above
         th.consistency_ok,
         th.consistency_alarm,
         "restored frame inconsistent with its low-dose input: chi2",
     )
     grade(
-        metrics["consistency_chi2_local"],
+        cast(float, metrics["consistency_chi2_local"]),  # a float, set above
         th.consistency_local_ok,
         th.consistency_local_alarm,
         "restored structure the low-dose data do not support: local chi2",
@@ -247,13 +247,13 @@ def check_pair(
     if reference is not None:
         err_map = _reference_checks(rest, low, reference, cal, metrics)
         grade(
-            metrics["error_excess"],
+            cast(float, metrics["error_excess"]),  # a float (_reference_checks)
             th.error_ok,
             th.error_alarm,
             "error vs reference beyond its noise: excess",
         )
         grade(
-            metrics["error_excess_local"],
+            cast(float, metrics["error_excess_local"]),  # a float (_reference_checks)
             th.local_ok,
             th.local_alarm,
             "local error vs reference (unseen or invented structure?): excess",
