@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._memory import keep_frame_memory
 from .errors import PairscopeError
@@ -65,12 +66,35 @@ def _parser() -> argparse.ArgumentParser:
     cal = sub.add_parser(
         "calibrate", help="register the low-dose camera to the reference"
     )
-    cal.add_argument("run", type=Path)
-    cal.add_argument("--max-pairs", type=int, default=20)
+    cal.add_argument("run", type=Path, help="a run folder")
+    cal.add_argument(
+        "--max-pairs", type=int, default=20, help="same-instant pairs to fit on (20)"
+    )
     cal.set_defaults(func=_cmd_calibrate)
 
     _register_command_modules(sub)
+    for command in sub.choices.values():  # every option's help states its default
+        command.formatter_class = _with_defaults(command.formatter_class)
     return p
+
+
+def _with_defaults(base: Any) -> type[argparse.HelpFormatter]:
+    """``base`` that appends an option's default where its help does not say it:
+    flags say they are off unless given, other options show their default value."""
+
+    class WithDefaults(base):
+        def _get_help_string(self, action: argparse.Action) -> str:
+            text = action.help or ""
+            said = "default" in text or text.rstrip().endswith(")")
+            if not action.option_strings or said or action.default is argparse.SUPPRESS:
+                return text
+            if isinstance(action, argparse._StoreTrueAction):
+                return f"{text} (off unless given)"
+            if action.default is None:
+                return text
+            return f"{text} (default {action.default})"
+
+    return WithDefaults
 
 
 def _register_command_modules(sub: argparse._SubParsersAction) -> None:

@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--interval-ms", type=float, default=100.0, help="timelapse interval (100)"
     )
-    demo.add_argument("--binning", type=int, choices=(2, 4), default=2)
+    demo.add_argument(
+        "--binning", type=int, choices=(2, 4), default=2, help="low-dose binning (2)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="specimen seed (0)")
     demo.add_argument(
         "--sensor", type=int, default=512, help="reference pixels per side (512)"
@@ -63,8 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pairing mode (default: the demo rig's 'triggered'; 'sequential' and "
         "'alternating' use the one-core demo config)",
     )
-    demo.add_argument("--fault", choices=sorted(FAULTS), default=None, help="a drill")
-    demo.add_argument("--scenario", choices=sorted(SCENARIOS), default=None)
+    demo.add_argument(
+        "--fault",
+        choices=sorted(FAULTS),
+        default=None,
+        help="a fault drill, listed below (default: none)",
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default=None,
+        help="a specimen scenario, listed below (default: none)",
+    )
     _pairing_options(demo)
     _live_options(demo)
     demo.set_defaults(func=_cmd_demo)
@@ -72,11 +84,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     acq = sub.add_parser(
         "acquire", help="paired acquisition on a rig file or a Micro-Manager config"
     )
-    acq.add_argument("rig", type=Path, metavar="RIG_OR_CFG")
+    acq.add_argument(
+        "rig",
+        type=Path,
+        metavar="RIG_OR_CFG",
+        help="a rig file (.yaml) or a Micro-Manager config (.cfg)",
+    )
     acq.add_argument(
         "--sequence", type=Path, required=True, help="useq MDASequence (.json/.yaml)"
     )
-    acq.add_argument("--mode", choices=MODES, default=None, help="pairing mode")
+    acq.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="pairing mode (default: the settings file's, the sequence's, the rig "
+        "file's, else auto)",
+    )
     acq.add_argument(
         "--settings",
         type=Path,
@@ -90,9 +113,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = sub.add_parser(
         "info", help="what a rig or config would pair and why (or a model file)"
     )
-    info.add_argument("rig", type=Path, metavar="RIG_OR_CFG_OR_MODEL")
-    info.add_argument("--mode", choices=MODES, default=None)
-    info.add_argument("--binning", type=int, default=None)
+    info.add_argument(
+        "rig",
+        type=Path,
+        metavar="RIG_OR_CFG_OR_MODEL",
+        help="a rig file, a Micro-Manager config or a model file",
+    )
+    info.add_argument(
+        "--mode", choices=MODES, default=None, help="pairing mode (default: auto)"
+    )
+    info.add_argument(
+        "--binning", type=int, default=None, help="low-dose binning (default: as set)"
+    )
     _code_option(info)
     info.set_defaults(func=_cmd_info)
 
@@ -118,12 +150,17 @@ def _open(args: argparse.Namespace, path: Path) -> Any:
 
 def _pairing_options(p: argparse.ArgumentParser) -> None:
     if not any(a.dest == "binning" for a in p._actions):
-        p.add_argument("--binning", type=int, default=None, help="low-dose binning")
+        p.add_argument(
+            "--binning",
+            type=int,
+            default=None,
+            help="low-dose binning (default: as the config sets it)",
+        )
     p.add_argument(
         "--reference-every",
         type=int,
         default=None,
-        help="sparse mode: a reference every N-th trigger",
+        help="sparse mode: a reference every N-th trigger (default 5)",
     )
     p.add_argument(
         "--buffer-mb",
@@ -140,13 +177,23 @@ def _live_options(p: argparse.ArgumentParser) -> None:
         default=Path("pairscope_runs"),
         help="folder for run folders (pairscope_runs)",
     )
-    p.add_argument("--headless", action="store_true", help="no window: PNG snapshots")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no window: PNG snapshots in the run folder (default: a window where "
+        "a display exists)",
+    )
     p.add_argument(
         "--window",
         action="store_true",
         help="open the preview window even where no display is detected",
     )
-    p.add_argument("--model", type=Path, default=None, help="restoration model file")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="restoration model file (default: the bundled demo model for the binning)",
+    )
     p.add_argument("--no-restore", action="store_true", help="no live restoration")
     p.add_argument("--save-restored", action="store_true", help="save predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

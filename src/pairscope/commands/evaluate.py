@@ -25,10 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="--targets FILE format:\n" + TARGETS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", type=Path)
-    p.add_argument("runs", type=Path, nargs="+")
-    p.add_argument("--out", type=Path, required=True, help="folder for the report")
-    p.add_argument("--max-pairs", type=int, default=None, help="per run")
+    p.add_argument("model", type=Path, help="model file (.safetensors or .zip)")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders to score on")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder for the report (required)"
+    )
+    p.add_argument(
+        "--max-pairs", type=int, default=None, help="pairs per run (default: all)"
+    )
     p.add_argument(
         "--targets",
         type=Path,
@@ -43,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Rayleigh distance 0.61 λ/NA for the table's Rayleigh units "
         "(demo runs record it)",
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
 

@@ -15,11 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "metadata supplies pixel size, binning, offset and gain; options override "
         "it. A fact neither gives is an error naming the option.",
     )
-    p.add_argument("--lowdose", type=Path, required=True, metavar="LOW.tif")
-    p.add_argument("--reference", type=Path, required=True, metavar="REF.tif")
+    p.add_argument(
+        "--lowdose", type=Path, required=True, metavar="LOW.tif",
+        help="low-dose stack (TIFF, OME-TIFF or OME-Zarr; required)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reference", type=Path, required=True, metavar="REF.tif",
+        help="reference stack, frame i pairs with low-dose frame i (required)",
+    )  # fmt: skip
     p.add_argument(
         "--reference-pixel-um", type=float, default=None, metavar="PX",
-        help="reference pixel size in µm at the specimen",
+        help="reference pixel size in µm at the specimen (default: from OME metadata)",
     )  # fmt: skip
     p.add_argument(
         "--binning", type=int, default=None, metavar="B",
@@ -34,13 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="low-dose camera gain, e-/ADU (also the reference's unless "
         "--reference-gain)",
     )  # fmt: skip
-    p.add_argument("--reference-offset", type=float, default=None, metavar="ADU")
-    p.add_argument("--reference-gain", type=float, default=None, metavar="E_PER_ADU")
+    p.add_argument(
+        "--reference-offset", type=float, default=None, metavar="ADU",
+        help="reference camera offset (default: --offset)",
+    )  # fmt: skip
+    p.add_argument(
+        "--reference-gain", type=float, default=None, metavar="E_PER_ADU",
+        help="reference camera gain, e-/ADU (default: --gain)",
+    )  # fmt: skip
     p.add_argument(
         "--out", type=Path, required=True, metavar="DIR",
-        help="folder for the new run folder",
+        help="folder for the new run folder (required)",
     )  # fmt: skip
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import)
 
 

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "keep exactly the pairs pairs.jsonl lists, write the OME metadata, set the "
         "status to 'recovered'. Safe to repeat; refuses a run still being written.",
     )
-    p.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    p.add_argument(
+        "runs", type=Path, nargs="+", metavar="RUN", help="interrupted run folders"
+    )
     p.set_defaults(func=_cmd_repair)
 
 

@@ -17,10 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", type=Path, help="model file (.safetensors)")
     p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (required)")
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda:0")
-    p.add_argument("--tile", type=int, default=None, help="tile size for big frames")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile size for big frames (default: whole frames)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
 
