@@ -96,3 +96,25 @@ def test_kill_9_then_repair(tmp_path, n_lines) -> None:
     for p in run:
         assert p.lowdose[0, 0] == p.index and p.reference[0, 0] == p.index
     assert not repair_run(run_dir).changed
+
+
+def test_cli_demo_writes_ome_zarr_with_format_option(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "6",
+            "--sensor", "64", "--interval-ms", "0", "--headless", "--no-restore",
+            "--no-progress", "--format", "ome-zarr", "--out", str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["format"] == "ome-zarr" and info["status"] == "completed"
+    assert (run_dir / "run.ome.zarr").is_dir()
+    assert not list(run_dir.glob("*.ome.tif"))
+    run = pairscope.open_run(run_dir)
+    assert len(run) == 6 and run[5].lowdose is not None
+    assert run[5].reference.shape == (64, 64)

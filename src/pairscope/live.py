@@ -52,6 +52,7 @@ class LiveOptions:
     """How a live session shows and keeps its results."""
 
     out: Path = Path("pairscope_runs")
+    format: str = "ome-tiff"  # or "ome-zarr"
     headless: bool = False
     restore: bool = True
     model: Path | None = None  # None: the bundled demo model for the binning
@@ -88,7 +89,7 @@ def run_live(
     model_path = options.model or bundled_model_path(acq.detectors.factor)
     if restorer is None and options.restore:
         restorer = _load_restorer(acq, options.model)
-    writer = RunWriter(options.out)
+    writer = RunWriter(options.out, format=options.format)
     predictions = None
     if restorer is not None:
 

@@ -194,6 +194,13 @@ def _live_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="restoration model file (default: the bundled demo model for the binning)",
     )
+    p.add_argument(
+        "--format",
+        choices=("ome-tiff", "ome-zarr"),
+        default="ome-tiff",
+        help="run format: one OME-TIFF per detector, or both detectors as OME-Zarr "
+        "0.5 arrays in run.ome.zarr (needs pip install pairscope[zarr])",
+    )
     p.add_argument("--no-restore", action="store_true", help="no live restoration")
     p.add_argument("--save-restored", action="store_true", help="save predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -239,6 +246,7 @@ def _live(args: argparse.Namespace) -> Any:
         out=args.out,
         headless=args.headless,
         window=True if args.window else None,
+        format=args.format,
         restore=not args.no_restore,
         model=args.model,
         save_restored=args.save_restored,
