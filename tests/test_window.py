@@ -55,6 +55,8 @@ def _windowed_run(
     *,
     keep_open: bool = True,
     on_finished: Callable[[Any], None] | None = None,
+    frames: int = FRAMES,
+    **options: Any,
 ) -> tuple[Any, list[int]]:
     """A windowed live run on the demo rig; ``act(window, pairs)`` is called every
     20 ms from the Qt event loop until it returns True.  Returns the summary and
@@ -83,14 +85,14 @@ def _windowed_run(
         summary = run_live(
             rig,
             AcquisitionSettings(mode="triggered"),
-            useq.MDASequence(time_plan={"interval": INTERVAL_S, "loops": FRAMES}),
+            useq.MDASequence(time_plan={"interval": INTERVAL_S, "loops": frames}),
             options=LiveOptions(
                 out=tmp_path,
                 window=True,
-                restore=False,
                 progress=False,
                 keep_window_open=keep_open,
                 on_finished=on_finished,
+                **{"restore": False, **options},
             ),
             on_started=lambda acq, _r: acq.events.pairReady.connect(
                 lambda p: pairs.append(p.index)
@@ -156,6 +158,38 @@ def test_stop_button_stops_the_run_and_the_window_shows_finished(
     assert "finished: cancelled" in seen["title"]
     assert seen["button"] == "Finished" and seen["status"].startswith("FINISHED")
     assert _kept(summary) == summary.pairs
+
+
+def test_fine_tune_button_trains_a_candidate_during_the_run(
+    qapp: Any, tmp_path: Path
+) -> None:
+    from pairscope.finetune import FineTuneOptions
+
+    from .test_finetune import KEYS, _weak_model
+
+    def click_at_30(win: Any, n: int) -> bool:
+        if n >= 30:
+            assert win.fine_tune_button.isEnabled()
+            return win.request_fine_tune()
+        return False
+
+    summary, acted = _windowed_run(
+        tmp_path / "runs",
+        click_at_30,
+        keep_open=False,
+        frames=60,
+        restore=True,
+        model=_weak_model(tmp_path / "weak.safetensors"),
+        fine_tune=FineTuneOptions(  # never on its own: only the button starts one
+            every=10_000, holdback=4, epochs=2, samples_per_epoch=32, crop=48
+        ),
+    )
+    assert acted, "the button never started a candidate"
+    assert summary.status == "completed" and _kept(summary) == 60
+    lines = (Path(summary.run_dir) / "finetune.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    decision = json.loads(lines[0])
+    assert set(decision) >= KEYS and decision["pairs_trained_on"] <= acted[0]
 
 
 def test_sigint_to_a_windowed_cli_run_stops_it_cleanly(tmp_path: Path) -> None:

@@ -156,6 +156,7 @@ def run_live(
                 sink,
                 keep_open=options.keep_window_open,
                 on_finished=options.on_finished,
+                fine_tune=tuner.request if tuner is not None else None,
             )
     finally:
         if tuner is not None:  # the candidate in training finishes (or is stopped)
@@ -316,8 +317,9 @@ def _run_with_window(
     *,
     keep_open: bool = True,
     on_finished: Callable[[AcquisitionSummary], None] | None = None,
+    fine_tune: Callable[[], bool] | None = None,
 ) -> AcquisitionSummary:
-    """Acquire on a thread while Qt runs the window.
+    """Acquire on a thread while Qt runs the window (``fine_tune``: its button).
 
     Closing the window, its Stop button or :meth:`PairedAcquisition.cancel` (Ctrl-C)
     stop the run after the current frame.  When the run ends the window shows
@@ -337,6 +339,8 @@ def _run_with_window(
         acq.cancel()  # after the current frame
 
     window.on_stop = stop_from_window
+    if fine_tune is not None:
+        window.enable_fine_tune(fine_tune)
     window.show()
     thread, result = acq.run_in_thread(sequence, writer=writer)
     announced: list[bool] = []

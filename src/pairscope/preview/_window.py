@@ -249,6 +249,16 @@ class PreviewWindow(QWidget):
             "Stop after the current frame; every acquired pair is kept"
         )
         self.stop_button.clicked.connect(self.request_stop)
+        self.fine_tune_button = QPushButton("Fine-tune now")
+        self.fine_tune_button.setToolTip(
+            "Train a candidate on the pairs logged so far (separate process); it "
+            "replaces the model only if it scores better on held-back pairs "
+            "(finetune.jsonl)"
+        )
+        self.fine_tune_button.setEnabled(False)
+        self.fine_tune_button.clicked.connect(self.request_fine_tune)
+        #: starts a fine-tuning candidate, True if one started (live session sets it)
+        self.on_fine_tune: Callable[[], bool] | None = None
         self.stop_requested = False
         #: called at once by the Stop button and by closing the window mid-run
         #: (the live session sets it to the acquisition's cancel)
@@ -270,6 +280,7 @@ class PreviewWindow(QWidget):
         buttons = QHBoxLayout()  # a second row: the window fits 1280x720 screens
         buttons.addWidget(fit)
         buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.fine_tune_button)
         #: pixel size (µm) of the panels' grid (the reference camera's): scale bar
         self.pixel_size_um: float | None = None
         #: render panels on a worker thread (the live session turns this on)
@@ -365,11 +376,27 @@ class PreviewWindow(QWidget):
             self.stop_button.setEnabled(False)
             self.stop_button.setText("Stopping…")
 
+    def enable_fine_tune(self, start: Callable[[], bool]) -> None:
+        """Offer the fine-tune button; ``start()`` starts a candidate."""
+        self.on_fine_tune = start
+        self.fine_tune_button.setEnabled(True)
+
+    def request_fine_tune(self) -> bool:
+        """The fine-tune button: a candidate now, unless one is training."""
+        if self.on_fine_tune is None or self.finished:
+            return False
+        started = self.on_fine_tune()
+        self.fine_tune_button.setText(
+            "Fine-tuning…" if started else "Fine-tune now (one is training)"
+        )
+        return started
+
     def set_finished(self, message: str) -> None:
         """The run ended: say so, and keep the window open for looking."""
         self.finished = True
         self.stop_button.setEnabled(False)
         self.stop_button.setText("Finished")
+        self.fine_tune_button.setEnabled(False)
         self.setWindowTitle(f"pairscope — finished: {message}")
         with self._lock:
             self._error = ""
