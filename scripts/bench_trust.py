@@ -34,7 +34,6 @@ from pairscope.live import bundled_model_path
 from pairscope.restore import StreamingRestorer, load_model
 from pairscope.sim import ground_truth
 from pairscope.trust import calibration_for_run, check_pair
-from pairscope.trust._calibrate import same_instant_pairs
 
 MIXED = [0]  # pairs whose two frames read different triggers (not checked)
 
@@ -65,7 +64,7 @@ def monitor(run_dir: Path, restorer: StreamingRestorer) -> list[tuple[bool, str]
     run = open_run(run_dir)
     cal = calibration_for_run(run)
     out = []
-    for i in same_instant_pairs(run):
+    for i in run.same_instant_pairs():
         pair = run[i]
         restored = restorer.restore_now(pair.lowdose)
         r = check_pair(pair.index, restored, pair.lowdose, pair.reference, cal)

@@ -54,3 +54,30 @@ def test_apply_registration_aligns_reference(demo_run: Path) -> None:
         gain_reg.append(_corr(low, fixed))
     assert np.mean(gain_reg) > np.mean(gain_raw) + 0.02
     assert apply_registration(p.reference, Registration(), 2).shape == (256, 256)
+
+
+def test_pairs_of_two_instants_warn_that_motion_enters_the_shift(
+    demo_core, demo_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import useq
+
+    from pairscope.acquire import PairedAcquisition
+    from pairscope.config import AcquisitionSettings
+    from pairscope.io import RunWriter
+
+    for cam in ("LowDoseCam", "ReferenceCam"):
+        demo_core.setProperty(cam, "SensorSize", 128)
+    summary = PairedAcquisition(demo_core, AcquisitionSettings(mode="sequential")).run(
+        useq.MDASequence(time_plan={"interval": 0, "loops": 4}),
+        writer=RunWriter(tmp_path),
+    )
+    assert not open_run(summary.run_dir).same_instant_pairs()
+    with caplog.at_level(logging.WARNING):
+        estimate_registration(summary.run_dir, max_pairs=4, fit_scale=False)
+    assert "no pair's frames are of one instant" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # same-instant pairs: nothing to warn of
+        estimate_registration(demo_run, max_pairs=4, fit_scale=False)
+    assert "one instant" not in caplog.text

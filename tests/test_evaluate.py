@@ -35,7 +35,6 @@ from pairscope.restore import (
 from pairscope.sim import ground_truth
 from pairscope.sim._specimen import Specimen
 from pairscope.trust import calibration_for_run
-from pairscope.trust._calibrate import same_instant_pairs
 
 from ._demo_rig import acquire_rig_run
 
@@ -127,7 +126,7 @@ def test_ceiling_and_ideal_are_scored_against_the_same_target(
     run = pairscope.open_run(fresh_run)
     cal = calibration_for_run(run)
     restorer = StreamingRestorer(load_model(bundled_model_path(2)), device="cpu")
-    first = same_instant_pairs(run)[0]  # the report's first frame
+    first = run.same_instant_pairs()[0]  # the report's first frame
     restored = restorer.restore_now(run[first].lowdose)
     rows, target = frame_rows(run, first, cal, restored)
     crop = crop_of(cal, target.shape)
@@ -148,7 +147,7 @@ def test_user_targets_are_mapped_through_the_registration(
     fresh_run: Path, tmp_path: Path
 ) -> None:
     run = pairscope.open_run(fresh_run)
-    first = same_instant_pairs(run)[0]
+    first = run.same_instant_pairs()[0]
     rec = run.records[first]
     on_ref = ground_truth.targets_in_pixels(run.info, rec, "ReferenceCam")
     on_low = ground_truth.targets_in_pixels(run.info, rec, "LowDoseCam")

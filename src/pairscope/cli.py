@@ -116,7 +116,7 @@ def _register_command_modules(sub: argparse._SubParsersAction) -> None:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .io.calibration import estimate_registration, save_calibration
 
-    reg = estimate_registration(args.run, max_pairs=args.max_pairs)
+    reg = estimate_registration(args.run, max_pairs=args.max_pairs, progress=True)
     path = save_calibration(args.run, reg)
     print(
         f"low-dose camera vs reference: shift y {reg.shift_y_px:+.3f} px, x "

@@ -48,7 +48,6 @@ from .restore import LoadedModel, StreamingRestorer, load_model
 from .restore._model_file import check_compatible
 from .sim import ground_truth
 from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
-from .trust._calibrate import same_instant_pairs
 from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
 logger = logging.getLogger(__name__)
@@ -269,7 +268,7 @@ def evaluate(
     example: dict[str, Any] = {}
     jobs, sequential = [], 0
     for run in opened:
-        usable = same_instant_pairs(run)
+        usable = run.same_instant_pairs()
         sequential += len(run.with_reference()) - len(usable)
         jobs += [(run, i) for i in usable[:max_pairs]]
     if not jobs:

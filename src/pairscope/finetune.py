@@ -110,7 +110,7 @@ class LiveFineTuner:
     def _candidate(self, k: int) -> None:
         deprioritize_current_thread(15)
         from .io import open_run
-        from .trust._checks import same_instant
+        from .io._reader import same_instant
 
         t0 = time.perf_counter()
         record: dict[str, Any] = {"candidate": k}

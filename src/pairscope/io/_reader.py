@@ -17,6 +17,18 @@ from . import _layout as L
 logger = logging.getLogger(__name__)
 
 
+def same_instant(record: dict[str, Any] | None) -> bool:
+    """Whether a pair's two frames claim, and show, the same specimen instant:
+    ``simultaneous`` is not false and, where both cameras report the trigger they
+    read (``camera_trigger_index``), it is the same trigger."""
+    rec = record or {}
+    if rec.get("simultaneous") is False:
+        return False
+    low, ref = rec.get("lowdose") or {}, rec.get("reference") or {}
+    a, b = low.get("camera_trigger_index"), ref.get("camera_trigger_index")
+    return a is None or b is None or a == b
+
+
 @dataclass(frozen=True, slots=True)
 class RunPair:
     """One pair read back from disk (``lowdose`` is ``None`` when its frame was lost,
@@ -85,6 +97,11 @@ class Run:
             for i, r in enumerate(self.records)
             if r.get("reference") and r.get("lowdose")
         ]
+
+    def same_instant_pairs(self) -> list[int]:
+        """Indices of complete pairs whose two frames are of one instant
+        (:func:`same_instant`): what registration, noise fits and trust use."""
+        return [i for i in self.with_reference() if same_instant(self.records[i])]
 
     def with_lowdose(self) -> list[int]:
         """Indices of pairs that have a low-dose frame (all but lost partners)."""

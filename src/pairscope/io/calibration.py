@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 import scipy.optimize
+from tqdm.auto import tqdm
 
 from .._binning import bin_sum
 from .._files import write_atomic
@@ -135,9 +136,20 @@ def _affine_residual(low: np.ndarray, model: np.ndarray, margin: int) -> float:
 
 
 def _pairs(run: Run, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    idx = run.with_reference()
+    idx = run.same_instant_pairs()  # only frames of one instant show the cameras
     if not idx:
-        raise ValueError(f"{run.path}: no pair has a reference frame to register to")
+        idx = run.with_reference()
+        if not idx:
+            raise ValueError(
+                f"{run.path}: no pair has a reference frame to register to"
+            )
+        logger.warning(
+            "%s: no pair's frames are of one instant (sequential or alternating "
+            "pairs): specimen motion between the two frames enters the estimated "
+            "camera shift. Calibrate on a run acquired in triggered or simultaneous "
+            "mode.",
+            run.path,
+        )
     take = np.unique(np.linspace(0, len(idx) - 1, min(max_pairs, len(idx))).round())
     out = []
     for k in take.astype(int):
@@ -199,6 +211,7 @@ def estimate_registration(
     max_pairs: int = 20,
     fit_scale: bool = True,
     scale_pairs: int = 4,
+    progress: bool = False,
 ) -> Registration:
     """Estimate the shift (and scale, 0.95–1.05) of the low-dose camera (module doc).
 
@@ -210,7 +223,11 @@ def estimate_registration(
     """
     run = run if isinstance(run, Run) else open_run(run)
     return registration_from_pairs(
-        _pairs(run, max_pairs), run.factor, fit_scale=fit_scale, scale_pairs=scale_pairs
+        _pairs(run, max_pairs),
+        run.factor,
+        fit_scale=fit_scale,
+        scale_pairs=scale_pairs,
+        progress=progress,
     )
 
 
@@ -220,6 +237,7 @@ def registration_from_pairs(
     *,
     fit_scale: bool = True,
     scale_pairs: int = 4,
+    progress: bool = False,
 ) -> Registration:
     """:func:`estimate_registration` on ``(lowdose, reference)`` float32 arrays."""
     f = factor
@@ -231,7 +249,8 @@ def registration_from_pairs(
         step = max(1, math.ceil(len(coeffs) / scale_pairs))
         x = _fit(coeffs[::step], np.array([*start, 0.0]), f, margin, None)
         start, scale = x[:2], float(np.exp(x[2]))
-    shifts = np.array([_fit([p], start, f, margin, scale) for p in coeffs])
+    per_pair = tqdm(coeffs, desc="registering pairs", unit="pair", disable=not progress)
+    shifts = np.array([_fit([p], start, f, margin, scale) for p in per_pair])
     sy, sx = shifts.mean(axis=0)
     resid = float(np.sqrt(np.mean(np.sum((shifts - [sy, sx]) ** 2, axis=1))))
     return Registration(float(sy), float(sx), scale, resid, len(pairs))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from pairscope._files import write_atomic
 from pairscope.io import Run
+from pairscope.io._reader import same_instant
 from pairscope.io.dataset import PairDataset, split_blocks
 from pairscope.restore import (
     CameraModel,
@@ -239,8 +240,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, 
 def _same_instant(record: dict[str, Any], config: TrainConfig) -> bool:
     """A pair to train on: both frames, taken together (unless allowed otherwise)."""
     complete = bool(record.get("lowdose") and record.get("reference"))
-    simultaneous = record.get("simultaneous") is not False
-    return complete and (simultaneous or config.sequential_pairs)
+    return complete and (config.sequential_pairs or same_instant(record))
 
 
 def _usable(run: Run, config: TrainConfig) -> list[int]:

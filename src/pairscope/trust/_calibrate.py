@@ -26,14 +26,13 @@ from ..io.calibration import (
     load_registration,
     registration_from_pairs,
 )
-from ._checks import CameraNoise, TrustCalibration, same_instant
+from ._checks import CameraNoise, TrustCalibration
 from ._monitor_util import central as _central
 
 __all__ = [
     "calibration_for_run",
     "calibration_from_info",
     "rayleigh_px_of",
-    "same_instant_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -152,19 +151,10 @@ class _RunWithRegistration(Run):
         return {"registration": asdict(self._registration)}
 
 
-def same_instant_pairs(run: Run) -> list[int]:
-    """Indices of the pairs with a reference of the same instant (and a low-dose frame)."""
-    return [
-        i
-        for i in run.with_reference()
-        if run.records[i].get("lowdose") and same_instant(run.records[i])
-    ]
-
-
 def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration:
     """Offline calibration of ``run`` (module doc).  The noise fit needs every pair
     to be of one instant; a run with mixed pairs uses the camera properties."""
-    usable = same_instant_pairs(run)
+    usable = run.same_instant_pairs()
     if not usable:
         raise ValueError(f"{run.path}: no pair with a reference of the same instant")
     reg = _registration(run, usable)

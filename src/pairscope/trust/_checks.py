@@ -35,6 +35,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter
 
 from .._binning import bin_sum
+from ..io._reader import same_instant
 from ..io.calibration import Registration, apply_registration
 from ..metrics import affine_fit, psnr, ssim, upsample
 
@@ -148,18 +149,6 @@ class CheckResult:
         for k, v in self.metrics.items():
             out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
         return out
-
-
-def same_instant(record: dict[str, Any] | None) -> bool:
-    """Whether a pair's two frames claim, and show, the same specimen instant:
-    ``simultaneous`` is not false and, where both cameras report the trigger they
-    read (``camera_trigger_index``), it is the same trigger."""
-    rec = record or {}
-    if rec.get("simultaneous") is False:
-        return False
-    low, ref = rec.get("lowdose") or {}, rec.get("reference") or {}
-    a, b = low.get("camera_trigger_index"), ref.get("camera_trigger_index")
-    return a is None or b is None or a == b
 
 
 def _margin(cal: TrustCalibration) -> int:
