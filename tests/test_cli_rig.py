@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import pairscope
+
+from ._cli import assert_cancelled_cleanly, interrupted_demo
 
 CONFIGS = Path(__file__).parents[1] / "hardware_configs"
 
@@ -52,36 +53,11 @@ def test_demo_drill_ends_with_the_fault_named_and_the_pairs_kept(
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_the_run_cleanly(tmp_path: Path, sig: int, code: int) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "5000",
-            "--sensor", "64", "--interval-ms", "0", "--headless", "--no-restore",
-            "--no-progress", "--out", str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    manifest = None
-    while time.monotonic() < deadline:
-        found = list(tmp_path.glob("*/pairs.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 5:
-            manifest = found[0]
-            break
-        time.sleep(0.1)
-    assert manifest is not None, "the run never started"
-    os.kill(proc.pid, sig)
-    out, err = proc.communicate(timeout=60)
+    proc, out, err, manifest = interrupted_demo(
+        tmp_path, sig, "--interval-ms", "0", "--headless"
+    )
     assert proc.returncode == code, err
-    assert "Traceback" not in err
-    run_dir = Path(out.strip().splitlines()[-1])
-    assert run_dir == manifest.parent
-    info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "cancelled"
-    listed = len(manifest.read_text().splitlines())
-    assert 5 <= listed < 5000 and info["pairs_written"] == listed
-    assert len(pairscope.open_run(run_dir)) == listed
+    assert_cancelled_cleanly(out, err, manifest)
 
 
 def test_a_config_cannot_run_local_code_without_permission(tmp_path: Path) -> None:

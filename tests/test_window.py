@@ -7,10 +7,7 @@ Each test runs a real live session on the demo rig with the real Qt window
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +21,8 @@ import pairscope
 from pairscope.config import AcquisitionSettings
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.live import LiveOptions, run_live
+
+from ._cli import assert_cancelled_cleanly, interrupted_demo
 
 FRAMES = 2000  # far more than a test waits for: only a stop ends these runs
 INTERVAL_S = 0.05
@@ -194,38 +193,17 @@ def test_fine_tune_button_trains_a_candidate_during_the_run(
 
 def test_sigint_to_a_windowed_cli_run_stops_it_cleanly(tmp_path: Path) -> None:
     """Ctrl-C in the terminal of a run whose window is open (offscreen Qt)."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "5000",
-            "--sensor", "64", "--interval-ms", "20", "--window", "--no-restore",
-            "--no-progress", "--out", str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    manifest = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(tmp_path.glob("*/pairs.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 5:
-            manifest = found[0]
-            break
-        time.sleep(0.1)
-    assert manifest is not None, proc.stderr.read() if proc.poll() else "no run"
-    os.kill(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    proc, out, err, manifest = interrupted_demo(
+        tmp_path,
+        signal.SIGINT,
+        "--interval-ms",
+        "20",
+        "--window",
+        env={"QT_QPA_PLATFORM": "offscreen"},
+    )
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "headless" not in err  # it really ran with the window
-    run_dir = Path(out.strip().splitlines()[-1])
-    assert run_dir == manifest.parent
-    info = json.loads((run_dir / "run.json").read_text())
-    listed = len(manifest.read_text().splitlines())
-    assert info["status"] == "cancelled" and info["pairs_written"] == listed
-    assert 5 <= listed < 5000
+    assert_cancelled_cleanly(out, err, manifest)
 
 
 # -- what the window shows ---------------------------------------------------------
