@@ -128,7 +128,8 @@ def load_config(
             "devices (DemoCamera, Utilities) 'pip install mm-test-adapters' is enough."
             if needs_cpp
             else " Check the line's device label, property name and value against "
-            "the device's properties (pairscope info CFG lists them)."
+            "the device's properties (Micro-Manager's Device Property Browser lists "
+            "them, as does core.getDevicePropertyNames(label) in pymmcore-plus)."
         )
         reason = " ".join(str(exc).split())  # one line
         raise ConfigError(f"Could not load {path}: {reason}.{hint}") from exc
