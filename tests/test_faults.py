@@ -52,7 +52,7 @@ def test_malformed_config_names_the_line(tmp_path: Path) -> None:
         open_core(bad),
     ):
         pass
-    assert "pairscope info" in str(err.value)
+    assert "getDevicePropertyNames" in str(err.value)  # where to look them up
 
 
 def test_one_camera_is_refused_unless_alternating(tmp_path: Path) -> None:
