@@ -69,6 +69,34 @@ def test_demo_rig_pairs_are_simultaneous_by_what_the_cameras_report(
     assert info["settings"]["version"] == 1
 
 
+def test_a_timelapse_over_positions_still_pairs_one_instant(tmp_path: Path) -> None:
+    """Frames that cannot form a hardware-timed burst (the stage moves between
+    them) are snapped on both cores at once: simultaneous, never one after the
+    other."""
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 128)
+        assert rig.spec is not None and rig.spec.pairing.mode.value == "triggered"
+        summary = PairedAcquisition(rig, rig.spec.pairing).run(
+            useq.MDASequence(
+                time_plan={"interval": 0, "loops": 3},
+                stage_positions=[(0.0, 0.0, 0.0), (20.0, 10.0, 0.0)],
+            ),
+            writer=RunWriter(tmp_path),
+        )
+    run = pairscope.open_run(summary.run_dir)
+    assert summary.status == "completed" and len(run) == 6
+    for rec in run.records:
+        assert rec["simultaneous"] is True, rec
+        assert rec["exposure_overlap_ms"] >= 0.5 * min(
+            rec["lowdose"]["exposure_ms"], rec["reference"]["exposure_ms"]
+        )
+    assert {tuple(r["stage_xyz_um"][:2]) for r in run.records} == {
+        (0.0, 0.0),
+        (20.0, 10.0),
+    }
+
+
 def test_unplugged_trigger_breaks_simultaneity_and_keeps_every_frame(
     tmp_path: Path,
 ) -> None:

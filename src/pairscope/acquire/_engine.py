@@ -121,6 +121,9 @@ class PairedEngine(MDAEngine):
         if self.rig.multi_core and self.mode in (
             PairingMode.SIMULTANEOUS,
             PairingMode.SPARSE,
+            # events that cannot form a hardware-timed burst (a stage position,
+            # z or channel change every frame) are snapped on every core at once
+            PairingMode.TRIGGERED,
         ):
             self._snapper = ParallelSnapper(2)
         if self.mode in (PairingMode.TRIGGERED, PairingMode.MULTI_CAMERA):
