@@ -58,7 +58,6 @@ def main() -> None:
     p.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101])
     p.add_argument("--loops", type=int, default=25, help="timepoints per training run")
-    p.add_argument("--samples-per-s", type=float, default=140.0, help="measured speed")
     p.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -92,21 +91,7 @@ def main() -> None:
             for s in args.eval_seeds
         ]
         t_acq = time.perf_counter() - t0
-        samples = int(args.minutes * 60 * args.samples_per_s)
-        epochs = 20
-        config = TrainConfig(
-            arch="unet",
-            width=16,
-            depth=2,
-            epochs=epochs,
-            batch_size=8,
-            crop=128,
-            samples_per_epoch=max(samples // epochs // 8 * 8, 64),
-            lr=2e-3,
-            loss="l1",
-            seed=0,
-            name=name,
-        )
+        config = TrainConfig(minutes=args.minutes, lr=2e-3, seed=0, name=name)
         model = tmp / f"{name}.safetensors"
         result = train(runs, model, config)
         t_train = time.perf_counter() - t0 - t_acq
@@ -120,7 +105,9 @@ def main() -> None:
         "size_bytes": (MODELS_DIR / model.name).stat().st_size,
         "train_seconds": round(t_train, 1),
         "acquire_seconds": round(t_acq, 1),
-        "samples_per_s": round(config.epochs * config.samples_per_epoch / t_train, 1),
+        "samples_per_s": round(
+            len(result.history) * config.samples_per_epoch / t_train, 1
+        ),
         "final_val_loss": result.history[-1]["val_loss"],
         "psnr_model_minus_bicubic_db": o["model"]["psnr"] - o["bicubic"]["psnr"],
         "smallest_resolved_um": report["smallest_resolved_separation_um"],

@@ -269,11 +269,12 @@ def test_cli_options_are_the_config_fields(
     out = tmp_path / "m.safetensors"
     args = ["train", str(run), "--out", str(out), "--config", str(cfg), "--epochs",
             "1", "--samples-per-epoch", "8", "--batch-size", "4", "--block-size", "2",
-            "--no-progress", "--no-noise-fit"]  # fmt: skip
+            "--no-progress", "--no-noise-fit", "--minutes", "none"]  # fmt: skip
     assert main(args) == 0
     stored = TrainConfig.from_model_info(load_model(out).info.training)
     assert stored is not None
     assert (stored.width, stored.loss, stored.epochs) == (4, "l1_fft", 1)
+    assert stored.minutes is None  # "none" unsets an optional option
 
 
 def test_sequential_pairs_only_when_asked(

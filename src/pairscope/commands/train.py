@@ -46,9 +46,20 @@ def _add_field(p: argparse.ArgumentParser, name: str, info: Any) -> None:
         p.add_argument(_flag(name), choices=choices, type=type(choices[0]), **kw)
     elif ann in (int, float, str, Path):
         metavar = {int: "N", float: "X", str: "TEXT", Path: "PATH"}[ann]
-        p.add_argument(_flag(name), type=ann, metavar=metavar, **kw)
+        convert = _or_none(ann) if optional else ann
+        p.add_argument(_flag(name), type=convert, metavar=metavar, **kw)
     else:  # pragma: no cover - a new field type must be given a CLI form here
         raise TypeError(f"TrainConfig.{name}: no CLI form for {ann!r}")
+
+
+def _or_none(kind: type) -> Any:
+    """``kind``, or ``None`` for the word "none" (an optional field's unset value)."""
+
+    def convert(text: str) -> Any:
+        return None if text.strip().lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its errors
+    return convert
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -38,20 +38,36 @@ class TrainConfig(BaseModel):
     )
     width: int = Field(16, ge=1, le=512, description="channels at the first level")
     depth: int = Field(2, ge=0, le=6, description="number of 2x downsampling steps")
-    epochs: int = Field(10, ge=1, description="training epochs")
+    epochs: int = Field(
+        200,
+        ge=1,
+        description="training epochs at most (on a CPU --minutes usually ends "
+        "training first)",
+    )
+    minutes: float | None = Field(
+        12.0,
+        gt=0,
+        description="wall-clock training budget: the learning rate anneals over "
+        "whichever of --epochs and --minutes ends first, and no epoch starts that "
+        "would end past it; none: all --epochs",
+    )
     batch_size: int = Field(8, ge=1, description="crops per optimisation step")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine decay)")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    loss: Literal["l1", "mse", "l1_fft"] = Field(
+    loss: Literal["l1", "mse", "l1_fft", "l1_msssim"] = Field(
         "l1",
-        description="l1, mse, or l1_fft: L1 plus fft_weight x the L1 distance of "
-        "the Fourier amplitudes (keeps high frequencies and dips)",
+        description="l1, mse, l1_fft (L1 plus fft_weight x the L1 distance of the "
+        "spectra: keeps high frequencies and dips), or l1_msssim ((1 - ssim_weight) "
+        "x L1 + ssim_weight x (1 - MS-SSIM))",
     )
     fft_weight: float = Field(
         0.05, ge=0, description="weight of the frequency term of loss l1_fft"
     )
+    ssim_weight: float = Field(
+        0.84, ge=0, le=1, description="weight of the MS-SSIM term of loss l1_msssim"
+    )
     crop: int = Field(128, ge=8, description="training crop, reference pixels")
-    samples_per_epoch: int = Field(256, ge=1, description="random crops per epoch")
+    samples_per_epoch: int = Field(512, ge=1, description="random crops per epoch")
     synthetic_fraction: float = Field(
         0.0,
         ge=0,
@@ -78,10 +94,11 @@ class TrainConfig(BaseModel):
     gap_blocks: int = Field(
         1, ge=0, description="blocks left out between training and validation"
     )
-    independent_frames: bool = Field(
-        False,
+    independent_frames: bool | None = Field(
+        None,
         description="frames are independent snapshots: split pair by pair with no "
-        "gap (all data used); overrides block_size and gap_blocks",
+        "gap (all data used), overriding block_size and gap_blocks; none: measured "
+        "(consecutive reference frames that share no structure are independent)",
     )
     sequential_pairs: bool = Field(
         False,

@@ -96,9 +96,7 @@ def fit_noise_model(
                     dark_ref.append(p.reference.astype(np.float64))
             else:
                 assert p.reference is not None
-                light.append(
-                    (p.lowdose.astype(np.float64), p.reference, reg)
-                )
+                light.append((p.lowdose.astype(np.float64), p.reference, reg))
     if not light:
         raise ValueError(
             "no illuminated pairs with a simultaneous reference to fit (sequential "

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from pairscope._files import write_atomic
 from pairscope.io import Run
 from pairscope.io._reader import same_instant
-from pairscope.io.dataset import PairDataset, split_blocks
+from pairscope.io.dataset import PairDataset, frames_independent, split_blocks
 from pairscope.restore import (
     CameraModel,
     ModelInfo,
@@ -99,8 +99,44 @@ def _manifest_sha256(path: Path) -> str:
     return hashlib.sha256((path / "pairs.jsonl").read_bytes()).hexdigest()
 
 
-def _loss_fn(name: str, fft_weight: float = 0.05) -> Any:
-    """The training loss; ``l1_fft`` adds the L1 distance of the 2-D spectra."""
+#: Weights of the five MS-SSIM scales (Wang et al. 2003), truncated to fit a crop.
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_SSIM_WINDOW, _SSIM_SIGMA = 11, 1.5
+
+
+def _ms_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample MS-SSIM of normalised crops (data range 1, Gaussian window 11/1.5;
+    as many scales as the crop holds, up to 5)."""
+    x, y = pred.float(), target.float()
+    g = torch.exp(
+        -0.5 * ((torch.arange(_SSIM_WINDOW, device=x.device) - 5) / _SSIM_SIGMA) ** 2
+    )
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :])[None, None]
+    levels = max(1, min(5, int(math.log2(min(x.shape[-2:]) / _SSIM_WINDOW)) + 1))
+    w = torch.tensor(_MS_SSIM_WEIGHTS[:levels], device=x.device)
+    w = w / w.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    factors = []
+    for level in range(levels):
+        mx, my = F.conv2d(x, win), F.conv2d(y, win)
+        sxx = F.conv2d(x * x, win) - mx * mx
+        syy = F.conv2d(y * y, win) - my * my
+        sxy = F.conv2d(x * y, win) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        if level == levels - 1:
+            lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+            factors.append((lum * cs).mean((1, 2, 3)))
+        else:
+            factors.append(cs.mean((1, 2, 3)))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(factors, 1).clamp_min(1e-6)  # negative: no structure
+    return torch.prod(stacked**w, 1)
+
+
+def _loss_fn(name: str, fft_weight: float = 0.05, ssim_weight: float = 0.84) -> Any:
+    """The training loss.  ``l1_fft`` adds the L1 distance of the 2-D spectra;
+    ``l1_msssim`` mixes L1 with 1 - MS-SSIM (Zhao et al. 2017)."""
     if name == "mse":
         return F.mse_loss
     if name == "l1":
@@ -115,7 +151,17 @@ def _loss_fn(name: str, fft_weight: float = 0.05) -> Any:
             return l1 + fft_weight * diff.sum() * (pred.numel() / diff.numel())
         return l1 + fft_weight * diff.mean()
 
-    return l1_fft
+    def l1_msssim(
+        pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
+        per_sample = (1 - ssim_weight) * (pred - target).abs().float().mean(
+            (1, 2, 3)
+        ) + ssim_weight * (1 - _ms_ssim(pred, target))
+        if reduction == "sum":  # per-pixel units, as F.l1_loss(reduction="sum")
+            return per_sample.sum() * target[0].numel()
+        return per_sample.mean()
+
+    return l1_fft if name == "l1_fft" else l1_msssim
 
 
 def _rng_state() -> dict[str, Any]:
@@ -152,6 +198,7 @@ _CKPT_KEYS = {
     "model": dict,
     "optimizer": dict,
     "scheduler": dict,
+    "budget": dict,
     "epoch": int,
     "history": list,
     "normalization": dict,
@@ -235,6 +282,75 @@ def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, 
             f"or {_START_OVER}"
         )
     return ckpt
+
+
+class _Schedule:
+    """Cosine learning-rate decay over whichever ends first: ``total_steps`` or the
+    wall-clock budget.
+
+    Time is measured at epoch ends only (reduced over ranks, so every rank computes
+    the same rate); within an epoch the time progress is extrapolated from the last
+    epoch's seconds per step.  An epoch starts only if the last one's duration
+    still fits in the budget.
+    """
+
+    def __init__(self, total_steps: int, minutes: float | None) -> None:
+        self.total_steps = max(total_steps, 1)
+        self.budget_s = None if minutes is None else 60.0 * minutes
+        self.elapsed_s = 0.0  # training time at the last epoch end
+        self.epoch_start_step = 0
+        self.s_per_step = 0.0
+        self.last_epoch_s = 0.0
+
+    def progress(self, step: int) -> float:
+        p = step / self.total_steps
+        if self.budget_s:
+            t = self.elapsed_s + (step - self.epoch_start_step) * self.s_per_step
+            p = max(p, t / self.budget_s)
+        return min(p, 1.0)
+
+    def factor(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+    def end_epoch(self, step: int, seconds: float, steps: int) -> None:
+        """Account an epoch of ``seconds`` that ended at ``step``."""
+        self.elapsed_s += seconds
+        self.epoch_start_step = step
+        self.s_per_step = seconds / max(steps, 1)
+        self.last_epoch_s = seconds
+
+    def another_epoch_fits(self) -> bool:
+        """Whether an epoch as long as the last one ends within the budget."""
+        if self.budget_s is None:
+            return True
+        return self.elapsed_s + self.last_epoch_s <= self.budget_s
+
+    def state_dict(self) -> dict[str, float]:
+        return {
+            "elapsed_s": self.elapsed_s,
+            "epoch_start_step": float(self.epoch_start_step),
+            "s_per_step": self.s_per_step,
+            "last_epoch_s": self.last_epoch_s,
+        }
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.elapsed_s = float(state["elapsed_s"])
+        self.epoch_start_step = int(state["epoch_start_step"])
+        self.s_per_step = float(state["s_per_step"])
+        self.last_epoch_s = float(state["last_epoch_s"])
+
+
+def _resolve_independence(runs: list[Run], config: TrainConfig) -> TrainConfig:
+    """``independent_frames`` measured where not given (stored as measured)."""
+    if config.independent_frames is not None:
+        return config
+    independent = all(frames_independent(r, _usable(r, config)) for r in runs)
+    logger.info(
+        "frames are %s: split %s",
+        "independent snapshots" if independent else "time-correlated",
+        "pair by pair" if independent else f"in blocks of {config.block_size}",
+    )
+    return config.replace(independent_frames=independent)
 
 
 def _same_instant(record: dict[str, Any], config: TrainConfig) -> bool:
@@ -489,6 +605,7 @@ def _train(
     if not runs:
         raise TrainingError("no runs given: pass at least one run folder")
     factor = runs[0].factor
+    config = _resolve_independence(runs, config)
     _split(runs, config)  # too few pairs: refused before anything is built
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
@@ -540,9 +657,8 @@ def _train(
     opt = torch.optim.AdamW(
         net.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=config.epochs * len(loader)
-    )
+    schedule = _Schedule(config.epochs * len(loader), config.minutes)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.factor)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf, "model": None}
     start = 0
@@ -551,6 +667,7 @@ def _train(
             net.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
+            schedule.load_state_dict(ckpt["budget"])
         except (RuntimeError, ValueError, KeyError) as e:
             first = str(e).splitlines()[0][:100]
             raise TrainingError(
@@ -572,9 +689,16 @@ def _train(
         torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    loss_fn = _loss_fn(config.loss, config.fft_weight)
+    loss_fn = _loss_fn(config.loss, config.fft_weight, config.ssim_weight)
     model.train()
     for epoch in range(start, config.epochs):
+        if not schedule.another_epoch_fits():
+            if rank == 0 and config.progress:
+                tqdm.write(
+                    f"stopped after epoch {epoch} of {config.epochs}: the "
+                    f"--minutes {config.minutes:g} budget is spent"
+                )
+            break
         if sampler is not None:
             sampler.set_epoch(epoch)
         t0, total, seen = time.perf_counter(), 0.0, 0
@@ -608,6 +732,10 @@ def _train(
                 "--lr and --force"
             )
         val = _evaluate(net, val_loader, loss_fn, device)
+        spent = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        schedule.end_epoch((epoch + 1) * len(loader), float(spent), len(loader))
         history.append(
             {
                 "epoch": epoch + 1,
@@ -637,6 +765,7 @@ def _train(
                     "model": net.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
+                    "budget": schedule.state_dict(),
                     "epoch": epoch + 1,
                     "history": history,
                     "best": best,

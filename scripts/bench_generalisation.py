@@ -1,0 +1,320 @@
+"""pairscope's default training recipe vs CARE on specimens unlike the training set.
+
+Training data come from a second, independent forward model
+(``heldout_forward_model.py``: another PSF, other cameras, other specimen families
+than ``pairscope.sim``), enter pairscope the way a user's data do (``pairscope
+import``), and are trained with ``pairscope train`` and its defaults.  The CARE
+baseline is CAREamics' CARE (U-Net, MAE, its defaults) trained on the same pairs with
+the low-dose frames bicubic-upsampled to the reference grid, under the same
+wall-clock budget and threads (``care_baseline.py``, run in its own virtual
+environment, because CAREamics pins another torch).
+
+Scored on held-out sets of other structure families, photon levels and seeds:
+PSNR against the noise-free reference (no affine fit, data range of the truth), and
+the two-point test (pairs at 0.8-2 Rayleigh distances) against bicubic and the truth.
+``--split dev`` sets are for choosing levers; ``--split test`` sets are reported.
+
+    python scripts/bench_generalisation.py --split test --minutes 15 \
+        --care-python /work/care-venv/bin/python --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from heldout_forward_model import (  # noqa: E402
+    LOW_CAMERA,
+    REF_CAMERA,
+    SPLIT_LOW,
+    SPLIT_REF,
+    ForwardModel,
+)
+from pairscope.metrics import two_point_resolved  # noqa: E402
+from pairscope.offline import restore  # noqa: E402
+
+TRAIN_FAMILIES = ("filaments", "puncta")
+#: (family, low-dose peak photons) per held-out set
+HELD_OUT = (
+    ("membranes", 300),
+    ("nuclei", 300),
+    ("beads", 300),
+    ("filaments", 100),
+    ("beads", 100),
+)
+SEED_BASE = {"train": 0, "dev": 10_000, "test": 20_000}
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    return np.stack(frames).astype(np.uint16)
+
+
+def make_training_set(fm: ForwardModel, n: int, folder: Path) -> tuple[Path, Path]:
+    """``n`` independent snapshots, the training families in turn, as two stacks."""
+    lows, refs = [], []
+    for i in tqdm(range(n), desc="rendering training pairs", leave=False):
+        fr = fm.render(TRAIN_FAMILIES[i % len(TRAIN_FAMILIES)], SEED_BASE["train"] + i)
+        lows.append(fr.lowdose)
+        refs.append(fr.reference)
+    low, ref = folder / "train_low.tif", folder / "train_ref.tif"
+    tifffile.imwrite(low, _stack(lows))
+    tifffile.imwrite(ref, _stack(refs))
+    return low, ref
+
+
+def dose_matched_bicubic(low: np.ndarray, factor: int) -> np.ndarray:
+    """Low-dose ADU -> expected reference ADU above offset, bicubic to the fine grid."""
+    photons = (low.astype(np.float64) - LOW_CAMERA.offset_adu) * (
+        LOW_CAMERA.gain_e_per_adu / LOW_CAMERA.quantum_efficiency
+    )
+    ref_photons = photons * (SPLIT_REF / SPLIT_LOW) / factor**2
+    adu = REF_CAMERA.expected_above_offset(ref_photons)
+    t = torch.from_numpy(adu.astype(np.float32))[None, None]
+    return F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False)[
+        0, 0
+    ].numpy()
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float) -> float:
+    mse = float(np.mean((pred.astype(np.float64) - truth) ** 2))
+    return 10 * np.log10(data_range**2 / mse)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--split", choices=("dev", "test"), default="dev")
+    p.add_argument("--train-frames", type=int, default=128)
+    p.add_argument("--frames", type=int, default=6, help="frames per held-out set")
+    p.add_argument("--minutes", type=float, default=15.0, help="CARE's budget")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=None,
+        metavar="NAME=OPTIONS",
+        help="a `pairscope train` variant (levers), repeatable (default: "
+        "pairscope=, the defaults)",
+    )
+    p.add_argument(
+        "--care-python",
+        type=Path,
+        default=None,
+        help="python of a venv with careamics (default: no CARE)",
+    )
+    p.add_argument(
+        "--care-minutes",
+        type=float,
+        default=None,
+        help="CARE's budget (default: pairscope's measured training time)",
+    )
+    p.add_argument("--work", type=Path, default=None, help="keep files here")
+    p.add_argument(
+        "--reuse-models",
+        action="store_true",
+        help="score a recipe's model already in --work instead of training it again",
+    )
+    p.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of the results")
+    p.add_argument(
+        "--replot", type=Path, default=None, metavar="JSON",
+        help="only draw --plot (and --markdown) from a report written by --out",
+    )  # fmt: skip
+    args = p.parse_args()
+    if args.replot is not None:
+        report = json.loads(args.replot.read_text())
+        if args.plot:
+            plot(report, args.plot)
+        if args.markdown:
+            print(markdown(report))
+        return
+    torch.set_num_threads(args.threads)
+    fm = ForwardModel()
+    work = args.work or Path(tempfile.mkdtemp(prefix="generalisation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    low_tif, ref_tif = make_training_set(fm, args.train_frames, work)
+    run_parent = work / "runs"
+    if not run_parent.exists():
+        subprocess.run(
+            ["pairscope", "import", "--lowdose", str(low_tif), "--reference",
+             str(ref_tif), "--reference-pixel-um", str(fm.ref_pixel_um),
+             "--binning", str(fm.binning),
+             "--offset", str(LOW_CAMERA.offset_adu),
+             "--gain", str(LOW_CAMERA.gain_e_per_adu),
+             "--reference-offset", str(REF_CAMERA.offset_adu),
+             "--reference-gain", str(REF_CAMERA.gain_e_per_adu),
+             "--out", str(run_parent), "--no-progress"],
+            check=True,
+        )  # fmt: skip
+    run = next(run_parent.iterdir())
+    recipes = dict(r.split("=", 1) for r in args.recipe or ["pairscope="])
+    models, train_minutes = {}, {}
+    for name, options in recipes.items():
+        models[name] = work / f"{name}.safetensors"
+        if args.reuse_models and models[name].is_file():
+            continue
+        t0 = time.perf_counter()
+        subprocess.run(
+            ["pairscope", "train", str(run), "--out", str(models[name]), "--force",
+             "--threads", str(args.threads), *options.split()],
+            check=True, env=env,
+        )  # fmt: skip
+        train_minutes[name] = (time.perf_counter() - t0) / 60
+        print(f"{name}: trained in {train_minutes[name]:.1f} min", flush=True)
+    train_s = 60 * max(train_minutes.values(), default=args.minutes)
+
+    sets = {}
+    for k, (family, photons) in enumerate(HELD_OUT):
+        frames = [
+            fm.render(family, SEED_BASE[args.split] + 100 * k + i, photons)
+            for i in range(args.frames)
+        ]
+        sets[f"{family}@{photons}"] = frames
+    care_pred: dict[str, np.ndarray] = {}
+    care_s = None
+    if args.care_python is not None:
+        inputs = []
+        for name, frames in sets.items():
+            path = work / f"test_{name.replace('@', '_')}_low.tif"
+            tifffile.imwrite(path, _stack([f.lowdose for f in frames]))
+            inputs.append(path)
+        minutes = args.care_minutes or train_s / 60
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(args.care_python), str(HERE / "care_baseline.py"),
+             "--low", str(low_tif), "--ref", str(ref_tif),
+             "--factor", str(fm.binning), "--minutes", f"{minutes:.3f}",
+             "--threads", str(args.threads), "--work", str(work / "care"),
+             "--predict", *map(str, inputs)],
+            check=True, env=env,
+        )  # fmt: skip
+        care_s = time.perf_counter() - t0
+        for name, path in zip(sets, inputs, strict=True):
+            care_pred[name] = tifffile.imread(path.with_name(path.stem + "_care.tif"))
+
+    results: dict[str, dict] = {}
+    for name, frames in tqdm(sets.items(), desc="scoring", leave=False):
+        truth = np.stack([f.truth for f in frames]).astype(np.float64)
+        rng_ = float(truth.max() - truth.min())
+        preds = {
+            name: np.stack([restore(m, f.lowdose) for f in frames])
+            - REF_CAMERA.offset_adu
+            for name, m in models.items()
+        }
+        preds["bicubic"] = np.stack(
+            [dose_matched_bicubic(f.lowdose, fm.binning) for f in frames]
+        )
+        if name in care_pred:
+            preds["care"] = care_pred[name].astype(np.float64) - REF_CAMERA.offset_adu
+        row: dict = {"psnr": {m: psnr(v, truth, rng_) for m, v in preds.items()}}
+        if frames[0].pairs:
+            preds["truth"] = truth
+            tally: dict[str, dict[float, list[bool]]] = {m: {} for m in preds}
+            for m, imgs in preds.items():
+                for img, fr in zip(imgs, frames, strict=True):
+                    for p1, p2, sep in fr.pairs:
+                        ok = two_point_resolved(img, p1, p2).resolved
+                        tally[m].setdefault(sep, []).append(ok)
+            row["two_point"] = {
+                m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
+                for m, t in tally.items()
+            }
+        results[name] = row
+    report = {
+        "split": args.split,
+        "train_frames": args.train_frames,
+        "train_families": TRAIN_FAMILIES,
+        "recipes": recipes,
+        "train_minutes": train_minutes,
+        "care_minutes": None if care_s is None else care_s / 60,
+        "threads": args.threads,
+        "sets": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    if args.markdown:
+        print(markdown(report))
+    if args.plot:
+        plot(report, args.plot)
+
+
+def plot(report: dict, path: Path) -> None:
+    """PSNR per held-out set, and the two-point curves per bead set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = report["sets"]
+    beads = [n for n, r in sets.items() if "two_point" in r]
+    fig, axes = plt.subplots(1, 1 + len(beads), figsize=(5 + 4.5 * len(beads), 4))
+    ax = axes[0]
+    methods = list(next(iter(sets.values()))["psnr"])
+    width = 0.8 / len(methods)
+    for k, m in enumerate(methods):
+        ax.bar([i + k * width for i in range(len(sets))],
+               [r["psnr"][m] for r in sets.values()], width, label=m)  # fmt: skip
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sets))], list(sets),
+                  rotation=30, ha="right")  # fmt: skip
+    lo = min(r["psnr"][m] for r in sets.values() for m in methods)
+    ax.set_ylim(lo - 3, None)
+    ax.set_ylabel("PSNR vs noise-free truth (dB)")
+    ax.legend(fontsize=8)
+    for ax, name in zip(axes[1:], beads, strict=True):
+        for m, t in sets[name]["two_point"].items():
+            ax.plot([float(s) for s in t], list(t.values()), "o-", label=m)
+        ax.set_xlabel("separation (Rayleigh distances)")
+        ax.set_ylabel("fraction of pairs resolved")
+        ax.set_title(f"two-point, {name}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"held-out specimens ({report['split']} split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown(report: dict) -> str:
+    methods = list(next(iter(report["sets"].values()))["psnr"])
+    first = methods[0]
+    lines = ["| held-out set | " + " | ".join(f"{m} dB" for m in methods)
+             + f" | {first} − care |", "|---" * (len(methods) + 2) + "|"]  # fmt: skip
+    for name, row in report["sets"].items():
+        ps = row["psnr"]
+        diff = f"{ps[first] - ps['care']:+.2f}" if "care" in ps else "–"
+        lines.append(f"| {name} | " + " | ".join(f"{ps[m]:.2f}" for m in methods)
+                     + f" | {diff} |")  # fmt: skip
+    for name, row in report["sets"].items():
+        if "two_point" not in row:
+            continue
+        seps = list(next(iter(row["two_point"].values())))
+        lines += ["", f"two-point, {name} (fraction of pairs resolved)", "",
+                  "| method | " + " | ".join(f"{s} R" for s in seps) + " |",
+                  "|---" * (len(seps) + 1) + "|"]  # fmt: skip
+        for m, t in row["two_point"].items():
+            lines.append(f"| {m} | " + " | ".join(f"{t[s]:.2f}" for s in seps) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""CAREamics' CARE as a baseline for bench_generalisation.py (its own venv).
+
+CAREamics pins torch < 2.14 and torchvision <= 0.26, so it lives in a separate
+virtual environment (it is not a pairscope dependency):
+
+    python3 -m venv /work/care-venv && . /work/care-venv/bin/activate
+    pip install torch==2.9.1 torchvision==0.24.1 && pip install careamics==0.3.5
+
+CARE restores on the output grid, so the low-dose frames are bicubic-upsampled by
+``--factor`` (as CSBDeep's upsampling CARE does).  CAREamics' CARE defaults (U-Net,
+MAE loss, mean/std normalisation, flips and rotations, Adam with
+ReduceLROnPlateau) train under a wall-clock limit (Lightning's ``max_time``), and
+every ``--predict`` stack is restored into ``<stem>_care.tif`` (float32,
+reference units).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+
+
+def upsample(stack: np.ndarray, factor: int) -> np.ndarray:
+    t = torch.from_numpy(stack.astype(np.float32))[:, None]
+    up = F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False)
+    return up[:, 0].numpy()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--low", type=Path, required=True)
+    p.add_argument("--ref", type=Path, required=True)
+    p.add_argument("--factor", type=int, default=2)
+    p.add_argument("--minutes", type=float, required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--predict", type=Path, nargs="+", default=[])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from careamics import CAREamist
+    from careamics.config import create_advanced_care_config
+
+    low = upsample(tifffile.imread(args.low), args.factor)
+    ref = tifffile.imread(args.ref).astype(np.float32)
+    seconds = round(args.minutes * 60)
+    config = create_advanced_care_config(
+        experiment_name="care_baseline",
+        data_type="array",
+        axes="SYX",
+        patch_size=[args.patch, args.patch],
+        batch_size=args.batch_size,
+        num_epochs=100_000,  # the wall-clock limit ends training
+        num_workers=0,
+        trainer_params={"max_time": f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"},
+        seed=1,
+    )
+    args.work.mkdir(parents=True, exist_ok=True)
+    care = CAREamist(config, work_dir=args.work, enable_progress_bar=False)
+    care.train(train_data=low, train_data_target=ref)
+    for path in args.predict:
+        x = upsample(tifffile.imread(path), args.factor)
+        out, _ = care.predict(x, axes="SYX", batch_size=1)
+        pred = np.stack([np.asarray(o).squeeze() for o in out]).astype(np.float32)
+        if pred.shape != x.shape:
+            pred = pred.reshape(x.shape)
+        tifffile.imwrite(path.with_name(path.stem + "_care.tif"), pred)
+        print(f"{path.name}: {pred.shape}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
