@@ -124,6 +124,10 @@ def main() -> None:
         default=None,
         help="CARE's budget (default: pairscope's measured training time)",
     )
+    p.add_argument(
+        "--care-patience", type=int, default=None,
+        help="CAREamics' early stopping patience (default: none, the whole budget)",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=None, help="keep files here")
     p.add_argument(
         "--reuse-models",
@@ -204,6 +208,7 @@ def main() -> None:
              "--low", str(low_tif), "--ref", str(ref_tif),
              "--factor", str(fm.binning), "--minutes", f"{minutes:.3f}",
              "--threads", str(args.threads), "--work", str(work / "care"),
+             *(["--patience", str(args.care_patience)] if args.care_patience else []),
              "--predict", *map(str, inputs)],
             check=True, env=env,
         )  # fmt: skip
@@ -245,6 +250,8 @@ def main() -> None:
         "train_families": TRAIN_FAMILIES,
         "recipes": recipes,
         "train_minutes": train_minutes,
+        "care_budget_minutes": None if care_s is None else minutes,
+        "care_patience": args.care_patience,
         "care_minutes": None if care_s is None else care_s / 60,
         "threads": args.threads,
         "sets": results,

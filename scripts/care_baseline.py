@@ -9,7 +9,9 @@ virtual environment (it is not a pairscope dependency):
 CARE restores on the output grid, so the low-dose frames are bicubic-upsampled by
 ``--factor`` (as CSBDeep's upsampling CARE does).  CAREamics' CARE defaults (U-Net,
 MAE loss, mean/std normalisation, flips and rotations, Adam with
-ReduceLROnPlateau) train under a wall-clock limit (Lightning's ``max_time``), and
+ReduceLROnPlateau) train under a wall-clock limit (Lightning's ``max_time``; its
+early stopping is off unless ``--patience`` is given, so CARE gets the whole
+budget), and
 every ``--predict`` stack is restored into ``<stem>_care.tif`` (float32,
 reference units).
 """
@@ -40,6 +42,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="CAREamics' early stopping patience in epochs (default: none, so CARE "
+        "trains for the whole budget; CAREamics' own default is 3)",
+    )
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--predict", type=Path, nargs="+", default=[])
     args = p.parse_args()
@@ -59,6 +68,11 @@ def main() -> None:
         num_epochs=100_000,  # the wall-clock limit ends training
         num_workers=0,
         trainer_params={"max_time": f"00:00:{seconds // 60:02d}:{seconds % 60:02d}"},
+        early_stopping_params={
+            "monitor": "val_loss",
+            "mode": "min",
+            "patience": args.patience or 10**9,
+        },
         seed=1,
     )
     args.work.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,13 @@ def main() -> None:
     p.add_argument("--train-seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--eval-seeds", type=int, nargs="+", default=[100, 101])
     p.add_argument("--loops", type=int, default=25, help="timepoints per training run")
+    p.add_argument("--samples-per-s", type=float, default=140.0, help="measured speed")
+    p.add_argument(
+        "--default-recipe",
+        action="store_true",
+        help="train with pairscope train's defaults (a --minutes budget, 512 crops "
+        "per epoch) instead of 20 epochs sized by --samples-per-s",
+    )
     p.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -91,7 +98,25 @@ def main() -> None:
             for s in args.eval_seeds
         ]
         t_acq = time.perf_counter() - t0
-        config = TrainConfig(minutes=args.minutes, lr=2e-3, seed=0, name=name)
+        samples = int(args.minutes * 60 * args.samples_per_s)
+        epochs = 20
+        config = TrainConfig(
+            arch="unet",
+            width=16,
+            depth=2,
+            epochs=epochs,
+            batch_size=8,
+            crop=128,
+            samples_per_epoch=max(samples // epochs // 8 * 8, 64),
+            lr=2e-3,
+            loss="l1",
+            minutes=None,  # the epochs above are sized to --minutes already
+            independent_frames=False,  # a timelapse: time blocks, as measured
+            seed=0,
+            name=name,
+        )
+        if args.default_recipe:
+            config = TrainConfig(minutes=args.minutes, lr=2e-3, seed=0, name=name)
         model = tmp / f"{name}.safetensors"
         result = train(runs, model, config)
         t_train = time.perf_counter() - t0 - t_acq
