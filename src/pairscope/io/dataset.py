@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._binning import bin_sum
 from ._reader import Run, open_run
 from .calibration import Registration, apply_registration, load_registration
 
@@ -68,8 +69,7 @@ def _fine_structure(frame: np.ndarray) -> np.ndarray:
     """A 2x2-binned frame minus its blur: structure, with shading and offset gone."""
     from scipy.ndimage import gaussian_filter
 
-    h, w = (s // 2 * 2 for s in frame.shape)
-    a = frame[:h, :w].astype(np.float64).reshape(h // 2, 2, w // 2, 2).sum((1, 3))
+    a = bin_sum(frame.astype(np.float64), 2)
     return a - gaussian_filter(a, 4.0)
 
 
@@ -93,9 +93,14 @@ def frames_independent(
     if not neighbours:
         return True
     step = max(1, len(neighbours) // max_pairs)
+    chosen = neighbours[::step][:max_pairs]
+    fine = {
+        k: _fine_structure(run[k].reference)  # type: ignore[arg-type]
+        for k in sorted({k for pair in chosen for k in pair})
+    }
     corr = []
-    for a, b in neighbours[::step][:max_pairs]:
-        fa, fb = (_fine_structure(run[k].reference) for k in (a, b))  # type: ignore[arg-type]
+    for a, b in chosen:
+        fa, fb = fine[a], fine[b]
         den = float(np.sqrt((fa * fa).sum() * (fb * fb).sum()))
         corr.append(float((fa * fb).sum()) / den if den > 0 else 1.0)
     return float(np.median(corr)) < INDEPENDENT_BELOW

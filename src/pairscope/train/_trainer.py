@@ -109,7 +109,12 @@ def _ms_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     as many scales as the crop holds, up to 5)."""
     x, y = pred.float(), target.float()
     g = torch.exp(
-        -0.5 * ((torch.arange(_SSIM_WINDOW, device=x.device) - 5) / _SSIM_SIGMA) ** 2
+        -0.5
+        * (
+            (torch.arange(_SSIM_WINDOW, device=x.device) - _SSIM_WINDOW // 2)
+            / _SSIM_SIGMA
+        )
+        ** 2
     )
     g = g / g.sum()
     win = (g[:, None] * g[None, :])[None, None]
