@@ -6,13 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import useq
 
 from pairscope.acquire import PairedAcquisition
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
 from pairscope.io.calibration import Registration, save_calibration
-from pairscope.train import NoiseModel, crappify, fit_noise_model
+from pairscope.io.dataset import PairDataset
+from pairscope.train import (
+    CrappifiedDataset,
+    NoiseModel,
+    crappify,
+    fit_noise_model,
+)
 
 # the demo cfg's low-dose camera
 GAIN, READ_NOISE, OFFSET = 0.5, 1.6, 100.0
@@ -88,3 +95,38 @@ def test_crappify_clips_and_needs_a_model() -> None:
         crappify(
             np.zeros((8, 8)), 2, NoiseModel(0.5, 100, 1.6), rng=np.random.default_rng(0)
         )
+
+
+def test_photon_jitter_varies_brightness_not_the_camera_relation(
+    light_and_dark: tuple[Path, Path],
+) -> None:
+    """Synthetic crops at other photon levels: the specimen is brighter or dimmer in
+    both frames, and the low-dose/reference relation stays the fitted one (a jitter
+    of the dose ratio alone would leave the model to guess the brightness)."""
+    light = light_and_dark[0]
+    noise = fit_noise_model([light])
+    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
+    base = PairDataset(
+        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
+    )
+    torch.manual_seed(0)
+
+    def draws(jitter: float) -> tuple[np.ndarray, np.ndarray]:
+        data = CrappifiedDataset(base, noise, fraction=1.0, dose_jitter=jitter)
+        signal, ratio = [], []
+        for _ in range(40):
+            x, y = data[0]  # the same crop every time: only the draws differ
+            low = float((x.numpy().astype(np.float64) - noise.offset_adu).sum())
+            ref = (y.numpy().astype(np.float64) - noise.reference_offset_adu).sum()
+            signal.append(float(ref))
+            ratio.append(low / float(ref))
+        return np.array(signal), np.array(ratio)
+
+    signal, ratio = draws(0.5)
+    fixed_signal, fixed_ratio = draws(0.0)
+    assert np.std(fixed_signal) == 0
+    assert np.std(signal) / np.mean(signal) > 0.15  # ±50 %: uniform, σ ≈ 29 %
+    assert np.mean(ratio) == pytest.approx(np.mean(fixed_ratio), rel=0.02)
+    assert np.std(ratio) / np.mean(ratio) < 0.03
+    expected = noise.dose_ratio * noise.reference_gain_e_per_adu / noise.gain_e_per_adu
+    assert np.mean(fixed_ratio) == pytest.approx(expected, rel=0.06)

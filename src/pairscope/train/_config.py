@@ -79,8 +79,9 @@ class TrainConfig(BaseModel):
         0.0,
         ge=0,
         lt=1,
-        description="photon-level augmentation of synthetic crops: dose ratio "
-        "drawn from the fitted one x [1 - j, 1 + j]",
+        description="photon-level augmentation of synthetic crops: the specimen's "
+        "brightness scaled by [1 - j, 1 + j] in both frames, shot noise simulated "
+        "at the fitted dose ratio",
     )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="fraction of the pairs held out for validation"

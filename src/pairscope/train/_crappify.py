@@ -54,8 +54,13 @@ class CrappifiedDataset(Dataset):
     """``base`` items where a ``fraction`` of the low-dose crops are semi-synthetic.
 
     The synthetic low-dose crop is made from the (registered, augmented) reference
-    crop, so it is perfectly aligned with its target.  Which items are synthetic and
-    their noise draw from torch's global RNG, like the crops.
+    crop, so it is perfectly aligned with its target.  ``dose_jitter`` varies the
+    photon level: the specimen's brightness (the target crop above its offset) is
+    scaled by a factor drawn from ``[1 - j, 1 + j]`` and the low-dose crop simulated
+    from it at the fitted dose ratio, so shot noise and signal stay consistent and
+    the low-dose / reference relation the model learns is the camera's, not a
+    guess.  Which items are synthetic and their draws come from torch's global
+    RNG, like the crops.
     """
 
     def __init__(
@@ -83,19 +88,16 @@ class CrappifiedDataset(Dataset):
         low, ref = self.base.sample(index)
         if self.fraction and torch.rand(()).item() < self.fraction:
             seed = int(torch.randint(0, 2**63 - 1, ()).item())
-            ratio = (
-                self.dose_ratio
-                if self.dose_ratio is not None
-                else self.noise.dose_ratio
-            )
             if self.dose_jitter:
                 u = float(torch.rand(()).item())
-                ratio *= 1 + self.dose_jitter * (2 * u - 1)
+                brightness = 1 + self.dose_jitter * (2 * u - 1)
+                offset = self.noise.reference_offset_adu
+                ref = (offset + (ref - offset) * brightness).astype(np.float32)
             low = crappify(
                 ref,
                 self.base.factor,
                 self.noise,
-                dose_ratio=ratio,
+                dose_ratio=self.dose_ratio,
                 rng=np.random.default_rng(seed),
             ).astype(np.float32)
         return self.base.to_tensors(low, ref)
