@@ -128,6 +128,11 @@ def main() -> None:
         "--care-patience", type=int, default=None,
         help="CAREamics' early stopping patience (default: none, the whole budget)",
     )  # fmt: skip
+    p.add_argument(
+        "--self-ensemble", action="store_true",
+        help="also score every model (CARE included) as the mean of its "
+        "restorations of the eight flips and quarter turns (rows NAME+ensemble)",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=None, help="keep files here")
     p.add_argument(
         "--reuse-models",
@@ -209,27 +214,39 @@ def main() -> None:
              "--factor", str(fm.binning), "--minutes", f"{minutes:.3f}",
              "--threads", str(args.threads), "--work", str(work / "care"),
              *(["--patience", str(args.care_patience)] if args.care_patience else []),
+             *(["--self-ensemble"] if args.self_ensemble else []),
              "--predict", *map(str, inputs)],
             check=True, env=env,
         )  # fmt: skip
         care_s = time.perf_counter() - t0
         for name, path in zip(sets, inputs, strict=True):
-            care_pred[name] = tifffile.imread(path.with_name(path.stem + "_care.tif"))
+            for suffix in ("care", "care+ensemble")[: 1 + args.self_ensemble]:
+                care_pred[f"{name}/{suffix}"] = tifffile.imread(
+                    path.with_name(f"{path.stem}_{suffix}.tif")
+                )
 
     results: dict[str, dict] = {}
     for name, frames in tqdm(sets.items(), desc="scoring", leave=False):
         truth = np.stack([f.truth for f in frames]).astype(np.float64)
         rng_ = float(truth.max() - truth.min())
-        preds = {
-            name: np.stack([restore(m, f.lowdose) for f in frames])
-            - REF_CAMERA.offset_adu
-            for name, m in models.items()
-        }
+        preds = {}
+        for label, m in models.items():
+            for ensemble in (False, True)[: 1 + args.self_ensemble]:
+                key = f"{label}+ensemble" if ensemble else label
+                preds[key] = (
+                    np.stack(
+                        [restore(m, f.lowdose, self_ensemble=ensemble) for f in frames]
+                    )
+                    - REF_CAMERA.offset_adu
+                )
         preds["bicubic"] = np.stack(
             [dose_matched_bicubic(f.lowdose, fm.binning) for f in frames]
         )
-        if name in care_pred:
-            preds["care"] = care_pred[name].astype(np.float64) - REF_CAMERA.offset_adu
+        for key, pred in care_pred.items():
+            if key.startswith(name + "/"):
+                preds[key.split("/")[1]] = (
+                    pred.astype(np.float64) - REF_CAMERA.offset_adu
+                )
         row: dict = {"psnr": {m: psnr(v, truth, rng_) for m, v in preds.items()}}
         if frames[0].pairs:
             preds["truth"] = truth
@@ -253,6 +270,7 @@ def main() -> None:
         "care_budget_minutes": None if care_s is None else minutes,
         "care_patience": args.care_patience,
         "care_minutes": None if care_s is None else care_s / 60,
+        "self_ensemble": args.self_ensemble,
         "threads": args.threads,
         "sets": results,
     }

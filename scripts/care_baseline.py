@@ -49,6 +49,12 @@ def main() -> None:
         help="CAREamics' early stopping patience in epochs (default: none, so CARE "
         "trains for the whole budget; CAREamics' own default is 3)",
     )
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="also write <stem>_care+ensemble.tif: the mean of CARE's predictions "
+        "of the eight flips and quarter turns (CAREamics has no such option)",
+    )
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--predict", type=Path, nargs="+", default=[])
     args = p.parse_args()
@@ -78,14 +84,27 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     care = CAREamist(config, work_dir=args.work, enable_progress_bar=False)
     care.train(train_data=low, train_data_target=ref)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out, _ = care.predict(np.ascontiguousarray(x), axes="SYX", batch_size=1)
+        pred = np.stack([np.asarray(o).squeeze() for o in out]).astype(np.float32)
+        return pred.reshape(x.shape) if pred.shape != x.shape else pred
+
     for path in args.predict:
         x = upsample(tifffile.imread(path), args.factor)
-        out, _ = care.predict(x, axes="SYX", batch_size=1)
-        pred = np.stack([np.asarray(o).squeeze() for o in out]).astype(np.float32)
-        if pred.shape != x.shape:
-            pred = pred.reshape(x.shape)
-        tifffile.imwrite(path.with_name(path.stem + "_care.tif"), pred)
-        print(f"{path.name}: {pred.shape}", flush=True)
+        tifffile.imwrite(path.with_name(path.stem + "_care.tif"), predict(x))
+        if args.self_ensemble:
+            views = []
+            for flip in (False, True):
+                xf = x[..., ::-1] if flip else x
+                for k in range(4):
+                    y = np.rot90(predict(np.rot90(xf, k, (1, 2))), -k, (1, 2))
+                    views.append(y[..., ::-1] if flip else y)
+            tifffile.imwrite(
+                path.with_name(path.stem + "_care+ensemble.tif"),
+                np.mean(views, 0).astype(np.float32),
+            )
+        print(f"{path.name}: {x.shape}", flush=True)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ def test_restore_cli_writes_every_frame_as_marked_predictions(
         cwd=ROOT,
     )
     assert again.returncode == 2 and "already exists" in again.stderr
+    ensemble = pairscope.offline.restore_run(
+        model, sparse_run, tmp_path / "ensemble", self_ensemble=True, progress=False
+    )
+    meta = json.loads((ensemble.out / "restore.json").read_text())
+    assert meta["self_ensemble"] is True and meta["frames"] == 7
     assert "Traceback" not in again.stderr
 
 

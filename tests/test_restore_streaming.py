@@ -206,3 +206,28 @@ def test_submit_never_raises_and_counts_replacements() -> None:
     s = r.stats()
     assert (s.received, s.skipped, s.restored) == (3, 2, 0)
     assert np.isnan(s.latency_p50_ms)
+
+
+def test_self_ensemble_is_the_mean_of_the_eight_views_and_equivariant() -> None:
+    torch.manual_seed(0)
+    net = UNet(factor=2, width=4, depth=1)
+    torch.nn.init.normal_(net.head.weight, std=0.1)  # not equivariant by itself
+    model = _model(net)
+    frame = _frame(3, (24, 40))  # not square: quarter turns change the shape
+    single = StreamingRestorer(model, device="cpu")
+    ensemble = StreamingRestorer(model, device="cpu", self_ensemble=True)
+    views = []
+    for flip in (False, True):
+        f = frame[:, ::-1] if flip else frame
+        for k in range(4):
+            y = np.rot90(single.restore_now(np.ascontiguousarray(np.rot90(f, k))), -k)
+            views.append(y[:, ::-1] if flip else y)
+    out = ensemble.restore_now(frame)
+    assert out.shape == (48, 80)
+    np.testing.assert_allclose(out, np.mean(views, 0), atol=1e-5)
+    assert np.abs(out - single.restore_now(frame)).max() > 1e-3  # the views differ
+    for view in (np.rot90(frame), frame[::-1]):  # the ensemble turns with the frame
+        expect = np.rot90(out) if view.shape != frame.shape else out[::-1]
+        np.testing.assert_allclose(
+            ensemble.restore_now(np.ascontiguousarray(view)), expect, atol=1e-5
+        )

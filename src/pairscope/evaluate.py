@@ -245,10 +245,12 @@ def evaluate(
     max_pairs: int | None = None,
     targets: TargetSpec | Sequence[Target] | None = None,
     rayleigh_um: float | None = None,
+    self_ensemble: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score ``model`` and the baselines on ``runs``; write JSON, PNGs, Markdown and
-    ``quality.jsonl`` into ``out`` (module doc)."""
+    ``quality.jsonl`` into ``out`` (module doc).  ``self_ensemble`` scores the
+    model as ``pairscope restore --self-ensemble`` restores."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     if targets is not None and not isinstance(targets, TargetSpec):
         targets = TargetSpec(every=tuple(targets))
@@ -260,7 +262,7 @@ def evaluate(
         check_model_for_run(loaded, run)
     trained = {t.sha256: t.path for t in loaded.info.trained_on}
     training_runs = [str(r.path) for r in opened if manifest_sha256(r) in trained]
-    restorer = StreamingRestorer(loaded, device="auto")
+    restorer = StreamingRestorer(loaded, device="auto", self_ensemble=self_ensemble)
     monitor = TrustMonitor(out)
     per_frame: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ROWS}
     tally = M.TwoPointTally()
@@ -339,6 +341,7 @@ def evaluate(
         targets is not None,
     )
     report["pairs_not_same_instant_skipped"] = sequential
+    report["model"]["self_ensemble"] = self_ensemble
     _write_outputs(out, report, per_frame, example, loaded)
     return report
 

@@ -34,32 +34,42 @@ class OutputExistsError(PairscopeError, FileExistsError):
 _RESTORERS: dict[Any, Any] = {}
 
 
-def _restorer(model: Any, device: str) -> Any:
+def _restorer(model: Any, device: str, self_ensemble: bool) -> Any:
     """A cached :class:`pairscope.restore.StreamingRestorer` for ``model``."""
     from .restore import LoadedModel, StreamingRestorer, load_model
 
     if isinstance(model, LoadedModel):
-        key: Any = (id(model), device)
+        key: Any = (id(model), device, self_ensemble)
     else:
         path = Path(model)
         st = path.stat()
-        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, device)
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, device, self_ensemble)
     if key not in _RESTORERS:
         loaded = model if isinstance(model, LoadedModel) else load_model(model)
         if len(_RESTORERS) >= 4:
             _RESTORERS.pop(next(iter(_RESTORERS)))
-        _RESTORERS[key] = (StreamingRestorer(loaded, device=device), loaded)
+        _RESTORERS[key] = (
+            StreamingRestorer(loaded, device=device, self_ensemble=self_ensemble),
+            loaded,
+        )
     return _RESTORERS[key][0]
 
 
-def restore(model: Any, frame: np.ndarray, *, device: str = "auto") -> np.ndarray:
+def restore(
+    model: Any,
+    frame: np.ndarray,
+    *,
+    device: str = "auto",
+    self_ensemble: bool = False,
+) -> np.ndarray:
     """Restore one low-dose ``frame`` (2-D, ADU) with ``model`` (a path or loaded).
 
     The model's input normalisation is applied, the output is de-normalised into
-    reference ADU (float32), ``factor`` times larger per axis.  Models are loaded
-    once and cached.
+    reference ADU (float32), ``factor`` times larger per axis.  ``self_ensemble``
+    averages the restorations of the frame's eight flips and quarter turns (8x the
+    work).  Models are loaded once and cached.
     """
-    return _restorer(model, device).restore_now(np.asarray(frame))
+    return _restorer(model, device, self_ensemble).restore_now(np.asarray(frame))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,7 @@ class RestoreResult:
     model_name: str
     device: str
     seconds: float
+    self_ensemble: bool = False
 
 
 def restore_run(
@@ -82,6 +93,7 @@ def restore_run(
     device: str = "auto",
     progress: bool = True,
     tile: int | None = None,
+    self_ensemble: bool = False,
     on_frame: Callable[[int], None] | None = None,
 ) -> RestoreResult:
     """Restore every low-dose frame of ``run`` into ``out`` (module doc).
@@ -112,7 +124,9 @@ def restore_run(
             f"{tiff} already exists; choose another --out folder (restored frames "
             "are never overwritten)"
         )
-    restorer = StreamingRestorer(loaded, device=device, tile=tile)
+    restorer = StreamingRestorer(
+        loaded, device=device, tile=tile, self_ensemble=self_ensemble
+    )
     t0 = time.perf_counter()
     pages = _PageFile(tiff)
     try:
@@ -154,6 +168,7 @@ def restore_run(
         model_name=loaded.info.name,
         device=str(restorer.device),
         seconds=round(time.perf_counter() - t0, 3),
+        self_ensemble=self_ensemble,
     )
     write_json(
         out / "restore.json",

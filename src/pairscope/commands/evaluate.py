@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Rayleigh distance 0.61 λ/NA for the table's Rayleigh units "
         "(demo runs record it)",
     )
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="score the model as `pairscope restore --self-ensemble` restores "
+        "(mean of the eight flips and quarter turns; off unless given)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -64,6 +70,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         max_pairs=args.max_pairs,
         targets=targets,
         rayleigh_um=args.rayleigh_um,
+        self_ensemble=args.self_ensemble,
         progress=not args.no_progress,
     )
     summary = args.out / "summary.md"

@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="tile size for big frames (default: whole frames)",
     )
+    p.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the restorations of each frame's eight flips and quarter "
+        "turns: 8x the time, a little less noise (off unless given)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
@@ -38,11 +44,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         args.out,
         device=args.device,
         tile=args.tile,
+        self_ensemble=args.self_ensemble,
         progress=not args.no_progress,
     )
     print(
         f"restored {result.frames} frames with {result.model_name!r} "
-        f"(sha256 {result.model_sha256[:12]}…) on {result.device} in "
+        f"(sha256 {result.model_sha256[:12]}…"
+        f"{', self-ensemble of 8' if result.self_ensemble else ''}) on "
+        f"{result.device} in "
         f"{result.seconds:.1f} s",
         file=sys.stderr,
     )
