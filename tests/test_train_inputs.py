@@ -24,7 +24,13 @@ from pairscope.restore import (
     load_model,
     save_model,
 )
-from pairscope.train import NoiseModel, TrainConfig, checkpoint_path, train
+from pairscope.train import (
+    NoiseModel,
+    TrainConfig,
+    TrainingError,
+    checkpoint_path,
+    train,
+)
 
 TINY = ["--width", "4", "--depth", "1", "--crop", "64", "--batch-size", "4",
         "--samples-per-epoch", "8", "--block-size", "2", "--no-progress",
@@ -181,7 +187,14 @@ BAD: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         r"--epochs: Input should be greater than or equal to 1 \(got 0\)",
     ),
     "jitter-without-synthetic": (
-        lambda t, d: ["--out", str(d / "m.safetensors"), "--dose-jitter", "0.5"],
+        lambda t, d: [
+            "--out",
+            str(d / "m.safetensors"),
+            "--synthetic-fraction",
+            "0",
+            "--dose-jitter",
+            "0.5",
+        ],
         r"dose_jitter 0.5 acts on synthetic crops only",
     ),
 }
@@ -248,6 +261,15 @@ def test_the_noise_model_is_stored(run: Path, tmp_path: Path) -> None:
     assert (fit.dose_ratio, fit.reference_offset_adu) == (0.04, None)  # nan -> None
     text = describe_model_file(tmp_path / "m.safetensors")
     assert "noise fit:    gain 0.49 e-/ADU, offset 99.50 ADU, read noise 1.7 e-" in text
+    # no reference offset: the camera cannot be simulated, so the default synthetic
+    # crops are left out, and the model file says so; asked for, they are refused
+    training = load_model(tmp_path / "m.safetensors").info.training
+    assert training is not None
+    assert (training["synthetic_fraction"], training["dose_jitter"]) == (0.0, 0.0)
+    with pytest.raises(TrainingError, match="synthetic crops need the camera noise"):
+        train([run], tmp_path / "s.safetensors",
+              cfg.replace(synthetic_fraction=0.3), noise=noise)  # fmt: skip
+    assert not (tmp_path / "s.safetensors").exists()
 
 
 def test_cli_options_are_the_config_fields(

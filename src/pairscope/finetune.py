@@ -187,6 +187,9 @@ class LiveFineTuner:
             "progress": False,
             "force": True,
             "noise_fit": False,
+            # short candidates on the pairs so far: measured crops only (measured
+            # in docs/benchmarks.md, "Fine-tuning during the run")
+            "synthetic_fraction": 0.0,
             "independent_frames": True,
         }
         ctx = mp.get_context("spawn")

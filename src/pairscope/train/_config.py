@@ -69,14 +69,14 @@ class TrainConfig(BaseModel):
     crop: int = Field(128, ge=8, description="training crop, reference pixels")
     samples_per_epoch: int = Field(512, ge=1, description="random crops per epoch")
     synthetic_fraction: float = Field(
-        0.0,
+        0.3,
         ge=0,
         le=1,
         description="fraction of low-dose crops simulated from the reference "
         "through the fitted camera noise model",
     )
     dose_jitter: float = Field(
-        0.0,
+        0.5,
         ge=0,
         lt=1,
         description="photon-level augmentation of synthetic crops: the specimen's "
@@ -132,6 +132,19 @@ class TrainConfig(BaseModel):
     device: str | None = Field(None, description="torch device (default: cuda if any)")
     name: str | None = Field(None, description="model name (default: the file's stem)")
     progress: bool = Field(True, description="show progress bars")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_jitter_without_synthetic(cls, data: Any) -> Any:
+        """``synthetic_fraction 0`` alone also turns the (default) jitter off."""
+        if isinstance(data, dict) and "dose_jitter" not in data:
+            try:
+                off = float(data.get("synthetic_fraction", 1)) == 0
+            except (TypeError, ValueError):
+                off = False  # the field's own validation names the problem
+            if off:
+                return {**data, "dose_jitter": 0.0}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

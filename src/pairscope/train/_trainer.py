@@ -552,17 +552,46 @@ def _noise_fit(model: NoiseModel | None) -> NoiseFit | None:
     )
 
 
-def _fit_noise(runs: list[Run], config: TrainConfig) -> NoiseModel | None:
-    try:
-        return fit_noise_model(runs, max_pairs=16)
-    except (ValueError, KeyError, np.linalg.LinAlgError) as e:
-        if config.synthetic_fraction > 0:
-            raise TrainingError(
-                f"synthetic crops need the camera noise fit, which failed ({e}); "
-                "set --synthetic-fraction 0"
-            ) from None
-        logger.warning("camera noise fit failed, not stored in the model: %s", e)
-        return None
+def _fit_noise(
+    runs: list[Run],
+    config: TrainConfig,
+    noise: NoiseModel | None,
+    synthetic_asked: bool,
+) -> tuple[NoiseModel | None, TrainConfig]:
+    """The camera noise model (fitted unless given) and the configuration to train
+    with: synthetic crops need a model that can simulate the low-dose camera; where
+    there is none they are refused if asked for, else left out (and so recorded)."""
+    problem = None
+    if noise is None:
+        try:
+            noise = fit_noise_model(runs, max_pairs=16)
+        except (ValueError, KeyError, np.linalg.LinAlgError) as e:
+            problem = str(e)
+    if noise is not None and config.synthetic_fraction > 0:
+        known = (
+            noise.dose_ratio,
+            noise.reference_gain_e_per_adu,
+            noise.reference_offset_adu,
+        )
+        if not all(math.isfinite(v) for v in known):
+            problem = "it found no dose ratio or reference gain/offset"
+    if problem is None:
+        return noise, config
+    if config.synthetic_fraction > 0 and synthetic_asked:
+        raise TrainingError(
+            f"synthetic crops need the camera noise fit, which failed ({problem}); "
+            "set --synthetic-fraction 0"
+        )
+    if config.synthetic_fraction > 0:
+        logger.warning(
+            "camera noise fit failed (%s): training on the measured pairs only, "
+            "without synthetic crops",
+            problem,
+        )
+        config = config.replace(synthetic_fraction=0.0, dose_jitter=0.0)
+    else:
+        logger.warning("camera noise fit failed, not stored in the model: %s", problem)
+    return noise, config
 
 
 def train(
@@ -586,9 +615,13 @@ def train(
     _check_outputs(out, ckpt_path, config)
     if config.threads:
         torch.set_num_threads(config.threads)
+    # asked for (an option, a configuration file), not the default
+    synthetic_asked = "synthetic_fraction" in config.model_fields_set
     rank, world, device, own_group = _setup_distributed(config)
     try:
-        return _train(runs, out, ckpt_path, config, noise, rank, world, device)
+        return _train(
+            runs, out, ckpt_path, config, noise, synthetic_asked, rank, world, device
+        )
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -600,6 +633,7 @@ def _train(
     ckpt_path: Path,
     config: TrainConfig,
     noise: NoiseModel | None,
+    synthetic_asked: bool,
     rank: int,
     world: int,
     device: torch.device,
@@ -612,6 +646,8 @@ def _train(
     factor = runs[0].factor
     config = _resolve_independence(runs, config)
     _split(runs, config)  # too few pairs: refused before anything is built
+    if noise is not None or config.synthetic_fraction > 0 or config.noise_fit:
+        noise, config = _fit_noise(runs, config, noise, synthetic_asked)
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
     if ckpt is not None:
@@ -627,8 +663,6 @@ def _train(
             f"{low.shape[0] * factor}x{low.shape[1] * factor} reference pixels: "
             "pass a smaller --crop"
         )
-    if noise is None and (config.synthetic_fraction > 0 or config.noise_fit):
-        noise = _fit_noise(runs, config)
     data: Dataset = train_set
     if config.synthetic_fraction > 0:
         assert noise is not None
