@@ -293,28 +293,34 @@ def plot(report: dict, path: Path) -> None:
 
     sets = report["sets"]
     beads = [n for n, r in sets.items() if "two_point" in r]
-    fig, axes = plt.subplots(1, 1 + len(beads), figsize=(5 + 4.5 * len(beads), 4))
+    fig, axes = plt.subplots(1, 1 + len(beads), figsize=(5 + 4.5 * len(beads), 5))
     ax = axes[0]
     methods = list(next(iter(sets.values()))["psnr"])
+    names = [*methods, "truth"]
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    colour = dict(zip(names, cmap.colors, strict=False))
     width = 0.8 / len(methods)
     for k, m in enumerate(methods):
         ax.bar([i + k * width for i in range(len(sets))],
-               [r["psnr"][m] for r in sets.values()], width, label=m)  # fmt: skip
+               [r["psnr"][m] for r in sets.values()], width, label=m,
+               color=colour[m])  # fmt: skip
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sets))], list(sets),
                   rotation=30, ha="right")  # fmt: skip
     lo = min(r["psnr"][m] for r in sets.values() for m in methods)
     ax.set_ylim(lo - 3, None)
     ax.set_ylabel("PSNR vs noise-free truth (dB)")
-    ax.legend(fontsize=8)
     for ax, name in zip(axes[1:], beads, strict=True):
         for m, t in sets[name]["two_point"].items():
-            ax.plot([float(s) for s in t], list(t.values()), "o-", label=m)
+            ax.plot([float(s) for s in t], list(t.values()), "o-", label=m,
+                    color=colour.get(m))  # fmt: skip
         ax.set_xlabel("separation (Rayleigh distances)")
         ax.set_ylabel("fraction of pairs resolved")
         ax.set_title(f"two-point, {name}")
-        ax.legend(fontsize=8)
+    handles, labels = axes[1 if beads else 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6),
+               fontsize=8)  # fmt: skip
     fig.suptitle(f"held-out specimens ({report['split']} split)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 * (1 + len(labels) // 6), 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
