@@ -252,3 +252,19 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
     err = capsys.readouterr().err
     assert code == 2 and "pairscope: error:" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_self_ensemble_is_scored_and_said(
+    report, fresh_run: Path, tmp_path: Path
+) -> None:
+    """``--self-ensemble`` scores what ``restore --self-ensemble`` writes, and says so."""
+    model = load_model(bundled_model_path(2))
+    rep = evaluate(model, [fresh_run], tmp_path, self_ensemble=True, progress=False)
+    assert (
+        rep["model"]["self_ensemble"] is True
+        and not report[0]["model"]["self_ensemble"]
+    )
+    assert "self-ensemble of 8" in (tmp_path / "summary.md").read_text().splitlines()[0]
+    single, ensemble = report[0]["overall"]["model"], rep["overall"]["model"]
+    assert ensemble["psnr"] != single["psnr"]  # another restoration was scored
+    assert rep["overall"]["bicubic"] == report[0]["overall"]["bicubic"]  # same target

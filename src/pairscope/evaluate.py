@@ -515,7 +515,8 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     o = report["overall"]
     frc = report["frc"]
     lines = [
-        f"# Evaluation of `{loaded.info.name}` ({report['pairs']} pairs)",
+        f"# Evaluation of `{loaded.info.name}` ({report['pairs']} pairs"
+        f"{', self-ensemble of 8' if report['model'].get('self_ensemble') else ''})",
         "",
         f"Protocol: {report['protocol']}.",
         "",
