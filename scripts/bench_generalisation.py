@@ -328,13 +328,20 @@ def plot(report: dict, path: Path) -> None:
 def markdown(report: dict) -> str:
     methods = list(next(iter(report["sets"].values()))["psnr"])
     first = methods[0]
+    # pairscope's first recipe minus CARE, as each restores (and both ensembled)
+    diffs = [
+        (a, b)
+        for a, b in ((first, "care"), (f"{first}+ensemble", "care+ensemble"))
+        if a in methods and b in methods
+    ]
     lines = ["| held-out set | " + " | ".join(f"{m} dB" for m in methods)
-             + f" | {first} − care |", "|---" * (len(methods) + 2) + "|"]  # fmt: skip
+             + "".join(f" | {a} − {b}" for a, b in diffs) + " |",
+             "|---" * (len(methods) + len(diffs) + 1) + "|"]  # fmt: skip
     for name, row in report["sets"].items():
         ps = row["psnr"]
-        diff = f"{ps[first] - ps['care']:+.2f}" if "care" in ps else "–"
         lines.append(f"| {name} | " + " | ".join(f"{ps[m]:.2f}" for m in methods)
-                     + f" | {diff} |")  # fmt: skip
+                     + "".join(f" | {ps[a] - ps[b]:+.2f}" for a, b in diffs)
+                     + " |")  # fmt: skip
     for name, row in report["sets"].items():
         if "two_point" not in row:
             continue
