@@ -13,9 +13,18 @@ from pairscope.io.dataset import PairDataset
 
 from ._noise_fit import NoiseModel
 
-__all__ = ["CrappifiedDataset", "crappify"]
+__all__ = ["CrappifiedDataset", "can_simulate", "crappify"]
 
 ADU_MAX = 65535
+
+
+def can_simulate(noise: NoiseModel, dose_ratio: float | None = None) -> bool:
+    """Whether :func:`crappify` can simulate the low-dose camera with ``noise``: it
+    needs the dose ratio (``noise.dose_ratio`` unless given) and the reference gain
+    and offset, which :func:`fit_noise_model` fills in where the run records them."""
+    ratio = noise.dose_ratio if dose_ratio is None else dose_ratio
+    known = (ratio, noise.reference_gain_e_per_adu, noise.reference_offset_adu)
+    return all(math.isfinite(v) for v in known)
 
 
 def crappify(
@@ -34,14 +43,13 @@ def crappify(
     16 bit.  The reference's own noise, scaled by ``dose_ratio``, is carried along
     (a variance ``dose_ratio`` times smaller than the added shot noise).
     """
-    ratio = noise.dose_ratio if dose_ratio is None else dose_ratio
-    g_ref = noise.reference_gain_e_per_adu
-    off_ref = noise.reference_offset_adu
-    if not (math.isfinite(ratio) and math.isfinite(g_ref) and math.isfinite(off_ref)):
+    if not can_simulate(noise, dose_ratio):
         raise ValueError(
             "crappify needs dose_ratio and the reference gain/offset (fit_noise_model "
             "fills them in)"
         )
+    ratio = noise.dose_ratio if dose_ratio is None else dose_ratio
+    off_ref, g_ref = noise.reference_offset_adu, noise.reference_gain_e_per_adu
     electrons = np.maximum(np.asarray(reference, np.float64) - off_ref, 0) * g_ref
     counts = rng.poisson(electrons * ratio).astype(np.float64)
     counts = bin_sum(counts, factor)

@@ -48,7 +48,7 @@ from pairscope.restore import (
 )
 
 from ._config import TrainConfig, TrainingError
-from ._crappify import CrappifiedDataset
+from ._crappify import CrappifiedDataset, can_simulate
 from ._noise_fit import NoiseModel, fit_noise_model
 
 __all__ = ["TrainConfig", "TrainResult", "checkpoint_path", "train"]
@@ -567,14 +567,8 @@ def _fit_noise(
             noise = fit_noise_model(runs, max_pairs=16)
         except (ValueError, KeyError, np.linalg.LinAlgError) as e:
             problem = str(e)
-    if noise is not None and config.synthetic_fraction > 0:
-        known = (
-            noise.dose_ratio,
-            noise.reference_gain_e_per_adu,
-            noise.reference_offset_adu,
-        )
-        if not all(math.isfinite(v) for v in known):
-            problem = "it found no dose ratio or reference gain/offset"
+    if noise is not None and config.synthetic_fraction > 0 and not can_simulate(noise):
+        problem = "it found no dose ratio or reference gain/offset"
     if problem is None:
         return noise, config
     if config.synthetic_fraction > 0 and synthetic_asked:
