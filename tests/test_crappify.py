@@ -130,3 +130,32 @@ def test_photon_jitter_varies_brightness_not_the_camera_relation(
     assert np.std(ratio) / np.mean(ratio) < 0.03
     expected = noise.dose_ratio * noise.reference_gain_e_per_adu / noise.gain_e_per_adu
     assert np.mean(fixed_ratio) == pytest.approx(expected, rel=0.06)
+
+
+def test_specimen_mix_adds_two_measured_specimens_at_the_camera_relation(
+    light_and_dark: tuple[Path, Path],
+) -> None:
+    """A mixed synthetic crop's target is its own reference crop plus another
+    item's, both above the offset (fluorescence adds), and its low-dose crop is
+    simulated from that sum at the fitted camera relation."""
+    light = light_and_dark[0]
+    noise = fit_noise_model([light])
+    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
+    base = PairDataset(
+        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
+    )
+    off = noise.reference_offset_adu
+    singles = [base.sample(i)[1].astype(np.float64) - off for i in range(len(base))]
+    data = CrappifiedDataset(base, noise, fraction=1.0, specimen_mix=1.0)
+    expected = noise.dose_ratio * noise.reference_gain_e_per_adu / noise.gain_e_per_adu
+    torch.manual_seed(1)
+    for _ in range(6):
+        x, y = data[0]
+        mixed = y.numpy()[0].astype(np.float64) - off
+        partner = mixed - singles[0]
+        assert min(np.abs(partner - s).max() for s in singles) < 0.5
+        low = float((x.numpy().astype(np.float64) - noise.offset_adu).sum())
+        assert low / mixed.sum() == pytest.approx(expected, rel=0.06)
+    unmixed = CrappifiedDataset(base, noise, fraction=1.0, specimen_mix=0.0)
+    y0 = unmixed[0][1].numpy()[0].astype(np.float64) - off
+    np.testing.assert_allclose(y0, singles[0], atol=0.5)

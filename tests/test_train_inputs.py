@@ -197,6 +197,17 @@ BAD: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         ],
         r"dose_jitter 0.5 acts on synthetic crops only",
     ),
+    "mix-without-synthetic": (
+        lambda t, d: [
+            "--out",
+            str(d / "m.safetensors"),
+            "--synthetic-fraction",
+            "0",
+            "--specimen-mix",
+            "0.5",
+        ],
+        r"specimen_mix 0.5 acts on synthetic crops only",
+    ),
 }
 
 

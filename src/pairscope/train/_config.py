@@ -83,6 +83,14 @@ class TrainConfig(BaseModel):
         "brightness scaled by [1 - j, 1 + j] in both frames, shot noise simulated "
         "at the fitted dose ratio",
     )
+    specimen_mix: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="fraction of synthetic crops whose specimen is the sum of two "
+        "reference crops (fluorescence adds, so the sum is a denser specimen the "
+        "camera could have seen), the low-dose crop simulated from the sum",
+    )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="fraction of the pairs held out for validation"
     )
@@ -136,14 +144,17 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_jitter_without_synthetic(cls, data: Any) -> Any:
-        """``synthetic_fraction 0`` alone also turns the (default) jitter off."""
-        if isinstance(data, dict) and "dose_jitter" not in data:
-            try:
-                off = float(data.get("synthetic_fraction", 1)) == 0
-            except (TypeError, ValueError):
-                off = False  # the field's own validation names the problem
-            if off:
-                return {**data, "dose_jitter": 0.0}
+        """``synthetic_fraction 0`` alone also turns the synthetic crops' own
+        options (dose jitter, specimen mix) off where they are left at default."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            off = float(data.get("synthetic_fraction", 1)) == 0
+        except (TypeError, ValueError):
+            off = False  # the field's own validation names the problem
+        if off:
+            defaults = {"dose_jitter": 0.0, "specimen_mix": 0.0}
+            return {**defaults, **data}
         return data
 
     @model_validator(mode="after")
@@ -151,6 +162,11 @@ class TrainConfig(BaseModel):
         if self.dose_jitter and not self.synthetic_fraction:
             raise ValueError(
                 f"dose_jitter {self.dose_jitter} acts on synthetic crops only: set "
+                "synthetic_fraction > 0 as well"
+            )
+        if self.specimen_mix and not self.synthetic_fraction:
+            raise ValueError(
+                f"specimen_mix {self.specimen_mix} acts on synthetic crops only: set "
                 "synthetic_fraction > 0 as well"
             )
         return self

@@ -67,8 +67,12 @@ class CrappifiedDataset(Dataset):
     scaled by a factor drawn from ``[1 - j, 1 + j]`` and the low-dose crop simulated
     from it at the fitted dose ratio, so shot noise and signal stay consistent and
     the low-dose / reference relation the model learns is the camera's, not a
-    guess.  Which items are synthetic and their draws come from torch's global
-    RNG, like the crops.
+    guess.  ``specimen_mix`` is the fraction of synthetic items whose specimen is
+    the sum of the item's reference crop and another random item's (each above
+    the offset, each with its own brightness draw): fluorescence adds, so the sum
+    is a denser specimen imaged through the same optics, and the low-dose crop is
+    simulated from it.  Which items are synthetic and their draws come from
+    torch's global RNG, like the crops.
     """
 
     def __init__(
@@ -79,12 +83,15 @@ class CrappifiedDataset(Dataset):
         fraction: float = 0.5,
         dose_ratio: float | None = None,
         dose_jitter: float = 0.0,
+        specimen_mix: float = 0.0,
     ) -> None:
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         if not 0 <= dose_jitter < 1:
             raise ValueError(f"dose_jitter must be in [0, 1), got {dose_jitter}")
-        self.dose_jitter = dose_jitter
+        if not 0 <= specimen_mix <= 1:
+            raise ValueError(f"specimen_mix must be in [0, 1], got {specimen_mix}")
+        self.dose_jitter, self.specimen_mix = dose_jitter, specimen_mix
         self.base, self.noise = base, noise
         self.fraction, self.dose_ratio = fraction, dose_ratio
         self.normalization = base.normalization
@@ -94,18 +101,27 @@ class CrappifiedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         low, ref = self.base.sample(index)
-        if self.fraction and torch.rand(()).item() < self.fraction:
-            seed = int(torch.randint(0, 2**63 - 1, ()).item())
-            if self.dose_jitter:
-                u = float(torch.rand(()).item())
-                brightness = 1 + self.dose_jitter * (2 * u - 1)
-                offset = self.noise.reference_offset_adu
-                ref = (offset + (ref - offset) * brightness).astype(np.float32)
-            low = crappify(
-                ref,
-                self.base.factor,
-                self.noise,
-                dose_ratio=self.dose_ratio,
-                rng=np.random.default_rng(seed),
-            ).astype(np.float32)
+        if not (self.fraction and torch.rand(()).item() < self.fraction):
+            return self.base.to_tensors(low, ref)
+        seed = int(torch.randint(0, 2**63 - 1, ()).item())
+        offset = self.noise.reference_offset_adu
+        specimen = self._brightness() * (ref - offset)
+        if self.specimen_mix and torch.rand(()).item() < self.specimen_mix:
+            other = int(torch.randint(0, len(self.base), ()).item())
+            _, ref2 = self.base.sample(other)
+            specimen += self._brightness() * (ref2 - offset)
+        ref = np.minimum(offset + specimen, ADU_MAX).astype(np.float32)
+        low = crappify(
+            ref,
+            self.base.factor,
+            self.noise,
+            dose_ratio=self.dose_ratio,
+            rng=np.random.default_rng(seed),
+        ).astype(np.float32)
         return self.base.to_tensors(low, ref)
+
+    def _brightness(self) -> float:
+        """A brightness factor drawn from ``[1 - dose_jitter, 1 + dose_jitter]``."""
+        if not self.dose_jitter:
+            return 1.0
+        return 1 + self.dose_jitter * (2 * float(torch.rand(()).item()) - 1)

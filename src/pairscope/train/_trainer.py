@@ -582,7 +582,9 @@ def _fit_noise(
             "without synthetic crops",
             problem,
         )
-        config = config.replace(synthetic_fraction=0.0, dose_jitter=0.0)
+        config = config.replace(
+            synthetic_fraction=0.0, dose_jitter=0.0, specimen_mix=0.0
+        )
     else:
         logger.warning("camera noise fit failed, not stored in the model: %s", problem)
     return noise, config
@@ -665,6 +667,7 @@ def _train(
             noise,
             fraction=config.synthetic_fraction,
             dose_jitter=config.dose_jitter,
+            specimen_mix=config.specimen_mix,
         )
 
     net = net.to(device)
