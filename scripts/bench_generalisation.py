@@ -64,11 +64,13 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(frames).astype(np.uint16)
 
 
-def make_training_set(fm: ForwardModel, n: int, folder: Path) -> tuple[Path, Path]:
+def make_training_set(
+    fm: ForwardModel, n: int, folder: Path, families: tuple[str, ...] = TRAIN_FAMILIES
+) -> tuple[Path, Path]:
     """``n`` independent snapshots, the training families in turn, as two stacks."""
     lows, refs = [], []
     for i in tqdm(range(n), desc="rendering training pairs", leave=False):
-        fr = fm.render(TRAIN_FAMILIES[i % len(TRAIN_FAMILIES)], SEED_BASE["train"] + i)
+        fr = fm.render(families[i % len(families)], SEED_BASE["train"] + i)
         lows.append(fr.lowdose)
         refs.append(fr.reference)
     low, ref = folder / "train_low.tif", folder / "train_ref.tif"
@@ -101,6 +103,11 @@ def main() -> None:
     )
     p.add_argument("--split", choices=("dev", "test"), default="dev")
     p.add_argument("--train-frames", type=int, default=128)
+    p.add_argument(
+        "--train-families", default=",".join(TRAIN_FAMILIES),
+        help="specimen families of the training set, comma-separated (a control: "
+        "'beads' trains on the held-out kind itself; use its own --work)",
+    )  # fmt: skip
     p.add_argument("--frames", type=int, default=6, help="frames per held-out set")
     p.add_argument("--minutes", type=float, default=15.0, help="CARE's budget")
     p.add_argument("--threads", type=int, default=2)
@@ -160,7 +167,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
-    low_tif, ref_tif = make_training_set(fm, args.train_frames, work)
+    families = tuple(args.train_families.split(","))
+    low_tif, ref_tif = make_training_set(fm, args.train_frames, work, families)
     run_parent = work / "runs"
     if not run_parent.exists():
         subprocess.run(
@@ -264,7 +272,7 @@ def main() -> None:
     report = {
         "split": args.split,
         "train_frames": args.train_frames,
-        "train_families": TRAIN_FAMILIES,
+        "train_families": families,
         "recipes": recipes,
         "train_minutes": train_minutes,
         "care_budget_minutes": None if care_s is None else minutes,

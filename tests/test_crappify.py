@@ -159,3 +159,41 @@ def test_specimen_mix_adds_two_measured_specimens_at_the_camera_relation(
     unmixed = CrappifiedDataset(base, noise, fraction=1.0, specimen_mix=0.0)
     y0 = unmixed[0][1].numpy()[0].astype(np.float64) - off
     np.testing.assert_allclose(y0, singles[0], atol=0.5)
+
+
+def test_point_emitters_add_the_measured_psf_to_both_frames(
+    light_and_dark: tuple[Path, Path],
+) -> None:
+    """Point emitters are added to the target crop through the given PSF, and the
+    low-dose crop is simulated from the sum: its signal grows by the points' at
+    the fitted camera relation."""
+    from pairscope.train._psf_fit import PsfModel, _fit_spot
+
+    light = light_and_dark[0]
+    noise = fit_noise_model([light])
+    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
+    base = PairDataset(
+        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
+    )
+    off = noise.reference_offset_adu
+    single = base.sample(0)[1].astype(np.float64) - off
+    psf = PsfModel(sigma_px=1.4, n_spots=50, peak_adu=3000.0)
+    data = CrappifiedDataset(base, noise, fraction=1.0, point_emitters=1.0, psf=psf)
+    expected = noise.dose_ratio * noise.reference_gain_e_per_adu / noise.gain_e_per_adu
+    torch.manual_seed(2)
+    widths = []
+    for _ in range(8):
+        x, y = data[0]
+        points = y.numpy()[0].astype(np.float64) - off - single
+        assert points.min() > -1e-3 and points.max() > 500
+        low = float((x.numpy().astype(np.float64) - noise.offset_adu).sum())
+        assert low / (single.sum() + points.sum()) == pytest.approx(expected, rel=0.06)
+        r, c = np.unravel_index(np.argmax(points), points.shape)
+        if 5 <= r < 123 and 5 <= c < 123:
+            fit = _fit_spot(points[r - 5 : r + 6, c - 5 : c + 6])
+            if fit is not None:
+                widths.append(fit[0])
+    assert len(widths) >= 3  # round spots of the given PSF (clusters are not)
+    assert float(np.median(widths)) == pytest.approx(1.4, rel=0.1)
+    with pytest.raises(ValueError, match="needs the measured psf"):
+        CrappifiedDataset(base, noise, fraction=1.0, point_emitters=0.5)

@@ -338,3 +338,61 @@ def test_sequential_pairs_only_when_asked(
     assert "0 pair(s) to train on" in err and "pass --sequential-pairs" in err
     assert main([*args, "--sequential-pairs"]) == 0
     assert load_model(tmp_path / "m.safetensors").info.training["sequential_pairs"]
+
+
+def test_the_measured_psf_is_stored_and_shown(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Point emitters are on by default: the PSF measured on the demo run's
+    references is the demo optics' (Gaussian sigma ~0.21 lambda/NA: 0.52 um / 1.2)."""
+    info = load_model(trained).info
+    assert info.training is not None and info.training["point_emitters"] == 1.0
+    psf = info.psf_fit
+    assert psf is not None and psf.n_spots >= 8
+    assert info.reference_pixel_size_um is not None
+    expected_px = 0.21 * 0.52 / 1.2 / info.reference_pixel_size_um
+    assert psf.sigma_px == pytest.approx(expected_px, rel=0.15)
+    assert main(["info", str(trained)]) == 0
+    assert (
+        f"PSF fit:      sigma {psf.sigma_px:.3g} reference px"
+        in capsys.readouterr().out
+    )
+
+
+def test_without_isolated_spots_point_emitters_are_left_out_or_refused(
+    tmp_path: Path,
+) -> None:
+    """References with no point-like spot (broad blobs) give no PSF: the default
+    point emitters are left out (and the model file says so); asked for, refused."""
+    import numpy as np
+    import tifffile
+    from scipy.ndimage import gaussian_filter
+
+    from pairscope.io._import import import_pairs
+
+    rng = np.random.default_rng(0)
+    refs = []
+    for _ in range(10):
+        blobs = gaussian_filter((rng.random((128, 128)) > 0.995).astype(float), 12)
+        refs.append(100 + rng.poisson(50 + 4000 * blobs / blobs.max()))
+    ref = np.stack(refs).astype(np.uint16)
+    low_e = ref.astype(float).reshape(10, 64, 2, 64, 2).sum((2, 4)) - 400
+    low = (100 + rng.poisson(np.maximum(low_e, 0) * 0.1)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "low.tif", low)
+    tifffile.imwrite(tmp_path / "ref.tif", ref)
+    run = import_pairs(tmp_path / "low.tif", tmp_path / "ref.tif", tmp_path / "runs",
+                       reference_pixel_um=0.1, binning=2, offset=100, gain=1.0,
+                       progress=False)  # fmt: skip
+    noise = NoiseModel(gain_e_per_adu=1.0, offset_adu=100, read_noise_e=1.0,
+                       dose_ratio=0.1, reference_gain_e_per_adu=1.0,
+                       reference_offset_adu=100)  # fmt: skip
+    cfg = TrainConfig(width=4, depth=1, crop=64, batch_size=4, samples_per_epoch=8,
+                      epochs=1, progress=False, block_size=2)  # fmt: skip
+    train([run], tmp_path / "m.safetensors", cfg, noise=noise)
+    info = load_model(tmp_path / "m.safetensors").info
+    assert info.training is not None and info.training["point_emitters"] == 0.0
+    assert info.training["synthetic_fraction"] == 0.3 and info.psf_fit is None
+    with pytest.raises(TrainingError, match="point emitters need the PSF"):
+        train([run], tmp_path / "p.safetensors",
+              cfg.replace(point_emitters=1.0), noise=noise)  # fmt: skip
+    assert not (tmp_path / "p.safetensors").exists()

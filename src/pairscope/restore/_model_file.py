@@ -44,6 +44,7 @@ __all__ = [
     "ModelInfo",
     "NoiseFit",
     "Normalization",
+    "PsfFit",
     "TrainedRun",
     "ValidationScores",
     "describe_model_file",
@@ -167,6 +168,17 @@ class NoiseFit(BaseModel):
     reference_offset_adu: float | None = None
 
 
+class PsfFit(BaseModel):
+    """The PSF measured on the training references (``pairscope.train.PsfModel``):
+    a pixel-integrated Gaussian of ``sigma_px`` reference pixels."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sigma_px: float = Field(gt=0)
+    n_spots: int = Field(0, ge=0)
+    peak_adu: float
+
+
 class ValidationScores(BaseModel):
     """Scores of the stored weights on the held-out validation pairs."""
 
@@ -206,6 +218,7 @@ class ModelInfo(BaseModel):
     lowdose_camera: CameraModel | None = None
     reference_camera: CameraModel | None = None
     noise_fit: NoiseFit | None = None
+    psf_fit: PsfFit | None = None
     training: dict[str, Any] | None = None
     validation: ValidationScores | None = None
     history: tuple[dict[str, float], ...] = ()
@@ -703,6 +716,14 @@ def describe_model_file(path: str | Path) -> str:
         f"{nf.offset_adu:.2f} ADU, read noise {nf.read_noise_e:.3g} e-, dose ratio "
         f"{_fmt(nf.dose_ratio)} ({nf.n_points:,} pixels)"
     )
+    psf = info.psf_fit
+    if psf is not None:
+        um = info.reference_pixel_size_um
+        lines.append(
+            f"PSF fit:      sigma {psf.sigma_px:.3g} reference px"
+            + ("" if um is None else f" ({psf.sigma_px * um * 1000:.0f} nm)")
+            + f" from {psf.n_spots} isolated spots"
+        )
     val = info.validation
     if val is None:
         lines.append("validation:   not recorded")

@@ -91,6 +91,14 @@ class TrainConfig(BaseModel):
         "reference crops (fluorescence adds, so the sum is a denser specimen the "
         "camera could have seen), the low-dose crop simulated from the sum",
     )
+    point_emitters: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="fraction of synthetic crops to which point emitters are added, "
+        "rendered through the PSF measured on the references' isolated spots (the "
+        "low-dose crop simulated from the sum): teaches the optics, not a specimen",
+    )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="fraction of the pairs held out for validation"
     )
@@ -153,7 +161,7 @@ class TrainConfig(BaseModel):
         except (TypeError, ValueError):
             off = False  # the field's own validation names the problem
         if off:
-            defaults = {"dose_jitter": 0.0, "specimen_mix": 0.0}
+            defaults = {"dose_jitter": 0.0, "specimen_mix": 0.0, "point_emitters": 0.0}
             return {**defaults, **data}
         return data
 
@@ -164,11 +172,12 @@ class TrainConfig(BaseModel):
                 f"dose_jitter {self.dose_jitter} acts on synthetic crops only: set "
                 "synthetic_fraction > 0 as well"
             )
-        if self.specimen_mix and not self.synthetic_fraction:
-            raise ValueError(
-                f"specimen_mix {self.specimen_mix} acts on synthetic crops only: set "
-                "synthetic_fraction > 0 as well"
-            )
+        for name in ("specimen_mix", "point_emitters"):
+            if getattr(self, name) and not self.synthetic_fraction:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} acts on synthetic crops only: set "
+                    "synthetic_fraction > 0 as well"
+                )
         return self
 
     @property

@@ -12,6 +12,7 @@ from pairscope._binning import bin_sum
 from pairscope.io.dataset import PairDataset
 
 from ._noise_fit import NoiseModel
+from ._psf_fit import PsfModel, random_points
 
 __all__ = ["CrappifiedDataset", "can_simulate", "crappify"]
 
@@ -71,8 +72,12 @@ class CrappifiedDataset(Dataset):
     the sum of the item's reference crop and another random item's (each above
     the offset, each with its own brightness draw): fluorescence adds, so the sum
     is a denser specimen imaged through the same optics, and the low-dose crop is
-    simulated from it.  Which items are synthetic and their draws come from
-    torch's global RNG, like the crops.
+    simulated from it.  ``point_emitters`` is the fraction of synthetic items to
+    which a field of point emitters rendered through the measured ``psf`` is
+    added (:func:`~pairscope.train._psf_fit.random_points`): the one structure
+    every specimen is made of, at separations down to below the resolution limit.
+    Which items are synthetic and their draws come from torch's global RNG, like
+    the crops.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class CrappifiedDataset(Dataset):
         dose_ratio: float | None = None,
         dose_jitter: float = 0.0,
         specimen_mix: float = 0.0,
+        point_emitters: float = 0.0,
+        psf: PsfModel | None = None,
     ) -> None:
         if not 0 <= fraction <= 1:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
@@ -91,7 +98,12 @@ class CrappifiedDataset(Dataset):
             raise ValueError(f"dose_jitter must be in [0, 1), got {dose_jitter}")
         if not 0 <= specimen_mix <= 1:
             raise ValueError(f"specimen_mix must be in [0, 1], got {specimen_mix}")
+        if not 0 <= point_emitters <= 1:
+            raise ValueError(f"point_emitters must be in [0, 1], got {point_emitters}")
+        if point_emitters and psf is None:
+            raise ValueError("point_emitters needs the measured psf")
         self.dose_jitter, self.specimen_mix = dose_jitter, specimen_mix
+        self.point_emitters, self.psf = point_emitters, psf
         self.base, self.noise = base, noise
         self.fraction, self.dose_ratio = fraction, dose_ratio
         self.normalization = base.normalization
@@ -110,6 +122,11 @@ class CrappifiedDataset(Dataset):
             other = int(torch.randint(0, len(self.base), ()).item())
             _, ref2 = self.base.sample(other)
             specimen += self._brightness() * (ref2 - offset)
+        if self.point_emitters and torch.rand(()).item() < self.point_emitters:
+            assert self.psf is not None
+            rng = np.random.default_rng((seed, 1))
+            points = random_points(specimen.shape, self.psf, rng)
+            specimen += self._brightness() * points
         ref = np.minimum(offset + specimen, ADU_MAX).astype(np.float32)
         low = crappify(
             ref,

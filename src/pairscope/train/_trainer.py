@@ -39,6 +39,7 @@ from pairscope.restore import (
     ModelInfo,
     NoiseFit,
     Normalization,
+    PsfFit,
     RestorationNet,
     TrainedRun,
     ValidationScores,
@@ -50,6 +51,7 @@ from pairscope.restore import (
 from ._config import TrainConfig, TrainingError
 from ._crappify import CrappifiedDataset, can_simulate
 from ._noise_fit import NoiseModel, fit_noise_model
+from ._psf_fit import PsfModel, fit_psf
 
 __all__ = ["TrainConfig", "TrainResult", "checkpoint_path", "train"]
 
@@ -583,11 +585,33 @@ def _fit_noise(
             problem,
         )
         config = config.replace(
-            synthetic_fraction=0.0, dose_jitter=0.0, specimen_mix=0.0
-        )
+            synthetic_fraction=0.0, dose_jitter=0.0, specimen_mix=0.0,
+            point_emitters=0.0,
+        )  # fmt: skip
     else:
         logger.warning("camera noise fit failed, not stored in the model: %s", problem)
     return noise, config
+
+
+def _measure_psf(
+    runs: list[Run], config: TrainConfig, noise: NoiseModel | None, asked: bool
+) -> tuple[PsfModel | None, TrainConfig]:
+    """The PSF measured on the references, where point emitters are to be added;
+    where it cannot be measured they are refused if asked for, else left out."""
+    if not config.point_emitters:
+        return None, config
+    offset = None if noise is None else noise.reference_offset_adu
+    try:
+        return fit_psf(runs, offset_adu=offset), config
+    except (ValueError, KeyError) as e:
+        problem = str(e)
+    if asked:
+        raise TrainingError(
+            f"point emitters need the PSF, which could not be measured ({problem}); "
+            "set --point-emitters 0"
+        )
+    logger.warning("PSF not measured (%s): training without point emitters", problem)
+    return None, config.replace(point_emitters=0.0)
 
 
 def train(
@@ -612,12 +636,15 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     # asked for (an option, a configuration file), not the default
-    synthetic_asked = "synthetic_fraction" in config.model_fields_set
+    asked = config.model_fields_set
+    synthetic_asked = "synthetic_fraction" in asked
+    points_asked = "point_emitters" in asked
     rank, world, device, own_group = _setup_distributed(config)
     try:
         return _train(
-            runs, out, ckpt_path, config, noise, synthetic_asked, rank, world, device
-        )
+            runs, out, ckpt_path, config, noise, synthetic_asked, points_asked,
+            rank, world, device,
+        )  # fmt: skip
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -630,6 +657,7 @@ def _train(
     config: TrainConfig,
     noise: NoiseModel | None,
     synthetic_asked: bool,
+    points_asked: bool,
     rank: int,
     world: int,
     device: torch.device,
@@ -644,6 +672,7 @@ def _train(
     _split(runs, config)  # too few pairs: refused before anything is built
     if noise is not None or config.synthetic_fraction > 0 or config.noise_fit:
         noise, config = _fit_noise(runs, config, noise, synthetic_asked)
+    psf, config = _measure_psf(runs, config, noise, points_asked)
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
     if ckpt is not None:
@@ -668,6 +697,8 @@ def _train(
             fraction=config.synthetic_fraction,
             dose_jitter=config.dose_jitter,
             specimen_mix=config.specimen_mix,
+            point_emitters=config.point_emitters,
+            psf=psf,
         )
 
     net = net.to(device)
@@ -819,7 +850,7 @@ def _train(
         model_path = out
         info = _save_final(
             out, net, config, norm, runs, train_set, val_set, val_loader, history,
-            best, noise, device,
+            best, noise, psf, device,
         )  # fmt: skip
     if world > 1:
         dist.barrier()
@@ -838,6 +869,7 @@ def _save_final(
     history: list[dict[str, float]],
     best: dict[str, Any],
     noise: NoiseModel | None,
+    psf: PsfModel | None,
     device: torch.device,
 ) -> ModelInfo:
     low_px, ref_px = train_set.pixel_sizes
@@ -876,6 +908,9 @@ def _save_final(
         lowdose_camera=_camera(runs[0], "lowdose"),
         reference_camera=_camera(runs[0], "reference"),
         noise_fit=_noise_fit(noise),
+        psf_fit=None
+        if psf is None
+        else PsfFit(sigma_px=psf.sigma_px, n_spots=psf.n_spots, peak_adu=psf.peak_adu),
         training=config.model_dump(mode="json"),
         validation=validation,
         history=tuple(history),
