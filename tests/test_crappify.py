@@ -97,18 +97,22 @@ def test_crappify_clips_and_needs_a_model() -> None:
         )
 
 
+def _adu_crops(light: Path) -> tuple[NoiseModel, PairDataset]:
+    """The run's noise fit, and its fixed (unaugmented) crops as tensors in ADU."""
+    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}
+    base = PairDataset(
+        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
+    )
+    return fit_noise_model([light]), base
+
+
 def test_photon_jitter_varies_brightness_not_the_camera_relation(
     light_and_dark: tuple[Path, Path],
 ) -> None:
     """Synthetic crops at other photon levels: the specimen is brighter or dimmer in
     both frames, and the low-dose/reference relation stays the fitted one (a jitter
     of the dose ratio alone would leave the model to guess the brightness)."""
-    light = light_and_dark[0]
-    noise = fit_noise_model([light])
-    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
-    base = PairDataset(
-        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
-    )
+    noise, base = _adu_crops(light_and_dark[0])
     torch.manual_seed(0)
 
     def draws(jitter: float) -> tuple[np.ndarray, np.ndarray]:
@@ -138,12 +142,7 @@ def test_specimen_mix_adds_two_measured_specimens_at_the_camera_relation(
     """A mixed synthetic crop's target is its own reference crop plus another
     item's, both above the offset (fluorescence adds), and its low-dose crop is
     simulated from that sum at the fitted camera relation."""
-    light = light_and_dark[0]
-    noise = fit_noise_model([light])
-    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
-    base = PairDataset(
-        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
-    )
+    noise, base = _adu_crops(light_and_dark[0])
     off = noise.reference_offset_adu
     singles = [base.sample(i)[1].astype(np.float64) - off for i in range(len(base))]
     data = CrappifiedDataset(base, noise, fraction=1.0, specimen_mix=1.0)
@@ -169,12 +168,7 @@ def test_point_emitters_add_the_measured_psf_to_both_frames(
     the fitted camera relation."""
     from pairscope.train._psf_fit import PsfModel, _fit_spot
 
-    light = light_and_dark[0]
-    noise = fit_noise_model([light])
-    unit = {"mode": "fixed", "low": 0.0, "high": 1.0}  # tensors stay in ADU
-    base = PairDataset(
-        [light], crop=128, augment=False, normalization={"input": unit, "target": unit}
-    )
+    noise, base = _adu_crops(light_and_dark[0])
     off = noise.reference_offset_adu
     single = base.sample(0)[1].astype(np.float64) - off
     psf = PsfModel(sigma_px=1.4, n_spots=50, peak_adu=3000.0)
