@@ -300,7 +300,9 @@ def test_cpp_circular_buffer_overflow_stops_the_run_with_status_overflow(
     with open_rig(CPP_RIG) as rig:
         for rc in rig.cores:
             rc.core.setExposure(rc.camera, 1.0)
-        acq = PairedAcquisition(rig, AcquisitionSettings(mode="triggered", buffer_mb=8))
+        acq = PairedAcquisition(
+            rig, AcquisitionSettings(mode="triggered", buffer_mb=32)
+        )
         acq.events.pairReady.connect(lambda _: time.sleep(0.05))  # a slow consumer
         summary = acq.run(
             useq.MDASequence(time_plan={"interval": 0, "loops": 400}),
