@@ -43,6 +43,21 @@ def test_larger_objects_do_not_widen_the_psf() -> None:
     assert psf.sigma_px == pytest.approx(SIGMA, rel=0.1)
 
 
+def test_bright_large_objects_do_not_crowd_out_the_points() -> None:
+    """A specimen's brightest spots are its largest objects (brightness grows with
+    size): the spots fitted are drawn from all isolated ones, not the brightest."""
+    rng = np.random.default_rng(4)
+    frames = []
+    for _ in range(6):
+        points = _frame(rng, n=20) - OFFSET
+        blob_xy = rng.uniform(12, 244, (20, 2))
+        blobs = render_points((256, 256), blob_xy, rng.uniform(2000, 4000, 20), SIGMA)
+        blobs = gaussian_filter(blobs, 2.0) * (1 + 2.0**2 / SIGMA**2)
+        frames.append(OFFSET + points + rng.poisson(blobs).astype(np.float64))
+    psf = fit_psf_frames(frames, offset_adu=OFFSET, max_spots=60)
+    assert psf.sigma_px == pytest.approx(SIGMA, rel=0.1)
+
+
 def test_no_spots_no_psf() -> None:
     rng = np.random.default_rng(2)
     flat = [OFFSET + rng.poisson(50, (128, 128)).astype(float) for _ in range(3)]
@@ -52,13 +67,14 @@ def test_no_spots_no_psf() -> None:
 
 def test_rendered_points_have_the_psf_and_their_peaks() -> None:
     img = render_points((32, 32), np.array([[10.0, 12.0]]), np.array([500.0]), SIGMA)
-    assert img[12, 10] == pytest.approx(500)
-    assert img.sum() == pytest.approx(500 / img[12, 10] * img.sum())
-    patch = OFFSET + img[7:18, 5:16]
-    assert fit_psf_frames.__module__  # (the same fit is used below)
+    from scipy.special import erf
+
     from pairscope.train._psf_fit import _fit_spot
 
-    fit = _fit_spot(patch - OFFSET)
+    assert img[12, 10] == pytest.approx(500)
+    centred = erf(0.5 / (SIGMA * np.sqrt(2))) ** 2  # a point's share in its pixel
+    assert img.sum() == pytest.approx(500 / centred, rel=1e-3)
+    fit = _fit_spot(img[7:18, 5:16])
     assert fit is not None and fit[0] == pytest.approx(SIGMA, rel=0.01)
 
 

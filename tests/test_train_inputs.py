@@ -359,6 +359,29 @@ def test_the_measured_psf_is_stored_and_shown(
     )
 
 
+def test_the_psf_width_given_by_the_optics_is_used_and_shown(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--psf-sigma replaces the measured width (the spots still give the points'
+    brightness); without point emitters it is refused, naming the option."""
+    out = tmp_path / "m.safetensors"
+    args = ["train", str(run), "--out", str(out), "--epochs", "1",
+            *[a for a in TINY if a != "--no-noise-fit"]]  # fmt: skip
+    assert main([*args, "--psf-sigma", "0.8"]) == 0
+    psf = load_model(out).info.psf_fit
+    assert psf is not None and psf.sigma_given and psf.sigma_px == 0.8
+    assert psf.n_spots >= 8 and psf.peak_adu > 0
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "sigma 0.8 reference px" in shown and "given (--psf-sigma)" in shown
+    bad = tmp_path / "bad.safetensors"
+    args[3] = str(bad)
+    assert main([*args, "--psf-sigma", "0.8", "--point-emitters", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "psf_sigma" in err and "point_emitters > 0" in err
+    assert not bad.exists()
+
+
 def test_without_isolated_spots_point_emitters_are_left_out_or_refused(
     tmp_path: Path,
 ) -> None:

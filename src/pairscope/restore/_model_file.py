@@ -170,13 +170,15 @@ class NoiseFit(BaseModel):
 
 class PsfFit(BaseModel):
     """The PSF measured on the training references (``pairscope.train.PsfModel``):
-    a pixel-integrated Gaussian of ``sigma_px`` reference pixels."""
+    a pixel-integrated Gaussian of ``sigma_px`` reference pixels, or of the width
+    the optics give (``sigma_given``, ``--psf-sigma``) with the spots' brightness."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sigma_px: float = Field(gt=0)
     n_spots: int = Field(0, ge=0)
     peak_adu: float
+    sigma_given: bool = False
 
 
 class ValidationScores(BaseModel):
@@ -722,6 +724,7 @@ def describe_model_file(path: str | Path) -> str:
         lines.append(
             f"PSF fit:      sigma {psf.sigma_px:.3g} reference px"
             + ("" if um is None else f" ({psf.sigma_px * um * 1000:.0f} nm)")
+            + (" given (--psf-sigma); peaks" if psf.sigma_given else "")
             + f" from {psf.n_spots} isolated spots"
         )
     val = info.validation

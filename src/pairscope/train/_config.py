@@ -99,6 +99,13 @@ class TrainConfig(BaseModel):
         "rendered through the PSF measured on the references' isolated spots (the "
         "low-dose crop simulated from the sum): teaches the optics, not a specimen",
     )
+    psf_sigma: float | None = Field(
+        None,
+        gt=0,
+        description="the PSF's Gaussian sigma in reference pixels, where the optics "
+        "give it (about 0.21 x wavelength / NA / pixel size); none: measured on the "
+        "references' isolated spots",
+    )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="fraction of the pairs held out for validation"
     )
@@ -178,6 +185,11 @@ class TrainConfig(BaseModel):
                     f"{name} {getattr(self, name)} acts on synthetic crops only: set "
                     "synthetic_fraction > 0 as well"
                 )
+        if self.psf_sigma is not None and not self.point_emitters:
+            raise ValueError(
+                f"psf_sigma {self.psf_sigma} is the width of the point emitters: set "
+                "point_emitters > 0 as well"
+            )
         return self
 
     @property

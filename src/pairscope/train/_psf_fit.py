@@ -55,8 +55,8 @@ def fit_psf(
     runs: Sequence[str | Path | Run],
     *,
     offset_adu: float | None = None,
-    max_frames: int = 16,
-    max_spots: int = 400,
+    max_frames: int = 64,
+    max_spots: int = 800,
 ) -> PsfModel:
     """Fit :class:`PsfModel` to isolated spots of the reference frames of ``runs``.
 
@@ -84,20 +84,28 @@ def fit_psf_frames(
     frames: Iterable[np.ndarray],
     *,
     offset_adu: float | None = None,
-    max_spots: int = 400,
+    max_spots: int = 800,
 ) -> PsfModel:
-    """:func:`fit_psf` on reference frames (ADU) given as arrays."""
-    images = list(frames)
-    sigmas: list[float] = []
-    peaks: list[float] = []
-    for ref in images:
+    """:func:`fit_psf` on reference frames (ADU) given as arrays.
+
+    Every isolated spot is a candidate and ``max_spots`` of them are fitted, drawn
+    at random: the brightest spots of a specimen are mostly its largest objects
+    (brightness grows with size), so taking them first widens the PSF."""
+    candidates: list[np.ndarray] = []
+    for ref in frames:
         img = ref.astype(np.float64)
         img -= np.median(img) if offset_adu is None else offset_adu
-        for patch in _isolated_spots(img, max_spots // max(len(images), 1) + 1):
-            fit = _fit_spot(patch)
-            if fit is not None:
-                sigmas.append(fit[0])
-                peaks.append(fit[1])
+        candidates += _isolated_spots(img)
+    if len(candidates) > max_spots:
+        pick = np.random.default_rng(0).choice(len(candidates), max_spots, False)
+        candidates = [candidates[k] for k in pick]
+    sigmas: list[float] = []
+    peaks: list[float] = []
+    for patch in candidates:
+        fit = _fit_spot(patch)
+        if fit is not None:
+            sigmas.append(fit[0])
+            peaks.append(fit[1])
     if len(sigmas) < MIN_SPOTS:
         raise ValueError(
             f"found {len(sigmas)} isolated round spots in the references, need "
@@ -110,8 +118,8 @@ def fit_psf_frames(
     )
 
 
-def _isolated_spots(img: np.ndarray, limit: int) -> list[np.ndarray]:
-    """Windows around the brightest local maxima with no rival nearby."""
+def _isolated_spots(img: np.ndarray) -> list[np.ndarray]:
+    """Windows around the local maxima with no rival nearby, brightest first."""
     smooth = uniform_filter(img, 3)
     noise = 1.4826 * float(np.median(np.abs(img - np.median(img)))) + 1e-9
     is_max = (smooth == maximum_filter(smooth, size=2 * HALF + 1)) & (
@@ -131,8 +139,6 @@ def _isolated_spots(img: np.ndarray, limit: int) -> list[np.ndarray]:
         if ring[~core].max() > smooth[y, x] / 3:
             continue
         out.append(img[y - HALF : y + HALF + 1, x - HALF : x + HALF + 1])
-        if len(out) >= limit:
-            break
     return out
 
 

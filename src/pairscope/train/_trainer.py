@@ -16,7 +16,7 @@ import os
 import pickle
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -602,7 +602,10 @@ def _measure_psf(
         return None, config
     offset = None if noise is None else noise.reference_offset_adu
     try:
-        return fit_psf(runs, offset_adu=offset), config
+        psf = fit_psf(runs, offset_adu=offset)
+        if config.psf_sigma is not None:  # the optics' width, the spots' brightness
+            psf = replace(psf, sigma_px=config.psf_sigma)
+        return psf, config
     except (ValueError, KeyError) as e:
         problem = str(e)
     if asked:
@@ -638,7 +641,7 @@ def train(
     # asked for (an option, a configuration file), not the default
     asked = config.model_fields_set
     synthetic_asked = "synthetic_fraction" in asked
-    points_asked = "point_emitters" in asked
+    points_asked = "point_emitters" in asked or config.psf_sigma is not None
     rank, world, device, own_group = _setup_distributed(config)
     try:
         return _train(
@@ -910,7 +913,12 @@ def _save_final(
         noise_fit=_noise_fit(noise),
         psf_fit=None
         if psf is None
-        else PsfFit(sigma_px=psf.sigma_px, n_spots=psf.n_spots, peak_adu=psf.peak_adu),
+        else PsfFit(
+            sigma_px=psf.sigma_px,
+            n_spots=psf.n_spots,
+            peak_adu=psf.peak_adu,
+            sigma_given=config.psf_sigma is not None,
+        ),
         training=config.model_dump(mode="json"),
         validation=validation,
         history=tuple(history),
