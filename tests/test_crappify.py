@@ -191,3 +191,29 @@ def test_point_emitters_add_the_measured_psf_to_both_frames(
     assert float(np.median(widths)) == pytest.approx(1.4, rel=0.1)
     with pytest.raises(ValueError, match="needs the measured psf"):
         CrappifiedDataset(base, noise, fraction=1.0, point_emitters=0.5)
+
+
+def test_textured_objects_add_extended_structure_to_both_frames(
+    light_and_dark: tuple[Path, Path],
+) -> None:
+    """Textured objects are added to the target crop (extended: many pixels, not
+    spots), and the low-dose crop is simulated from the sum at the fitted camera
+    relation; without the PSF they are refused."""
+    from pairscope.train._psf_fit import PsfModel
+
+    noise, base = _adu_crops(light_and_dark[0])
+    off = noise.reference_offset_adu
+    single = base.sample(0)[1].astype(np.float64) - off
+    psf = PsfModel(sigma_px=1.4, n_spots=50, peak_adu=3000.0)
+    data = CrappifiedDataset(base, noise, fraction=1.0, textured_objects=1.0, psf=psf)
+    expected = noise.dose_ratio * noise.reference_gain_e_per_adu / noise.gain_e_per_adu
+    torch.manual_seed(3)
+    for _ in range(6):
+        x, y = data[0]
+        objects = y.numpy()[0].astype(np.float64) - off - single
+        assert objects.min() > -1e-3 and objects.max() > 300
+        assert (objects > 0.1 * objects.max()).mean() > 0.05
+        low = float((x.numpy().astype(np.float64) - noise.offset_adu).sum())
+        assert low / (single.sum() + objects.sum()) == pytest.approx(expected, rel=0.06)
+    with pytest.raises(ValueError, match="textured_objects needs the measured psf"):
+        CrappifiedDataset(base, noise, fraction=1.0, textured_objects=0.5)

@@ -363,7 +363,8 @@ def test_the_psf_width_given_by_the_optics_is_used_and_shown(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--psf-sigma replaces the measured width (the spots still give the points'
-    brightness); without point emitters it is refused, naming the option."""
+    brightness); with neither point emitters nor textured objects it is refused,
+    naming the options."""
     out = tmp_path / "m.safetensors"
     args = ["train", str(run), "--out", str(out), "--epochs", "1",
             *[a for a in TINY if a != "--no-noise-fit"]]  # fmt: skip
@@ -376,17 +377,19 @@ def test_the_psf_width_given_by_the_optics_is_used_and_shown(
     assert "sigma 0.8 reference px" in shown and "given (--psf-sigma)" in shown
     bad = tmp_path / "bad.safetensors"
     args[3] = str(bad)
-    assert main([*args, "--psf-sigma", "0.8", "--point-emitters", "0"]) == 2
+    off = ["--point-emitters", "0", "--textured-objects", "0"]
+    assert main([*args, "--psf-sigma", "0.8", *off]) == 2
     err = capsys.readouterr().err
-    assert "psf_sigma" in err and "point_emitters > 0" in err
+    assert "psf_sigma" in err and "point_emitters > 0 or textured_objects > 0" in err
     assert not bad.exists()
 
 
-def test_without_isolated_spots_point_emitters_are_left_out_or_refused(
+def test_without_isolated_spots_psf_structure_is_left_out_or_refused(
     tmp_path: Path,
 ) -> None:
     """References with no point-like spot (broad blobs) give no PSF: the default
-    point emitters are left out (and the model file says so); asked for, refused."""
+    point emitters and textured objects are left out (and the model file says so);
+    asked for, refused."""
     import numpy as np
     import tifffile
     from scipy.ndimage import gaussian_filter
@@ -414,8 +417,10 @@ def test_without_isolated_spots_point_emitters_are_left_out_or_refused(
     train([run], tmp_path / "m.safetensors", cfg, noise=noise)
     info = load_model(tmp_path / "m.safetensors").info
     assert info.training is not None and info.training["point_emitters"] == 0.0
+    assert info.training["textured_objects"] == 0.0
     assert info.training["synthetic_fraction"] == 0.3 and info.psf_fit is None
-    with pytest.raises(TrainingError, match="point emitters need the PSF"):
-        train([run], tmp_path / "p.safetensors",
-              cfg.replace(point_emitters=1.0), noise=noise)  # fmt: skip
-    assert not (tmp_path / "p.safetensors").exists()
+    for asked in ({"point_emitters": 1.0}, {"textured_objects": 0.5}):
+        with pytest.raises(TrainingError, match="textured objects need the PSF"):
+            train([run], tmp_path / "p.safetensors", cfg.replace(**asked),
+                  noise=noise)  # fmt: skip
+        assert not (tmp_path / "p.safetensors").exists()

@@ -99,6 +99,15 @@ class TrainConfig(BaseModel):
         "rendered through the PSF measured on the references' isolated spots (the "
         "low-dose crop simulated from the sum): teaches the optics, not a specimen",
     )
+    textured_objects: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="fraction of synthetic crops to which extended, textured objects "
+        "are added (cell-like masks filled with power-law texture, through the "
+        "measured PSF; the low-dose crop simulated from the sum): the nuclei and "
+        "cytoplasm the references may lack",
+    )
     psf_sigma: float | None = Field(
         None,
         gt=0,
@@ -168,7 +177,12 @@ class TrainConfig(BaseModel):
         except (TypeError, ValueError):
             off = False  # the field's own validation names the problem
         if off:
-            defaults = {"dose_jitter": 0.0, "specimen_mix": 0.0, "point_emitters": 0.0}
+            defaults = {
+                "dose_jitter": 0.0,
+                "specimen_mix": 0.0,
+                "point_emitters": 0.0,
+                "textured_objects": 0.0,
+            }
             return {**defaults, **data}
         return data
 
@@ -179,18 +193,24 @@ class TrainConfig(BaseModel):
                 f"dose_jitter {self.dose_jitter} acts on synthetic crops only: set "
                 "synthetic_fraction > 0 as well"
             )
-        for name in ("specimen_mix", "point_emitters"):
+        for name in ("specimen_mix", "point_emitters", "textured_objects"):
             if getattr(self, name) and not self.synthetic_fraction:
                 raise ValueError(
                     f"{name} {getattr(self, name)} acts on synthetic crops only: set "
                     "synthetic_fraction > 0 as well"
                 )
-        if self.psf_sigma is not None and not self.point_emitters:
+        if self.psf_sigma is not None and not self.uses_psf:
             raise ValueError(
-                f"psf_sigma {self.psf_sigma} is the width of the point emitters: set "
-                "point_emitters > 0 as well"
+                f"psf_sigma {self.psf_sigma} is the width of the point emitters and "
+                "textured objects, which are off: set point_emitters > 0 or "
+                "textured_objects > 0"
             )
         return self
+
+    @property
+    def uses_psf(self) -> bool:
+        """Whether synthetic crops draw structure through the measured PSF."""
+        return bool(self.point_emitters or self.textured_objects)
 
     @property
     def split(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pairscope.io.dataset import PairDataset
 
 from ._noise_fit import NoiseModel
 from ._psf_fit import PsfModel, random_points
+from ._textures import random_textured_objects
 
 __all__ = ["CrappifiedDataset", "can_simulate", "crappify"]
 
@@ -76,6 +77,10 @@ class CrappifiedDataset(Dataset):
     which a field of point emitters rendered through the measured ``psf`` is
     added (:func:`~pairscope.train._psf_fit.random_points`): the one structure
     every specimen is made of, at separations down to below the resolution limit.
+    ``textured_objects`` is the fraction of synthetic items to which extended,
+    textured objects through the ``psf`` are added
+    (:func:`~pairscope.train._textures.random_textured_objects`): the large
+    structures (nuclei, cytoplasm) a set of references may lack.
     Which items are synthetic and their draws come from torch's global RNG, like
     the crops.
     """
@@ -90,6 +95,7 @@ class CrappifiedDataset(Dataset):
         dose_jitter: float = 0.0,
         specimen_mix: float = 0.0,
         point_emitters: float = 0.0,
+        textured_objects: float = 0.0,
         psf: PsfModel | None = None,
     ) -> None:
         if not 0 <= fraction <= 1:
@@ -98,12 +104,15 @@ class CrappifiedDataset(Dataset):
             raise ValueError(f"dose_jitter must be in [0, 1), got {dose_jitter}")
         if not 0 <= specimen_mix <= 1:
             raise ValueError(f"specimen_mix must be in [0, 1], got {specimen_mix}")
-        if not 0 <= point_emitters <= 1:
-            raise ValueError(f"point_emitters must be in [0, 1], got {point_emitters}")
-        if point_emitters and psf is None:
-            raise ValueError("point_emitters needs the measured psf")
+        for name, value in (("point_emitters", point_emitters),
+                            ("textured_objects", textured_objects)):  # fmt: skip
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+            if value and psf is None:
+                raise ValueError(f"{name} needs the measured psf")
         self.dose_jitter, self.specimen_mix = dose_jitter, specimen_mix
-        self.point_emitters, self.psf = point_emitters, psf
+        self.point_emitters, self.textured_objects = point_emitters, textured_objects
+        self.psf = psf
         self.base, self.noise = base, noise
         self.fraction, self.dose_ratio = fraction, dose_ratio
         self.normalization = base.normalization
@@ -127,6 +136,11 @@ class CrappifiedDataset(Dataset):
             rng = np.random.default_rng((seed, 1))
             points = random_points(specimen.shape, self.psf, rng)
             specimen += self._brightness() * points
+        if self.textured_objects and torch.rand(()).item() < self.textured_objects:
+            assert self.psf is not None
+            rng = np.random.default_rng((seed, 2))
+            objects = random_textured_objects(specimen.shape, self.psf, rng)
+            specimen += self._brightness() * objects
         ref = np.minimum(offset + specimen, ADU_MAX).astype(np.float32)
         low = crappify(
             ref,

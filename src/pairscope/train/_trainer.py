@@ -586,7 +586,7 @@ def _fit_noise(
         )
         config = config.replace(
             synthetic_fraction=0.0, dose_jitter=0.0, specimen_mix=0.0,
-            point_emitters=0.0,
+            point_emitters=0.0, textured_objects=0.0,
         )  # fmt: skip
     else:
         logger.warning("camera noise fit failed, not stored in the model: %s", problem)
@@ -596,9 +596,10 @@ def _fit_noise(
 def _measure_psf(
     runs: list[Run], config: TrainConfig, noise: NoiseModel | None, asked: bool
 ) -> tuple[PsfModel | None, TrainConfig]:
-    """The PSF measured on the references, where point emitters are to be added;
-    where it cannot be measured they are refused if asked for, else left out."""
-    if not config.point_emitters:
+    """The PSF measured on the references, where point emitters or textured objects
+    are to be added; where it cannot be measured they are refused if asked for,
+    else left out."""
+    if not config.uses_psf:
         return None, config
     offset = None if noise is None else noise.reference_offset_adu
     try:
@@ -610,11 +611,14 @@ def _measure_psf(
         problem = str(e)
     if asked:
         raise TrainingError(
-            f"point emitters need the PSF, which could not be measured ({problem}); "
-            "set --point-emitters 0"
+            "point emitters and textured objects need the PSF, which could not be "
+            f"measured ({problem}); set --point-emitters 0 --textured-objects 0"
         )
-    logger.warning("PSF not measured (%s): training without point emitters", problem)
-    return None, config.replace(point_emitters=0.0)
+    logger.warning(
+        "PSF not measured (%s): training without point emitters or textured objects",
+        problem,
+    )
+    return None, config.replace(point_emitters=0.0, textured_objects=0.0)
 
 
 def train(
@@ -641,7 +645,10 @@ def train(
     # asked for (an option, a configuration file), not the default
     asked = config.model_fields_set
     synthetic_asked = "synthetic_fraction" in asked
-    points_asked = "point_emitters" in asked or config.psf_sigma is not None
+    points_asked = (
+        bool({"point_emitters", "textured_objects"} & asked)
+        or config.psf_sigma is not None
+    )
     rank, world, device, own_group = _setup_distributed(config)
     try:
         return _train(
@@ -701,6 +708,7 @@ def _train(
             dose_jitter=config.dose_jitter,
             specimen_mix=config.specimen_mix,
             point_emitters=config.point_emitters,
+            textured_objects=config.textured_objects,
             psf=psf,
         )
 
