@@ -16,9 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pairscope.errors import PairscopeError
 
-__all__ = ["TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
+__all__ = ["SYNTHETIC_ONLY", "TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
 
 TRAIN_CONFIG_VERSION: Final = 1
+#: options that act on synthetic crops only (off where synthetic_fraction is 0)
+SYNTHETIC_ONLY: Final = (
+    "dose_jitter",
+    "specimen_mix",
+    "point_emitters",
+    "textured_objects",
+)
 
 
 class TrainingError(PairscopeError, ValueError):
@@ -177,23 +184,12 @@ class TrainConfig(BaseModel):
         except (TypeError, ValueError):
             off = False  # the field's own validation names the problem
         if off:
-            defaults = {
-                "dose_jitter": 0.0,
-                "specimen_mix": 0.0,
-                "point_emitters": 0.0,
-                "textured_objects": 0.0,
-            }
-            return {**defaults, **data}
+            return {**dict.fromkeys(SYNTHETIC_ONLY, 0.0), **data}
         return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.dose_jitter and not self.synthetic_fraction:
-            raise ValueError(
-                f"dose_jitter {self.dose_jitter} acts on synthetic crops only: set "
-                "synthetic_fraction > 0 as well"
-            )
-        for name in ("specimen_mix", "point_emitters", "textured_objects"):
+        for name in SYNTHETIC_ONLY:
             if getattr(self, name) and not self.synthetic_fraction:
                 raise ValueError(
                     f"{name} {getattr(self, name)} acts on synthetic crops only: set "

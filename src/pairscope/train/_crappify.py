@@ -131,16 +131,15 @@ class CrappifiedDataset(Dataset):
             other = int(torch.randint(0, len(self.base), ()).item())
             _, ref2 = self.base.sample(other)
             specimen += self._brightness() * (ref2 - offset)
-        if self.point_emitters and torch.rand(()).item() < self.point_emitters:
-            assert self.psf is not None
-            rng = np.random.default_rng((seed, 1))
-            points = random_points(specimen.shape, self.psf, rng)
-            specimen += self._brightness() * points
-        if self.textured_objects and torch.rand(()).item() < self.textured_objects:
-            assert self.psf is not None
-            rng = np.random.default_rng((seed, 2))
-            objects = random_textured_objects(specimen.shape, self.psf, rng)
-            specimen += self._brightness() * objects
+        drawn_through_psf = (
+            (self.point_emitters, random_points),
+            (self.textured_objects, random_textured_objects),
+        )
+        for stream, (share, draw) in enumerate(drawn_through_psf, start=1):
+            if share and torch.rand(()).item() < share:
+                assert self.psf is not None
+                rng = np.random.default_rng((seed, stream))
+                specimen += self._brightness() * draw(specimen.shape, self.psf, rng)
         ref = np.minimum(offset + specimen, ADU_MAX).astype(np.float32)
         low = crappify(
             ref,

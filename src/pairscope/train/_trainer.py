@@ -48,7 +48,7 @@ from pairscope.restore import (
     save_model,
 )
 
-from ._config import TrainConfig, TrainingError
+from ._config import SYNTHETIC_ONLY, TrainConfig, TrainingError
 from ._crappify import CrappifiedDataset, can_simulate
 from ._noise_fit import NoiseModel, fit_noise_model
 from ._psf_fit import PsfModel, fit_psf
@@ -585,9 +585,8 @@ def _fit_noise(
             problem,
         )
         config = config.replace(
-            synthetic_fraction=0.0, dose_jitter=0.0, specimen_mix=0.0,
-            point_emitters=0.0, textured_objects=0.0,
-        )  # fmt: skip
+            synthetic_fraction=0.0, **dict.fromkeys(SYNTHETIC_ONLY, 0.0)
+        )
     else:
         logger.warning("camera noise fit failed, not stored in the model: %s", problem)
     return noise, config
@@ -645,14 +644,14 @@ def train(
     # asked for (an option, a configuration file), not the default
     asked = config.model_fields_set
     synthetic_asked = "synthetic_fraction" in asked
-    points_asked = (
+    psf_asked = (
         bool({"point_emitters", "textured_objects"} & asked)
         or config.psf_sigma is not None
     )
     rank, world, device, own_group = _setup_distributed(config)
     try:
         return _train(
-            runs, out, ckpt_path, config, noise, synthetic_asked, points_asked,
+            runs, out, ckpt_path, config, noise, synthetic_asked, psf_asked,
             rank, world, device,
         )  # fmt: skip
     finally:
@@ -667,7 +666,7 @@ def _train(
     config: TrainConfig,
     noise: NoiseModel | None,
     synthetic_asked: bool,
-    points_asked: bool,
+    psf_asked: bool,
     rank: int,
     world: int,
     device: torch.device,
@@ -682,7 +681,7 @@ def _train(
     _split(runs, config)  # too few pairs: refused before anything is built
     if noise is not None or config.synthetic_fraction > 0 or config.noise_fit:
         noise, config = _fit_noise(runs, config, noise, synthetic_asked)
-    psf, config = _measure_psf(runs, config, noise, points_asked)
+    psf, config = _measure_psf(runs, config, noise, psf_asked)
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
     if ckpt is not None:
