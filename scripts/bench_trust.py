@@ -59,8 +59,8 @@ def acquire(out: Path, seed: int, args, *, scenario: str = "none", props=()) -> 
     return Path(summary.run_dir)
 
 
-def monitor(run_dir: Path, restorer: StreamingRestorer) -> list[tuple[bool, str]]:
-    """(scenario active, verdict) for every pair with a reference of its instant."""
+def monitor(run_dir: Path, restorer: StreamingRestorer) -> list[tuple[bool, str, dict]]:
+    """(scenario active, verdict, metrics) per pair with a reference of its instant."""
     run = open_run(run_dir)
     cal = calibration_for_run(run)
     out = []
@@ -68,13 +68,14 @@ def monitor(run_dir: Path, restorer: StreamingRestorer) -> list[tuple[bool, str]
         pair = run[i]
         restored = restorer.restore_now(pair.lowdose)
         r = check_pair(pair.index, restored, pair.lowdose, pair.reference, cal)
-        out.append((ground_truth.scenario_active(run.info, pair.metadata), r.verdict))
+        active = ground_truth.scenario_active(run.info, pair.metadata)
+        out.append((active, r.verdict, r.metrics))
     MIXED[0] += len(run.with_reference()) - len(out)
     return out
 
 
-def rate(results: list[tuple[bool, str]], active: bool) -> tuple[int, int]:
-    sel = [v for a, v in results if a == active]
+def rate(results: list[tuple[bool, str, dict]], active: bool) -> tuple[int, int]:
+    sel = [v for a, v, _ in results if a == active]
     return sum(v != "ok" for v in sel), len(sel)
 
 
@@ -93,10 +94,14 @@ def main() -> int:
     counts = {
         k: [0, 0] for k in ("familiar", "before_onset", "affected", "unlike_camera")
     }
+    worst = {"error_excess": 0.0, "error_excess_local": 0.0}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             fam = monitor(acquire(Path(tmp), seed, args), restorer)
+            for _, _, m in fam:  # what the matched model scores: below the levels
+                for key in worst:
+                    worst[key] = max(worst[key], float(m[key]))
             drill = monitor(
                 acquire(Path(tmp), seed + 1000, args, scenario="unseen-structure"),
                 restorer,
@@ -126,6 +131,7 @@ def main() -> int:
         k: {"flagged": k_, "pairs": n, "rate": k_ / n if n else None}
         for k, (k_, n) in counts.items()
     }
+    figures["familiar_worst"] = worst
     figures["pairs_not_same_instant"] = MIXED[0]
     figures["seconds"] = round(time.perf_counter() - t0, 1)
     figures["args"] = {k: v for k, v in vars(args).items() if k != "json"}
