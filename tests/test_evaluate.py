@@ -229,8 +229,11 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
         sensor=128,
         props=[("LowDoseCam", "Offset", 300)],
     )
-    with pytest.raises(ModelMismatchError, match="dark floor"):
-        evaluate(load_model(bundled_model_path(2)), [other_cam], tmp_path / "c")
+    format1 = Path(__file__).parent / "data" / "format1_demo_x2.safetensors"
+    with pytest.raises(ModelMismatchError, match="dark floor"):  # no camera recorded
+        evaluate(load_model(format1), [other_cam], tmp_path / "c")
+    with pytest.raises(ModelMismatchError, match="offset 100 but"):  # the demo camera's
+        evaluate(load_model(bundled_model_path(2)), [other_cam], tmp_path / "f")
     recorded = ModelInfo.for_network(  # a model file that records its camera
         net,
         name="cam",

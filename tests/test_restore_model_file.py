@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from pairscope.restore import (
+    FORMAT_VERSION,
     ModelFileError,
     ModelInfo,
     Normalization,
@@ -338,14 +339,23 @@ def test_dev_zero_is_refused_without_being_read(tmp_path: Path) -> None:
 
 
 def test_format_1_files_and_the_bundled_models_still_load() -> None:
+    """A format-1 file (the ×2 demo model pairscope shipped before format 2) loads;
+    the bundled models say how they were trained, on which camera, and how well."""
     import pairscope
 
-    models = Path(pairscope.__file__).parent / "models"
+    old = load_model(Path(__file__).parent / "data" / "format1_demo_x2.safetensors")
+    assert old.info.format_version == 1 and old.info.factor == 2
+    assert old.info.training is None and old.info.validation is None
+    assert all(torch.isfinite(p).all() for p in old.network.parameters())
 
+    models = Path(pairscope.__file__).parent / "models"
     for name, factor in (("demo_x2", 2), ("demo_x4", 4)):
         model = load_model(models / f"{name}.safetensors", expect_factor=factor)
-        assert model.info.format_version == 1
-        assert model.info.training is None and model.info.validation is None
+        info = model.info
+        assert info.format_version == FORMAT_VERSION
+        assert info.training is not None and info.training["textured_objects"] > 0
+        assert info.validation is not None and info.psf_fit is not None
+        assert info.lowdose_camera is not None and info.noise_fit is not None
         assert all(torch.isfinite(p).all() for p in model.network.parameters())
 
 
