@@ -39,25 +39,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from heldout_forward_model import (  # noqa: E402
+    HELD_OUT,
     LOW_CAMERA,
     REF_CAMERA,
+    SEED_BASE,
     SPLIT_LOW,
     SPLIT_REF,
+    TRAIN_FAMILIES,
     ForwardModel,
+    held_out_seeds,
 )
 from pairscope.metrics import two_point_resolved  # noqa: E402
 from pairscope.offline import restore  # noqa: E402
-
-TRAIN_FAMILIES = ("filaments", "puncta")
-#: (family, low-dose peak photons) per held-out set
-HELD_OUT = (
-    ("membranes", 300),
-    ("nuclei", 300),
-    ("beads", 300),
-    ("filaments", 100),
-    ("beads", 100),
-)
-SEED_BASE = {"train": 0, "dev": 10_000, "test": 20_000}
 
 
 def _stack(frames: list[np.ndarray]) -> np.ndarray:
@@ -202,8 +195,8 @@ def main() -> None:
     sets = {}
     for k, (family, photons) in enumerate(HELD_OUT):
         frames = [
-            fm.render(family, SEED_BASE[args.split] + 100 * k + i, photons)
-            for i in range(args.frames)
+            fm.render(family, seed, photons)
+            for seed in held_out_seeds(args.split, k, args.frames)
         ]
         sets[f"{family}@{photons}"] = frames
     care_pred: dict[str, np.ndarray] = {}

@@ -32,6 +32,17 @@ from scipy.spatial import cKDTree
 FAMILIES = ("filaments", "puncta", "membranes", "nuclei", "beads")
 BEAD_SEPARATIONS_RAYLEIGH = (0.8, 1.0, 1.1, 1.2, 1.3, 1.4, 1.6, 2.0)
 SPLIT_LOW, SPLIT_REF = 0.1, 0.9
+TRAIN_FAMILIES = ("filaments", "puncta")
+#: (family, low-dose peak photons) per held-out set
+HELD_OUT = (
+    ("membranes", 300),
+    ("nuclei", 300),
+    ("beads", 300),
+    ("filaments", 100),
+    ("beads", 100),
+)
+#: seeds: training frames, sets for choosing levers (dev), sets reported (test)
+SEED_BASE = {"train": 0, "dev": 10_000, "test": 20_000}
 
 
 @dataclass(frozen=True)
@@ -133,14 +144,16 @@ class ForwardModel:
     def fine_px(self) -> float:
         return self.ref_pixel_um / self.oversample
 
-    def render(self, family: str, seed: int, peak_photons: float = 300.0) -> Frame:
+    def scene(self, family: str, seed: int, peak_photons: float = 300.0) -> Scene:
+        """The noise-free state of one frame, before the cameras read it."""
         rng = np.random.default_rng(seed)
         n = self.size * self.oversample
         obj, pairs = _SPECIMENS[family](self, rng, n)
-        otf = self.optics.psf_otf(
-            n, self.fine_px, rng.normal(0, self.defocus_spread_waves)
+        defocus = rng.normal(0, self.defocus_spread_waves)
+        img = np.fft.irfft2(
+            np.fft.rfft2(obj) * self.optics.psf_otf(n, self.fine_px, defocus),
+            s=obj.shape,
         )
-        img = np.fft.irfft2(np.fft.rfft2(obj) * otf, s=obj.shape)
         o = self.oversample
         ref_grid = np.maximum(img, 0).reshape(self.size, o, self.size, o).sum((1, 3))
         b = self.binning
@@ -148,12 +161,38 @@ class ForwardModel:
         # brightest binned pixel: peak_photons through the 10 % arm
         scale = peak_photons / (SPLIT_LOW * np.percentile(low_grid, 99.95))
         bg = _background(rng, self.size) * peak_photons * rng.uniform(0.02, 0.08)
-        ref_photons = SPLIT_REF * (ref_grid * scale + bg / SPLIT_LOW / b**2)
-        low_photons_fine = SPLIT_LOW * (ref_grid * scale + bg / SPLIT_LOW / b**2)
-        low = LOW_CAMERA.read(low_photons_fine, rng, seed=11, binning=b)
-        ref = REF_CAMERA.read(ref_photons, rng, seed=12)
+        return Scene(obj, pairs, defocus, ref_grid, scale, bg, rng)
+
+    def render(self, family: str, seed: int, peak_photons: float = 300.0) -> Frame:
+        sc = self.scene(family, seed, peak_photons)
+        b = self.binning
+        photons = sc.ref_grid * sc.scale + sc.bg / SPLIT_LOW / b**2
+        ref_photons = SPLIT_REF * photons
+        low = LOW_CAMERA.read(SPLIT_LOW * photons, sc.rng, seed=11, binning=b)
+        ref = REF_CAMERA.read(ref_photons, sc.rng, seed=12)
         truth = REF_CAMERA.expected_above_offset(ref_photons).astype(np.float32)
-        return Frame(low, ref, truth, pairs)
+        return Frame(low, ref, truth, sc.pairs)
+
+
+@dataclass
+class Scene:
+    """A frame before the cameras: the fine-grid object (``obj``), the bead
+    ``pairs``, the ``defocus`` (waves), the object through the PSF on the reference
+    grid (``ref_grid``), its ``scale`` to photons, the background ``bg`` (photons
+    per binned low-dose pixel) and the generator the camera reads continue."""
+
+    obj: np.ndarray
+    pairs: list
+    defocus: float
+    ref_grid: np.ndarray
+    scale: float
+    bg: np.ndarray
+    rng: np.random.Generator
+
+
+def held_out_seeds(split: str, set_index: int, frames: int) -> list[int]:
+    """Seeds of the frames of held-out set ``HELD_OUT[set_index]`` of a split."""
+    return [SEED_BASE[split] + 100 * set_index + i for i in range(frames)]
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

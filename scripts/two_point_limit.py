@@ -37,47 +37,32 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from heldout_forward_model import (  # noqa: E402
-    _SPECIMENS,
+    HELD_OUT,
     LOW_CAMERA,
     REF_CAMERA,
     SPLIT_LOW,
     SPLIT_REF,
     Camera,
     ForwardModel,
-    _background,
     _splat,
+    held_out_seeds,
 )
 
-#: bead sets of bench_generalisation.py: (index in its HELD_OUT, peak photons)
-BEAD_SETS = ((2, 300), (4, 100))
-SEED_BASE = {"dev": 10_000, "test": 20_000}
 PATCH = 160  # fine pixels (4 um), a multiple of oversample x binning
 DETECTION = (0.5, 0.9, 0.97)  # fractions of pairs called "two"
 
 
 class BeadFrame:
-    """The noise-free state of one bead frame, exactly as ``ForwardModel.render``."""
+    """One bead frame's scene (``ForwardModel.scene``), rendered patch by patch."""
 
     def __init__(self, fm: ForwardModel, seed: int, peak: float) -> None:
-        rng = np.random.default_rng(seed)
-        n = fm.size * fm.oversample
-        obj, self.pairs = _SPECIMENS["beads"](fm, rng, n)
-        self.obj = obj
-        self.defocus = rng.normal(0, fm.defocus_spread_waves)
-        img = np.fft.irfft2(
-            np.fft.rfft2(obj) * fm.optics.psf_otf(n, fm.fine_px, self.defocus),
-            s=obj.shape,
-        )
-        o, b = fm.oversample, fm.binning
-        ref_grid = np.maximum(img, 0).reshape(fm.size, o, fm.size, o).sum((1, 3))
-        low_grid = ref_grid.reshape(fm.size // b, b, fm.size // b, b).sum((1, 3))
-        self.scale = peak / (SPLIT_LOW * np.percentile(low_grid, 99.95))
-        self.bg = _background(rng, fm.size) * peak * rng.uniform(0.02, 0.08)
+        sc = fm.scene("beads", seed, peak)
+        self.obj, self.pairs, self.scale, self.bg = sc.obj, sc.pairs, sc.scale, sc.bg
         self.truth = REF_CAMERA.expected_above_offset(
-            SPLIT_REF * (ref_grid * self.scale + self.bg / SPLIT_LOW / b**2)
+            SPLIT_REF * (sc.ref_grid * sc.scale + sc.bg / SPLIT_LOW / fm.binning**2)
         )
         self.fm = fm
-        self.otf = fm.optics.psf_otf(PATCH, fm.fine_px, self.defocus)
+        self.otf = fm.optics.psf_otf(PATCH, fm.fine_px, sc.defocus)
 
     def images(self, obj: np.ndarray, origin: tuple[int, int]) -> dict[str, np.ndarray]:
         """Expected photons of a fine-grid patch object (plus background) per camera."""
@@ -177,7 +162,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--split", choices=tuple(SEED_BASE), default="test")
+    p.add_argument("--split", choices=("dev", "test"), default="test")
     p.add_argument("--frames", type=int, default=6, help="frames per bead set")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here")
     p.add_argument("--plot", type=Path, default=None, help="PNG of d' per separation")
@@ -185,9 +170,11 @@ def main() -> None:
     args = p.parse_args()
     fm = ForwardModel()
     rows: dict[str, dict[str, dict]] = {}
-    for k, peak in BEAD_SETS:
+    for k, (family, peak) in enumerate(HELD_OUT):
+        if family != "beads":
+            continue
         per_sep: dict[float, list[dict]] = {}
-        seeds = [SEED_BASE[args.split] + 100 * k + i for i in range(args.frames)]
+        seeds = held_out_seeds(args.split, k, args.frames)
         for seed in tqdm(seeds, desc=f"beads@{peak}", leave=False):
             frame = BeadFrame(fm, seed, peak)
             for p1, p2, sep in frame.pairs:
