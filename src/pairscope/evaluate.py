@@ -33,7 +33,6 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import metrics as M
+from ._targets import TARGETS_HELP, XY, Target, TargetSpec, load_targets
 from .errors import PairscopeError
 from .io import Run, open_run
 from .io.calibration import Registration, apply_registration
@@ -50,12 +50,27 @@ from .sim import ground_truth
 from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
 from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
+__all__ = [
+    "BASELINES",
+    "PROTOCOL",
+    "ROWS",
+    "TARGETS_HELP",
+    "ModelMismatchError",
+    "TargetSpec",
+    "check_model_for_run",
+    "crop_of",
+    "evaluate",
+    "frame_rows",
+    "load_targets",
+    "manifest_sha256",
+    "reference_to_lowdose",
+    "score_rows",
+]
+
 logger = logging.getLogger(__name__)
 
 BASELINES: tuple[M.UpsampleMethod, ...] = ("nearest", "bilinear", "bicubic")
 ROWS = ("model", *BASELINES, "ceiling", "ideal")
-XY = tuple[float, float]
-Target = tuple[XY, XY, float]
 
 PROTOCOL = (
     "every row scored against the same target: the reference resampled onto the "
@@ -65,59 +80,9 @@ PROTOCOL = (
     "K1 0.01, K2 0.03; baselines upsample the offset-subtracted low-dose frame"
 )
 
-TARGETS_HELP = """\
-JSON file of point-pair targets, in *reference* pixel coordinates (x = column,
-y = row, as seen in the reference image); they are mapped onto the low-dose camera's
-frame through the run's registration.  Either a list that applies to every pair:
-  [[[x1, y1], [x2, y2], separation_um], ...]
-or an object with targets per pair (the manifest's "pair" number; omit "pair" for
-every pair):
-  {"targets": [{"pair": 3, "p1": [x1, y1], "p2": [x2, y2], "separation_um": 0.2}]}
-"""
-
 
 class ModelMismatchError(PairscopeError, ValueError):
     """The model was trained for another binning, pixel size or camera."""
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """User targets: ``every`` apply to all pairs, ``per_pair`` to one pair each."""
-
-    every: tuple[Target, ...] = ()
-    per_pair: dict[int, tuple[Target, ...]] | None = None
-
-    def for_pair(self, pair: int) -> list[Target]:
-        return [*self.every, *((self.per_pair or {}).get(pair, ()))]
-
-
-def load_targets(path: str | Path) -> TargetSpec:
-    """Read a targets file (:data:`TARGETS_HELP`); one clear line if it is wrong."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, list):
-            return TargetSpec(every=tuple(_target(a, b, s) for a, b, s in data))
-        every: list[Target] = []
-        per: dict[int, list[Target]] = defaultdict(list)
-        for t in data["targets"]:
-            tg = _target(t["p1"], t["p2"], t["separation_um"])
-            (per[int(t["pair"])] if "pair" in t else every).append(tg)
-        return TargetSpec(tuple(every), {k: tuple(v) for k, v in per.items()})
-    except FileNotFoundError:
-        raise
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(
-            f"{path} is not a targets file ({type(e).__name__}: {e}); see "
-            "'pairscope evaluate --help' for the format"
-        ) from None
-
-
-def _target(a: Sequence[float], b: Sequence[float], sep: float) -> Target:
-    (x1, y1), (x2, y2) = a, b
-    if float(sep) <= 0:
-        raise ValueError(f"separation_um must be positive, got {sep}")
-    return ((float(x1), float(y1)), (float(x2), float(y2)), float(sep))
 
 
 def reference_to_lowdose(xy: XY, reg: Registration, shape: tuple[int, int]) -> XY:

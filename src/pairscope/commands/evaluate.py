@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..evaluate import TARGETS_HELP
+    from .._targets import TARGETS_HELP  # not ..evaluate: that loads torch
 
     if "evaluate" in sub.choices:  # an older cli.py still defines it
         return
