@@ -33,7 +33,6 @@ import numpy as np
 import tifffile
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -49,6 +48,7 @@ from heldout_forward_model import (  # noqa: E402
     ForwardModel,
     held_out_seeds,
 )
+from pairscope._progress import progress  # noqa: E402
 from pairscope.metrics import two_point_resolved  # noqa: E402
 from pairscope.offline import restore  # noqa: E402
 
@@ -62,7 +62,7 @@ def make_training_set(
 ) -> tuple[Path, Path]:
     """``n`` independent snapshots, the training families in turn, as two stacks."""
     lows, refs = [], []
-    for i in tqdm(range(n), desc="rendering training pairs", leave=False):
+    for i in progress(range(n), desc="rendering training pairs", leave=False):
         fr = fm.render(families[i % len(families)], SEED_BASE["train"] + i)
         lows.append(fr.lowdose)
         refs.append(fr.reference)
@@ -227,7 +227,7 @@ def main() -> None:
                 )
 
     results: dict[str, dict] = {}
-    for name, frames in tqdm(sets.items(), desc="scoring", leave=False):
+    for name, frames in progress(sets.items(), desc="scoring", leave=False):
         truth = np.stack([f.truth for f in frames]).astype(np.float64)
         rng_ = float(truth.max() - truth.min())
         preds = {}

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
-from tqdm import tqdm
+
+from pairscope._progress import progress
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -175,7 +176,7 @@ def main() -> None:
             continue
         per_sep: dict[float, list[dict]] = {}
         seeds = held_out_seeds(args.split, k, args.frames)
-        for seed in tqdm(seeds, desc=f"beads@{peak}", leave=False):
+        for seed in progress(seeds, desc=f"beads@{peak}", leave=False):
             frame = BeadFrame(fm, seed, peak)
             for p1, p2, sep in frame.pairs:
                 per_sep.setdefault(sep, []).append(analyse_pair(frame, p1, p2))

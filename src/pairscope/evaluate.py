@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from . import metrics as M
+from ._progress import progress as progress_bar
 from ._targets import TARGETS_HELP, XY, Target, TargetSpec, load_targets
 from .errors import PairscopeError
 from .io import Run, open_run
@@ -246,7 +246,9 @@ def evaluate(
         )
     ray = rayleigh_um or _rayleigh_um(opened[0])
     pixel_um: dict[str, float] = {}
-    for run, i in tqdm(jobs, desc="evaluating", unit="pair", disable=not progress):
+    for run, i in progress_bar(
+        jobs, desc="evaluating", unit="pair", disable=not progress
+    ):
         key = str(run.path)
         if key not in calibrations:
             calibrations[key] = calibration_for_run(run)

@@ -22,6 +22,7 @@ from pymmcore_plus import CMMCorePlus
 from tqdm import tqdm
 from useq import MDASequence
 
+from ._progress import progress as progress_bar
 from ._threads import deprioritize_current_thread
 from .acquire import AcquisitionSummary, PairedAcquisition
 from .config import AcquisitionSettings, PairingMode
@@ -300,7 +301,7 @@ def _make_sink(headless: bool, run_dir: Path) -> Any:
 
 
 def _progress(acq: PairedAcquisition, sequence: MDASequence) -> tqdm:
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(1 for _ in sequence.iter_events()),
         unit="pair",
         desc="paired acquisition",

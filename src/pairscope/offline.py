@@ -103,8 +103,7 @@ def restore_run(
     """
     import time
 
-    from tqdm import tqdm
-
+    from ._progress import progress as progress_bar
     from .io._finalize import json_default, write_json
     from .io._predictions import finalize_predictions
     from .io._writer import _PageFile
@@ -131,7 +130,9 @@ def restore_run(
     pages = _PageFile(tiff)
     try:
         with open(out / L.PREDICTION_INDEX, "w", encoding="utf-8") as index:
-            bar = tqdm(indices, desc="restoring", unit="frame", disable=not progress)
+            bar = progress_bar(
+                indices, desc="restoring", unit="frame", disable=not progress
+            )
             pending: list[str] = []
             for n, i in enumerate(bar):
                 rec = run.records[i]

@@ -221,7 +221,7 @@ def import_pairs(
     ``offset``/``gain``: the low-dose camera's (ADU, e⁻/ADU); the reference camera's
     default to them unless ``reference_offset``/``reference_gain`` say otherwise.
     """
-    from tqdm import tqdm
+    from .._progress import progress as progress_bar
 
     low = _Stack.open(Path(lowdose), "--lowdose")
     ref = _Stack.open(Path(reference), "--reference")
@@ -293,7 +293,7 @@ def import_pairs(
         writer = RunWriter(out, name="import")
         try:
             writer.start(info)
-            for i in tqdm(
+            for i in progress_bar(
                 range(low.n), desc="importing", unit="pair", disable=not progress
             ):
                 meta = {

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 import scipy.optimize
-from tqdm.auto import tqdm
 
 from .._binning import bin_sum
 from .._files import write_atomic
+from .._progress import progress as progress_bar
 from . import _layout as L
 from ._reader import Run, open_run
 
@@ -249,7 +249,9 @@ def registration_from_pairs(
         step = max(1, math.ceil(len(coeffs) / scale_pairs))
         x = _fit(coeffs[::step], np.array([*start, 0.0]), f, margin, None)
         start, scale = x[:2], float(np.exp(x[2]))
-    per_pair = tqdm(coeffs, desc="registering pairs", unit="pair", disable=not progress)
+    per_pair = progress_bar(
+        coeffs, desc="registering pairs", unit="pair", disable=not progress
+    )
     shifts = np.array([_fit([p], start, f, margin, scale) for p in per_pair])
     sy, sx = shifts.mean(axis=0)
     resid = float(np.sqrt(np.mean(np.sum((shifts - [sy, sx]) ** 2, axis=1))))

@@ -28,9 +28,10 @@ from pydantic import ValidationError
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pairscope._files import write_atomic
+from pairscope._progress import progress as progress_bar
 from pairscope.io import Run
 from pairscope.io._reader import same_instant
 from pairscope.io.dataset import PairDataset, frames_independent, split_blocks
@@ -779,7 +780,7 @@ def _train(
         if sampler is not None:
             sampler.set_epoch(epoch)
         t0, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(
+        bar = progress_bar(
             loader,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=rank != 0 or not config.progress,
