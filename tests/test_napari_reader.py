@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 from pairscope._binning import bin_sum
 from pairscope.io import RunWriter
 from pairscope.io.calibration import Registration, save_calibration
-from pairscope.napari import get_reader
+from pairscope.napari import get_reader, read_run
 
 from ._io_pairs import RUN_INFO, make_pair
 
@@ -101,3 +101,37 @@ def test_manifest_is_valid_npe2() -> None:
     (command,) = [c for c in manifest.contributions.commands if c.id == reader.command]
     module, attr = command.python_name.split(":")
     assert getattr(importlib.import_module(module), attr) is get_reader
+
+
+def test_layers_carry_micrometre_units_for_the_scale_bar(tmp_path, monkeypatch) -> None:
+    """napari >= 0.5 labels its scale bar from the layers' units: µm, not pixel."""
+    from pairscope.napari import _reader
+
+    run_dir = _run_with_shifted_cameras(tmp_path, (0.0, 0.0))
+    layers = read_run(str(run_dir))
+    assert len(layers) == 2
+    for _, kw, _ in layers:
+        assert kw["units"] == ("pixel", "µm", "µm")
+        assert kw["axis_labels"] == ("pair", "y", "x")
+        assert len(kw["units"]) == len(kw["scale"]) == len(kw["translate"])
+        assert kw["metadata"]["pairscope"]["units"] == {
+            "pair": "pixel",
+            "y": "µm",
+            "x": "µm",
+        }
+    # napari before 0.5 takes neither keyword: the layers leave them out
+    monkeypatch.setattr(_reader, "version", lambda name: "0.4.19")
+    for _, kw, _ in read_run(str(run_dir)):
+        assert "units" not in kw and "axis_labels" not in kw
+
+
+def test_units_are_ones_napari_understands() -> None:
+    pint = pytest.importorskip("pint")
+    from pairscope.napari._reader import UNITS
+
+    registry = pint.get_application_registry()
+    assert [str(registry[u].units) for u in UNITS] == [
+        "pixel",
+        "micrometer",
+        "micrometer",
+    ]

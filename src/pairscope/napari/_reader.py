@@ -9,12 +9,17 @@ reference pixel ``c + s·(p - c) + shift``; so the layer's scale is
 Restored frames live on the low-dose camera's unbinned grid (scale ``ref_px · s``,
 translate ``ref_px · (c·(1-s) + shift)``).  Sparse references (every N-th pair)
 get a time scale of N, so each reference sits at its own pair.
+
+Every layer carries its axes' names and units (``pair``, ``y``, ``x``; pixel, µm,
+µm) for napari >= 0.5, so its scale bar reads µm; older napari gets neither.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,21 @@ from ..io._reader import Run, open_run
 from ..io.calibration import Registration, load_registration
 
 LayerData = tuple[Any, dict[str, Any], str]
+
+AXIS_LABELS = ("pair", "y", "x")
+#: napari units (pint names) of the axes: the pair index has none ("pixel" is
+#: napari's own default), the spatial axes are in µm
+UNITS = ("pixel", "µm", "µm")
+
+
+def _napari_has_units() -> bool:
+    """Whether the installed napari takes ``units`` and ``axis_labels`` (>= 0.5);
+    without napari (tests, other npe2 hosts) the layers carry them."""
+    try:
+        found = re.match(r"(\d+)\.(\d+)", version("napari"))
+    except PackageNotFoundError:
+        return True
+    return found is None or (int(found[1]), int(found[2])) >= (0, 5)
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -206,6 +226,7 @@ def _layer(
         "pairscope": {
             "run": str(run.path),
             "axes": "pair, y (µm), x (µm)",
+            "units": dict(zip(AXIS_LABELS, UNITS, strict=True)),
             "registration": {
                 "shift_y_px": reg.shift_y_px,
                 "shift_x_px": reg.shift_x_px,
@@ -221,4 +242,6 @@ def _layer(
         "metadata": meta,
         **kwargs,
     }
+    if _napari_has_units():
+        kw |= {"units": UNITS, "axis_labels": AXIS_LABELS}
     return data, kw, "image"
