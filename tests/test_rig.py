@@ -117,12 +117,13 @@ def test_a_missed_trigger_is_reported_and_the_pairing_resynchronises(
     tmp_path: Path,
 ) -> None:
     summary, run = _demo_run(tmp_path, frames=20, MissTriggerEvery=5)
-    assert summary.status == "completed"
+    # the reference camera delivered 16 of 20 frames: not a complete run
+    assert summary.status == "incomplete"
+    assert "'ReferenceCam' delivered 16 of 20 frames" in summary.message
     lone_low = [r for r in run.records if r["reference"] is None]
     assert len(lone_low) == 4 and all(
-        "reference" in r["partner_missing"] for r in lone_low
+        "reference camera" in r["partner_missing"] for r in lone_low
     )
-    assert sum("resynchronised" in r["partner_missing"] for r in lone_low) >= 3
     paired = [r for r in run.records if r["lowdose"] and r["reference"]]
     assert len(paired) == 16
     for r in paired:  # after each miss the pairs are of one instant again

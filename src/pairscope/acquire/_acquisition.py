@@ -24,7 +24,7 @@ from ._signals import PairedSignals, listener_failures
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["completed", "cancelled", "failed", "overflow"]
+Status = Literal["completed", "incomplete", "cancelled", "failed", "overflow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,7 @@ class PairedAcquisition:
             "settings": self.settings.model_dump(mode="json"),
             "system_state": _system_state(self.rig),
             "sequence": sequence.model_dump(mode="json", exclude_unset=True),
+            "follower_free_running": engine_follower_free_runs(self),
             **self.extra_info,
         }
 
@@ -109,6 +110,8 @@ class PairedAcquisition:
         if writer is not None:
             writer.start(info)
         self.events.started.emit(info)
+        for notice in engine.free_running_notice():
+            logger.warning("%s", notice)
         status: Status = "completed"
         failed_trigger, message = None, ""
         t0 = time.perf_counter()
@@ -135,6 +138,14 @@ class PairedAcquisition:
             or engine.cancel_requested.is_set()
         ):
             status = "cancelled"
+        if status == "completed" and engine.short_cameras:
+            status = "incomplete"
+            message = "; ".join(
+                f"camera {label!r} delivered {got} of {asked} frames"
+                for label, (got, asked) in engine.short_cameras.items()
+            ) + (
+                "; every frame is saved, those without a partner marked partner_missing"
+            )
         if self._writer_error is not None:
             status, message = "failed", str(self._writer_error)
         summary = AcquisitionSummary(
@@ -207,6 +218,12 @@ class PairedAcquisition:
             self.events.pairReady.emit(pair)
 
         return deliver
+
+
+def engine_follower_free_runs(acq: PairedAcquisition) -> bool:
+    """Whether the run's followers free-run (triggered mode, no trigger input)."""
+    engine = acq._engine
+    return bool(engine is not None and engine.follower_free_runs)
 
 
 def _finish_writer(writer: Any, summary: AcquisitionSummary) -> AcquisitionSummary:

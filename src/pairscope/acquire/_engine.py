@@ -21,11 +21,13 @@ runner as pymmcore-plus ``frameReady`` payloads (``FrameMetaV1``, ``"cam"`` inde
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,17 +39,19 @@ from pymmcore_plus.metadata import frame_metadata
 from useq import MDAEvent, MDASequence
 
 from ..config import AcquisitionSettings, PairingMode
-from ..errors import StageFault
+from ..errors import CameraFault, SequenceOverflow, StageFault
 from ..hardware import DetectorPair, Rig, camera_binning
+from ._clocks import CameraClock
 from ._pair import Pair, PairMetadata
+from ._pairing import FramePairer, StreamFrame
+from ._rig_state import RigState
 from ._sequence import (
     CameraStream,
-    SeqFrame,
-    SequencePairer,
+    camera_stopped_message,
     camera_thread_errors,
-    check_hang,
     drain,
     start_sequence,
+    stopped_camera,
 )
 from ._snaps import ParallelSnapper, camera_fault, snap, snapped_record
 from ._timing import FrameRecord, RunClock, overlap_ms, simultaneous
@@ -80,7 +84,14 @@ class PairedEngine(MDAEngine):
         self._static: dict[str, Any] = {}
         self._stage: tuple[float | None, float | None, float | None] = (None,) * 3
         self._snapper: ParallelSnapper | None = None
-        self._saved: list[tuple[CMMCorePlus, str, str, str]] = []
+        self._rig_state: RigState | None = None
+        self._burst: _BurstState | None = None
+        self._active: Iterator[Any] | None = None  # the burst being run
+        self._leftover: list[MDAEvent] = []  # a paused burst's events still to take
+        self._pause_requested = False
+        self._runner_t0: float | None = None
+        #: cameras that delivered fewer frames than asked: label -> (got, asked)
+        self.short_cameras: dict[str, tuple[int, int]] = {}
 
     # -- cores and cameras -----------------------------------------------------
     @property
@@ -100,6 +111,8 @@ class PairedEngine(MDAEngine):
 
     # -- sequence --------------------------------------------------------------
     def setup_sequence(self, sequence: MDASequence) -> Any:
+        # every core's cameras, trigger modes and shutter, put back by teardown
+        self._rig_state = RigState.capture(self.rig, self.detectors)
         meta = super().setup_sequence(sequence)
         s, d = self.settings, self.detectors
         if self.mode is not PairingMode.ALTERNATING:
@@ -112,6 +125,9 @@ class PairedEngine(MDAEngine):
                 ref_core.setExposure(d.reference, s.reference_exposure_ms)
         self._trigger = self.pairs_emitted = self.incomplete = 0
         self.problems = []
+        self.short_cameras = {}
+        self._leftover = []
+        self._pause_requested = False
         self.clock = RunClock()
         self._static = {
             "split_ratio": s.split_ratio or self._split_ratio(),
@@ -131,10 +147,57 @@ class PairedEngine(MDAEngine):
         return meta
 
     def teardown_sequence(self, sequence: MDASequence) -> None:
+        self._close_active()
         if self._snapper is not None:
             self._snapper.close()
             self._snapper = None
-        super().teardown_sequence(sequence)
+        try:
+            super().teardown_sequence(sequence)
+        finally:
+            if self._rig_state is not None:
+                self._rig_state.restore()
+                self._rig_state = None
+
+    def teardown_event(self, event: MDAEvent) -> None:
+        # a burst the runner stopped iterating (a sink or listener error) is
+        # closed now: its sequences stop, the shutter closes, its frames are kept
+        self._close_active()
+        super().teardown_event(event)
+
+    def _close_active(self) -> None:
+        active, self._active = self._active, None
+        if active is not None and hasattr(active, "close"):
+            try:
+                active.close()
+            except Exception:  # closing must not hide why the run stopped
+                logger.warning("Could not close the running burst", exc_info=True)
+
+    @property
+    def follower_free_runs(self) -> bool:
+        """Triggered mode on a rig whose follower has no trigger input named."""
+        spec = self.rig.spec
+        return (
+            self.mode is PairingMode.TRIGGERED
+            and self.rig.multi_core
+            and spec is not None
+            and (
+                spec.trigger.follower_property is None
+                or spec.trigger.follower_value is None
+            )
+        )
+
+    def free_running_notice(self) -> list[str]:
+        """What to say once at the start of a run whose follower free-runs."""
+        if not self.follower_free_runs:
+            return []
+        return [
+            "the rig file names no trigger input for the follower camera(s), so "
+            "in triggered mode they free-run beside the leader: pairs are the "
+            "nearest exposures, labelled simultaneous only where they overlap by "
+            "half the shorter one. Wire the leader's exposure-out to the follower "
+            "and name its trigger property in the rig file (trigger: "
+            "follower_property / follower_value) for same-instant pairs."
+        ]
 
     def _size_buffers(self, sequence: MDASequence) -> None:
         """Per-core circular buffers for about 2 s of frames (or --buffer-mb)."""
@@ -150,18 +213,51 @@ class PairedEngine(MDAEngine):
 
     # -- events ------------------------------------------------------------------
     def event_iterator(self, events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
-        """Consecutive timepoints at one place become one hardware sequence."""
+        """Consecutive timepoints at one place become one hardware sequence, where
+        the hardware can keep their interval; else each timepoint is one trigger
+        of every camera at once (the runner keeps the interval).  A burst a pause
+        interrupted goes on from where it stopped."""
         if self.mode not in (PairingMode.TRIGGERED, PairingMode.MULTI_CAMERA):
             yield from events
             return
         batch: list[MDAEvent] = []
         for event in events:
-            if batch and not _joins(batch, event):
-                yield _burst(batch)
+            if batch and not (_joins(batch, event) and self._times(batch, event)):
+                yield from self._bursts(batch)
                 batch = []
             batch.append(event)
         if batch:
-            yield _burst(batch)
+            yield from self._bursts(batch)
+
+    def _bursts(self, batch: list[MDAEvent]) -> Iterator[MDAEvent]:
+        yield _burst(batch)
+        while self._leftover:
+            rest, self._leftover = self._leftover, []
+            yield _burst(rest)
+
+    def _times(self, batch: list[MDAEvent], event: MDAEvent) -> bool:
+        """Can a hardware sequence keep this interval?  Free-running as fast as the
+        exposures allow always can; a longer interval only where the leader times
+        its own frames (pairscope's demo cameras do; C++ cameras are not known to)."""
+        interval = (
+            (event.min_start_time or 0.0) - (batch[-1].min_start_time or 0.0)
+        ) * 1000
+        if interval <= self._period_ms(0.0):
+            return True
+        return self._leader_times_intervals()
+
+    def _leader_times_intervals(self) -> bool:
+        core, label = self._core("lowdose"), self._leader_label()
+        if self.mode is PairingMode.MULTI_CAMERA:
+            return False
+        for rc in self.rig.cores if self.rig.multi_core else [self.rig.primary]:
+            if rc.camera == label:
+                core = rc.core
+        pydevices = getattr(core, "_pydevices", None)
+        if pydevices is None or label not in pydevices:
+            return False
+        with pydevices[label] as device:
+            return hasattr(device, "set_sequence_interval_ms")
 
     def setup_event(self, event: MDAEvent) -> None:
         if isinstance(event, SequencedEvent):
@@ -214,8 +310,10 @@ class PairedEngine(MDAEngine):
         )
 
     def exec_event(self, event: MDAEvent) -> Iterable[Any]:
+        self._runner_t0 = event.metadata.get("runner_t0")
         if isinstance(event, SequencedEvent):
-            return self._exec_burst(event)
+            self._active = self._exec_burst(event)
+            return self._active
         return super().exec_event(event)
 
     # -- one trigger (snaps) -------------------------------------------------------
@@ -316,91 +414,169 @@ class PairedEngine(MDAEngine):
 
     # -- a burst (hardware-timed sequences) ------------------------------------------
     def _exec_burst(self, burst: SequencedEvent) -> Iterator[ImagePayload]:
+        """One hardware-timed sequence on every core, paired as frames arrive.
+
+        Whatever ends it (the last frame, a cancel, a pause, a camera that stops,
+        an error, the runner closing it), both sequences stop, the trigger modes
+        and the shutter are restored, and every frame taken is delivered: those
+        still waiting for a partner alone, marked.
+        """
         events = list(burst.events)
         n = len(events)
-        interval_ms = _interval_ms(events)
-        period = self._period_ms(interval_ms)
+        period = self._period_ms(_interval_ms(events))
         streams = self._streams()
-        pairer = SequencePairer(
-            tolerance_ms=0.5 * min(s.exposure_ms for s in streams), period_ms=period
-        )
-        k0 = self._trigger
-        index = 0
-        with (
-            _illumination(self.mmcore),
-            self._trigger_modes(),
-            camera_thread_errors() as thread_errors,
-        ):
-            self._start(streams, n, period)
-            try:
-                while True:
-                    if self.cancel_requested.is_set():
-                        break
-                    for label, exc in thread_errors.items():
-                        raise camera_fault(label, k0 + index, exc)
-                    got = 0
-                    for core, by_label in self._by_core(streams):
-                        for frame in drain(core, by_label, self.clock):
-                            self._record(frame.record, core, frame.record["camera"])
-                            pairer.add(frame)
-                            got += 1
-                    for low, ref, problem in pairer.pairs():
-                        yield from self._emit_frames(
-                            events, k0, index, low, ref, problem
-                        )
-                        index += 1
-                    if all(s.received >= n for s in streams):
-                        break
-                    if got:
-                        continue
-                    if self._leader_done(streams, n):
-                        # followers that missed a few triggers owe frames that never
-                        # come; one that owes many has stopped delivering
-                        quiet = time.perf_counter() - max(
-                            s.last_frame_at for s in streams
-                        )
-                        grace_ms = min(2 * period + 500.0, self._timeout_ms())
-                        if quiet > grace_ms / 1000.0:
-                            check_hang(streams, n, 0.0, k0 + index, max(3, n // 5))
-                            break
-                    else:
-                        check_hang(streams, n, self._timeout_ms() / 1000.0, k0 + index)
-                    time.sleep(0.001)
-            finally:
-                self._stop(streams)
-        for core, by_label in self._by_core(streams):  # frames still in the buffers
-            for frame in drain(core, by_label, self.clock):
-                self._record(frame.record, core, frame.record["camera"])
-                pairer.add(frame)
-        for low, ref, problem in pairer.pairs(final=True):
-            yield from self._emit_frames(events, k0, index, low, ref, problem)
-            index += 1
-        self._trigger = k0 + index
-        for s in streams:
-            if s.gaps:
-                self.problems.append(
-                    f"camera {s.label!r}: {s.gaps} gap(s) in its image numbers"
+        pairer = FramePairer({s.role: s.clock for s in streams})
+        self._burst = _BurstState(events, self._trigger, streams, pairer)
+        error: Exception | None = None
+        try:
+            with (
+                _illumination(self.mmcore),
+                self._trigger_modes(),
+                camera_thread_errors() as thread_errors,
+            ):
+                self._start(streams, n, period)
+                try:
+                    yield from self._burst_loop(n, period, thread_errors)
+                except Exception as exc:  # stop, keep every frame, then say why
+                    error = exc
+                finally:
+                    self._stop(streams)
+                    self._collect(final_drain=True)
+            self._after_stop(streams)
+            yield from self._burst_flush()
+        except GeneratorExit:  # the runner closed us (a sink error): deliver, quietly
+            for _ in self._burst_flush(payloads=False):
+                pass
+            raise
+        finally:
+            self._burst_report()
+            self._burst = None
+        if error is not None:
+            raise error
+
+    def _burst_loop(
+        self, n: int, period: float, thread_errors: dict[str, BaseException]
+    ) -> Iterator[ImagePayload]:
+        b = self._burst
+        assert b is not None
+        while not self._stop_requested():
+            for label, exc in thread_errors.items():
+                raise camera_fault(label, b.k0 + b.index, exc)
+            got = self._collect()
+            for low, ref, problem in b.pairer.pairs():
+                yield from self._emit_frames(low, ref, problem)
+            if all(s.received >= n for s in b.streams):
+                return
+            if got:
+                continue
+            stopped = stopped_camera(b.streams, n, period, self._timeout_ms() / 1000.0)
+            if stopped is not None:
+                raise CameraFault(
+                    camera_stopped_message(
+                        stopped, n, time.perf_counter() - stopped.last_frame_at
+                    ),
+                    trigger_index=b.k0 + b.index,
+                    camera=stopped.label,
                 )
-        missed = pairer.missed
-        if any(missed.values()):
+            if self._leader_done(b.streams, n):
+                # a follower that missed triggers owes frames that never come
+                quiet = time.perf_counter() - max(s.last_frame_at for s in b.streams)
+                if quiet > min(2 * period + 500.0, self._timeout_ms()) / 1000.0:
+                    return
+            time.sleep(0.001)
+
+    def _collect(self, *, final_drain: bool = False) -> int:
+        """Pop every core's waiting frames into the pairer; how many there were."""
+        b = self._burst
+        assert b is not None
+        got = 0
+        for core, by_label in self._by_core(b.streams):
+            try:
+                frames = drain(core, by_label, self.clock)
+            except SequenceOverflow:
+                if final_drain:  # the run already stops for it
+                    continue
+                raise
+            for frame in frames:
+                self._record(frame.record, core, frame.record["camera"])
+                b.pairer.add(frame)
+                got += 1
+        return got
+
+    def _burst_flush(self, *, payloads: bool = True) -> Iterator[ImagePayload]:
+        """Every frame still waiting for a partner, delivered (alone where alone)."""
+        b = self._burst
+        if b is None:
+            return
+        for low, ref, problem in b.pairer.pairs(final=True):
+            if payloads:
+                yield from self._emit_frames(low, ref, problem)
+            else:
+                self._deliver_frames(low, ref, problem)
+
+    def _burst_report(self) -> None:
+        """Frame counts, missed partners and the interval kept, as problems."""
+        b = self._burst
+        if b is None:
+            return
+        self._trigger = b.k0 + b.index
+        n = len(b.events)
+        for s in b.streams:
+            if s.received < n and not b.stopped_early:
+                self.short_cameras[s.label] = (s.received, n)
+        alone = b.pairer.alone
+        if any(alone.values()):
             self.problems.append(
-                f"frames without a partner of the same instant (missed triggers or "
-                f"cameras out of step): reference {missed['reference']}, low-dose "
-                f"{missed['lowdose']}; each is kept and marked in pairs.jsonl"
+                f"frames without a partner of the same instant (missed triggers, "
+                f"lost frames or free-running cameras): reference {alone['reference']}"
+                f", low-dose {alone['lowdose']}; each is kept and marked in pairs.jsonl"
+            )
+        if b.pairer.number_jumps:
+            self.problems.append(
+                f"the offset between the cameras' image numbers changed "
+                f"{b.pairer.number_jumps} time(s) (a frame lost or a trigger missed)"
+            )
+        asked = _interval_ms(b.events)
+        got = _median_period(b.low_starts)
+        if asked > 0 and got is not None and got > 1.05 * asked + 1.0:
+            self.problems.append(
+                f"the interval could not be kept: asked {asked:.0f} ms, the low-dose "
+                f"camera's frames came every {got:.1f} ms (exposure and readout are "
+                "longer than the interval)"
             )
 
+    def _after_stop(self, streams: list[CameraStream]) -> None:
+        """A cancel or pause stopped the burst early: no camera is short; after a
+        pause the burst's remaining events run once the runner resumes."""
+        b = self._burst
+        assert b is not None
+        cancelled = self.cancel_requested.is_set() or (
+            self.mmcore.mda.status.cancel_requested
+        )
+        paused = self._pause_requested or self.mmcore.mda.status.pause_requested
+        if not (cancelled or paused):
+            return
+        b.stopped_early = True
+        low = next(s for s in streams if s.role == "lowdose")
+        if paused and not cancelled:
+            self._leftover = b.events[low.received :]
+        self._pause_requested = False
+
+    def _stop_requested(self) -> bool:
+        if self.cancel_requested.is_set() or self._pause_requested:
+            return True
+        status = self.mmcore.mda.status
+        return bool(status.cancel_requested or status.pause_requested)
+
     def _emit_frames(
-        self,
-        events: list[MDAEvent],
-        k0: int,
-        index: int,
-        low: SeqFrame | None,
-        ref: SeqFrame | None,
-        problem: str,
+        self, low: StreamFrame | None, ref: StreamFrame | None, problem: str
     ) -> Iterator[ImagePayload]:
-        event = events[min(low.number if low else index, len(events) - 1)]
+        b = self._burst
+        assert b is not None
+        event = self._event_of(low, ref)
+        b.index += 1
         yield from self._emit(
-            k0 + index,
+            b.k0 + b.index - 1,
             event,
             None if low is None else low.image,
             None if low is None else low.record,
@@ -408,15 +584,41 @@ class PairedEngine(MDAEngine):
             None if ref is None else ref.record,
             problem,
             True,
+            camera_metadata=(
+                None if low is None else low.metadata,
+                None if ref is None else ref.metadata,
+            ),
         )
+
+    def _deliver_frames(
+        self, low: StreamFrame | None, ref: StreamFrame | None, problem: str
+    ) -> None:
+        for _ in self._emit_frames(low, ref, problem):
+            pass
+
+    def _event_of(self, low: StreamFrame | None, ref: StreamFrame | None) -> MDAEvent:
+        b = self._burst
+        assert b is not None
+        if low is not None:
+            b.low_starts.append(low.record["exposure_window_ms"][0])
+            i = low.number
+        else:  # a reference frame alone: its own place in its stream
+            i = ref.number if ref is not None else b.index
+        return b.events[min(i, len(b.events) - 1)]
 
     def _streams(self) -> list[CameraStream]:
         streams = []
         for role in ("lowdose", "reference"):
             core, label = self._core(role), self._label(role)
+            pydevices = getattr(core, "_pydevices", None)
             streams.append(
                 CameraStream(
-                    core, self._core_name(role), label, role, core.getExposure(label)
+                    core,
+                    self._core_name(role),
+                    label,
+                    role,
+                    core.getExposure(label),
+                    python_camera=pydevices is not None and label in pydevices,
                 )
             )
         return streams
@@ -437,6 +639,7 @@ class PairedEngine(MDAEngine):
             t = start_sequence(core, multi, n, period_ms)
             for s in streams:
                 s.t_start, s.last_frame_at = t, time.perf_counter()
+                s.clock = CameraClock(self.clock.ms(t))
             return
         leader = self._leader_label()
         for s in sorted(streams, key=lambda s: s.label == leader):
@@ -444,6 +647,7 @@ class PairedEngine(MDAEngine):
                 s.t_start = start_sequence(s.core, s.label, n, period_ms)
             except Exception as exc:
                 raise camera_fault(s.label, self._trigger, exc) from exc
+            s.clock.origin_ms = self.clock.ms(s.t_start)
             s.last_frame_at = time.perf_counter()
 
     def _stop(self, streams: list[CameraStream]) -> None:
@@ -534,7 +738,14 @@ class PairedEngine(MDAEngine):
         ref_rec: FrameRecord | None,
         problem: str,
         hardware: bool,
+        camera_metadata: tuple[dict[str, str] | None, dict[str, str] | None] = (
+            None,
+            None,
+        ),
     ) -> Iterator[ImagePayload]:
+        """Deliver the pair (writer first), then yield each frame to the runner as
+        pymmcore-plus does (``FrameMetaV1``, ``"cam"`` index, the camera's own
+        metadata); the runner's answer (cancel, pause) is kept for the loop."""
         d = self.detectors
         if low is not None and d.lowdose_crop is not None:
             low = _crop(low, d.lowdose_crop)
@@ -555,7 +766,8 @@ class PairedEngine(MDAEngine):
         pair = Pair(k, low, ref, meta)
         self.pairs_emitted += 1
         self.deliver(pair)
-        for role, img, rec in (("lowdose", low, low_rec), ("reference", ref, ref_rec)):
+        frames = (("lowdose", low, low_rec), ("reference", ref, ref_rec))
+        for (role, img, rec), cam_meta in zip(frames, camera_metadata, strict=True):
             if img is None or rec is None:
                 continue
             sub = event.model_copy(
@@ -563,15 +775,30 @@ class PairedEngine(MDAEngine):
             )
             fmeta = frame_metadata(
                 self._core(role),
+                cached=True,
+                runner_time_ms=self._runner_ms(rec),
                 camera_device=rec["camera"],
                 mda_event=sub,
                 hardware_triggered=hardware,
                 extra={"pairscope": {"pair": k, "role": role, "frame": dict(rec)}},
             )
             fmeta["exposure_ms"] = rec["exposure_ms"]
+            if cam_meta is not None:
+                fmeta["camera_metadata"] = cam_meta
             if rec.get("pixel_size_um"):
                 fmeta["pixel_size_um"] = rec["pixel_size_um"]  # type: ignore[typeddict-item]
-            yield ImagePayload(img, sub, fmeta)
+            signal = yield ImagePayload(img, sub, fmeta)
+            if signal == "cancel":
+                self.cancel_requested.set()
+            elif signal == "pause":
+                self._pause_requested = True
+
+    def _runner_ms(self, rec: FrameRecord) -> float:
+        """The frame's exposure end on the runner's clock (ms since it started)."""
+        end = rec["exposure_window_ms"][1]
+        if self._runner_t0 is None:
+            return end
+        return end + (self.clock.t0 - self._runner_t0) * 1000.0
 
     def _metadata(
         self,
@@ -658,6 +885,26 @@ def _burst(events: list[MDAEvent]) -> MDAEvent:
         pos_name=first.pos_name,
         metadata=dict(first.metadata),
     )
+
+
+def _median_period(starts: list[float]) -> float | None:
+    if len(starts) < 3:
+        return None
+    gaps = sorted(b - a for a, b in itertools.pairwise(starts))
+    return gaps[len(gaps) // 2]
+
+
+@dataclass(slots=True)
+class _BurstState:
+    """What one running burst knows: its events, cameras, pairer, progress."""
+
+    events: list[MDAEvent]
+    k0: int  # the trigger index of its first pair
+    streams: list[CameraStream]
+    pairer: FramePairer
+    index: int = 0  # pairs delivered so far
+    stopped_early: bool = False  # cancelled or paused: fewer frames is no fault
+    low_starts: list[float] = field(default_factory=list)
 
 
 def _interval_ms(events: list[MDAEvent]) -> float:

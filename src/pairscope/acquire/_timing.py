@@ -14,7 +14,11 @@ class FrameRecord(TypedDict, total=False):
     core: str
     camera_image_number: int | None
     exposure_window_ms: list[float]  # [start, end] on the run clock
-    timing_source: str  # "camera" (its own timestamps) or "host" (around the call)
+    # "camera": its own stamps; "core": the core's receive time; "host": pairscope's
+    # clock around the call
+    timing_source: str
+    camera_timestamp_ms: float  # the camera's own stamp, as it wrote it
+    received_ms: float  # when the core received the frame, run clock
     exposure_ms: float
     binning: int
     pixel_size_um: float | None
@@ -32,6 +36,11 @@ class RunClock:
     def ms(self, t: float | None = None) -> float:
         return ((time.perf_counter() if t is None else t) - self.t0) * 1000.0
 
+    def wall_to_ms(self, wall_s: float) -> float:
+        """A wall-clock time (``time.time()``, e.g. a core's receive stamp) on the
+        run clock, through the wall clock's reading now (it may be slewed)."""
+        return self.ms() - (time.time() - wall_s) * 1000.0
+
 
 def host_window(
     clock: RunClock, t_call: float, t_return: float, exposure_ms: float
@@ -41,15 +50,6 @@ def host_window(
     start = clock.ms(t_call)
     end = min(start + exposure_ms, clock.ms(t_return))
     return [round(start, 3), round(end, 3)]
-
-
-def camera_window(
-    clock: RunClock, t_sequence_start: float, elapsed_ms: float, exposure_ms: float
-) -> list[float]:
-    """Exposure window from a camera's own timestamp (``ElapsedTime-ms`` since its
-    sequence started, taken when the frame was read out)."""
-    end = clock.ms(t_sequence_start) + elapsed_ms
-    return [round(end - exposure_ms, 3), round(end, 3)]
 
 
 def overlap_ms(a: FrameRecord, b: FrameRecord) -> float:

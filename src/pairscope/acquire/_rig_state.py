@@ -1,0 +1,72 @@
+"""Leave the rig as it was found: what a run changes on every core, put back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from pymmcore_plus import CMMCorePlus
+
+from ..hardware import DetectorPair, Rig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RigState:
+    """Each core's camera settings, trigger modes and shutter at the start."""
+
+    properties: list[tuple[CMMCorePlus, str, str, str]] = field(default_factory=list)
+    exposures: list[tuple[CMMCorePlus, str, float]] = field(default_factory=list)
+    shutters: list[tuple[CMMCorePlus, str, bool, bool]] = field(default_factory=list)
+    cameras: list[tuple[CMMCorePlus, str]] = field(default_factory=list)
+
+    @classmethod
+    def capture(cls, rig: Rig, detectors: DetectorPair) -> RigState:
+        state = cls()
+        cores = rig.cores if rig.multi_core else [rig.primary]
+        spec = rig.spec
+        trigger_props = (
+            {spec.trigger.follower_property, spec.trigger.leader_property} - {None}
+            if spec is not None
+            else set()
+        )
+        labels = {detectors.lowdose, detectors.reference}
+        for rc in cores:
+            core = rc.core
+            state.cameras.append((core, core.getCameraDevice()))
+            for label in labels & set(core.getLoadedDevices()):
+                state.exposures.append((core, label, core.getExposure(label)))
+                for prop in {"Binning", *trigger_props}:
+                    if prop and core.hasProperty(label, prop):
+                        state.properties.append(
+                            (core, label, prop, core.getProperty(label, prop))
+                        )
+            shutter = core.getShutterDevice()
+            if shutter:
+                state.shutters.append(
+                    (core, shutter, core.getShutterOpen(shutter), core.getAutoShutter())
+                )
+        return state
+
+    def restore(self) -> None:
+        """Put every captured setting back; a device that refuses is logged."""
+        for core, label, prop, value in self.properties:
+            _try(partial(core.setProperty, label, prop, value), f"{label}.{prop}")
+        for core, label, exposure in self.exposures:
+            _try(partial(core.setExposure, label, exposure), label)
+        for core, shutter, was_open, auto in self.shutters:
+            _try(partial(core.setShutterOpen, shutter, was_open), shutter)
+            _try(partial(core.setAutoShutter, auto), "AutoShutter")
+        for core, camera in self.cameras:
+            if camera and core.getCameraDevice() != camera:
+                _try(partial(core.setCameraDevice, camera), camera)
+
+
+def _try(action: Callable[[], object], what: str) -> None:
+    try:
+        action()
+    except Exception:  # one device that refuses must not keep the rest changed
+        logger.warning("Could not restore %s after the run", what, exc_info=True)
