@@ -149,6 +149,61 @@ def test_headless_never_raises(tmp_path: Path) -> None:
     sink.close()
 
 
+def _pixels_of(pair: Pair, reference_um: float) -> Pair:
+    meta = {
+        "reference": {"pixel_size_um": reference_um},
+        "lowdose": {"pixel_size_um": reference_um * FACTOR},
+    }
+    return Pair(pair.index, pair.lowdose, pair.reference, meta)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("reference_um", "override", "bar"),
+    [(0.1, None, "1 µm"), (0.1, 0.5, "5 µm"), (None, None, None)],
+)
+def test_headless_snapshot_has_scale_and_colour_bars(
+    tmp_path: Path, reference_um: float | None, override: float | None, bar: str | None
+) -> None:
+    """Each image panel: a scale bar in µm (a round length near a fifth of the
+    96-pixel width) and a colour bar of its display range; the difference's is
+    signed blue-white-red."""
+    from matplotlib.collections import QuadMesh
+    from matplotlib.patches import Rectangle
+
+    sink = HeadlessPreview(tmp_path, snapshot_every=100)
+    sink.pixel_size_um = override
+    pair = make_pair(3)
+    if reference_um is not None:
+        pair = _pixels_of(pair, reference_um)
+    sink.on_restored(make_restored(3))
+    sink.on_pair(pair)
+    fig = sink.snapshot_figure(1, pair)
+    sink.close()
+    panels = [ax for ax in fig.axes if ax.images]
+    colour_bars = [ax for ax in fig.axes if not ax.images]
+    assert len(panels) == 4 and len(colour_bars) == 4
+    px = override or reference_um
+    for ax in panels:
+        texts = [t.get_text() for t in ax.texts]
+        bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+        if bar is None:
+            assert texts == [] and bars == []
+            continue
+        assert texts == [bar]
+        assert px is not None
+        assert bars[0].get_width() * px == pytest.approx(float(bar.split()[0]))
+    labels = [ax.get_xlabel() for ax in colour_bars]
+    assert labels == ["ADU", "ADU", "ADU", "restored − reference (ADU)"]
+    lo, hi = colour_bars[3].get_xlim()
+    assert lo == pytest.approx(-hi) and hi > 0  # signed, centred on zero
+    (mesh,) = [c for c in colour_bars[3].collections if isinstance(c, QuadMesh)]
+    cmap = mesh.get_cmap()
+    blue, white, red = cmap(0.0), cmap(0.5), cmap(1.0)
+    assert blue[2] > blue[0] and red[0] > red[2] and min(white[:3]) > 0.9
+    low_lo, low_hi = colour_bars[0].get_xlim()
+    assert 0 <= low_lo < low_hi  # the low-dose panel's display range, ADU
+
+
 # -- wiring ------------------------------------------------------------------------
 class _RestorerEvents(SignalGroup):
     restored = Signal(object)

@@ -114,6 +114,8 @@ def run_live(
     except Exception:
         writer.discard_if_empty()  # a failed start leaves no empty run folder
         raise
+    if headless:
+        sink.pixel_size_um = acq.detectors.reference_pixel_um  # for the scale bar
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)

@@ -5,6 +5,7 @@ Shared by the Qt window and the headless sink so both show the same pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,7 @@ __all__ = [
     "PanelImage",
     "auto_limits",
     "diverging_lut",
+    "nice_length_um",
     "panels_for",
     "render_panels",
     "to_uint8",
@@ -104,6 +106,17 @@ def diverging_lut() -> np.ndarray:
 
 
 _LUT = diverging_lut()
+
+
+def nice_length_um(target: float) -> float:
+    """The largest 1-2-5 length (µm) not above ``target``."""
+    if target <= 0:
+        return 1.0
+    exp = math.floor(math.log10(target))
+    for m in (5, 2, 1):
+        if m * 10**exp <= target:
+            return float(m * 10**exp)
+    return float(10**exp)
 
 
 @dataclass(frozen=True, slots=True)

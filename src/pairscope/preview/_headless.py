@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from pairscope.acquire import Pair
 
 from .._threads import deprioritize_current_thread
-from ._contrast import PanelImage, panels_for
+from ._contrast import PanelImage, diverging_lut, nice_length_um, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
 from ._trust import TrustView, draw_strip, error_overlay
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["HeadlessPreview"]
 
@@ -31,9 +35,13 @@ class HeadlessPreview:
     """Write ``preview_NNNNNN.png`` every ``snapshot_every`` pairs and a stats log.
 
     Each snapshot is a 1×4 panel figure (low-dose upsampled, restored, reference,
-    restored − reference), named by the number of pairs received so far; once the
-    trust monitor reports (:meth:`on_quality`), a fifth panel shows its error map
-    over the restored frame and a strip below its local error over time.  Every
+    restored − reference), named by the number of pairs received so far; every
+    image panel has a colour bar of its display range (ADU; the difference's
+    signed, blue-white-red) and a scale bar in µm.  The pixel size is
+    :attr:`pixel_size_um` if set, else the pair's reference (or low-dose / factor)
+    pixel size; without one there is no scale bar.  Once the trust monitor
+    reports (:meth:`on_quality`), a fifth panel shows its error map over the
+    restored frame and a strip below its local error over time.  Every
     :meth:`on_status` appends one JSON line (status fields, newest pair index and
     time) to ``preview_stats.jsonl``.  Rendering and file writing happen on a
     worker thread; the sink methods only store and enqueue, and never raise.
@@ -49,6 +57,8 @@ class HeadlessPreview:
     ) -> None:
         #: maps the reference onto the low-dose camera frame (set by the live session)
         self.reference_transform: Any = None
+        #: µm per displayed pixel (the reference grid); None: from each pair
+        self.pixel_size_um: float | None = None
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be >= 1, got {snapshot_every}")
         self.out_dir = Path(out_dir)
@@ -170,6 +180,12 @@ class HeadlessPreview:
             self._written.append(self.stats_path)
 
     def _snapshot(self, count: int, pair: Pair) -> None:
+        path = self.out_dir / f"preview_{count:06d}.png"
+        self.snapshot_figure(count, pair).savefig(path)
+        self._written.append(path)
+
+    def snapshot_figure(self, count: int, pair: Pair) -> Figure:
+        """The figure of the snapshot after ``count`` pairs, newest ``pair``."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -181,19 +197,20 @@ class HeadlessPreview:
             method=self.method,
             reference_transform=self.reference_transform,
         )
+        px = self.pixel_size_um or _pixel_size_um(pair)
         trust_lines = self.trust.lines()
         if not trust_lines:
-            fig = Figure(figsize=(4 * 4, 4.6), dpi=self.dpi, layout="constrained")
+            fig = Figure(figsize=(4 * 4, 5.2), dpi=self.dpi, layout="constrained")
             FigureCanvasAgg(fig)
             for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):
-                _draw_panel(ax, panel)
+                _draw_panel(ax, panel, px)
         else:
-            fig = Figure(figsize=(5 * 4, 6.4), dpi=self.dpi, layout="constrained")
+            fig = Figure(figsize=(5 * 4, 7.0), dpi=self.dpi, layout="constrained")
             FigureCanvasAgg(fig)
             grid = fig.add_gridspec(2, 5, height_ratios=(4, 1.2))
             for i, panel in enumerate(panels):
-                _draw_panel(fig.add_subplot(grid[0, i]), panel)
-            self._draw_trust_map(fig.add_subplot(grid[0, 4]), panels[1])
+                _draw_panel(fig.add_subplot(grid[0, i]), panel, px)
+            self._draw_trust_map(fig.add_subplot(grid[0, 4]), panels[1], px)
             strip = fig.add_subplot(grid[1, :])
             draw_strip(strip, trust_lines, self._trust_level())
             strip.set_title(self.trust.text(), fontsize=9)
@@ -209,14 +226,14 @@ class HeadlessPreview:
         if status.pairs < count:
             status = status.replace(pairs=count)
         fig.suptitle(f"{title}\n{status.line()}", fontsize=9)
-        path = self.out_dir / f"preview_{count:06d}.png"
-        fig.savefig(path)
-        self._written.append(path)
+        return fig
 
     def _trust_level(self) -> float | None:
         return _trust_level_of(self.trust)
 
-    def _draw_trust_map(self, ax: Any, restored: PanelImage) -> None:
+    def _draw_trust_map(
+        self, ax: Any, restored: PanelImage, pixel_um: float | None
+    ) -> None:
         m = self.trust.error_map()
         if m is None or restored.pixels is None:
             _draw_panel(
@@ -233,6 +250,7 @@ class HeadlessPreview:
         index, emap, level = m
         ax.set_axis_off()
         ax.imshow(error_overlay(restored.pixels, emap, level), interpolation="nearest")
+        _draw_scale_bar(ax, restored.pixels.shape, pixel_um)
         ax.set_title(
             f"Trust error map (pair {index})\nred: local error > {level:g}× noise",
             fontsize=10,
@@ -244,7 +262,66 @@ def _trust_level_of(view: TrustView) -> float | None:
     return None if m is None else m[2]
 
 
-def _draw_panel(ax: Any, panel: PanelImage) -> None:
+def _pixel_size_um(pair: Pair) -> float | None:
+    """µm per pixel of the reference grid the panels are shown on, if recorded."""
+    meta = pair.metadata
+    ref = (meta.get("reference") or {}).get("pixel_size_um")
+    if ref:
+        return float(ref)
+    low = (meta.get("lowdose") or {}).get("pixel_size_um")
+    return float(low) / max(pair.factor, 1) if low else None
+
+
+def _draw_scale_bar(
+    ax: Any, shape: tuple[int, ...], pixel_um: float | None, *, light: bool = False
+) -> None:
+    """A bar of a round length in µm (about a fifth of the width), bottom left,
+    with its length above it: white, or black on a ``light`` image."""
+    from matplotlib.patches import Rectangle
+    from matplotlib.patheffects import withStroke
+
+    if not pixel_um or pixel_um <= 0 or not math.isfinite(pixel_um):
+        return
+    h, w = shape[:2]
+    um = nice_length_um(0.2 * w * pixel_um)
+    length, thick = um / pixel_um, max(1.0, 0.015 * h)
+    x0, y0 = 0.05 * w - 0.5, 0.95 * h - 0.5 - thick
+    fg, bg = ("black", "white") if light else ("white", "black")
+    outline = [withStroke(linewidth=2, foreground=bg)]
+    ax.add_patch(Rectangle((x0, y0), length, thick, facecolor=fg, edgecolor=bg, lw=0.5))
+    ax.text(
+        x0 + length / 2,
+        y0 - 0.01 * h,
+        f"{um:g} µm",
+        color=fg,
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        path_effects=outline,
+    )
+
+
+def _draw_colour_bar(ax: Any, panel: PanelImage) -> None:
+    """The panel's display range as a colour bar: gray ADU, or the signed
+    blue-white-red of restored − reference."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    lo, hi = panel.limits or (0.0, 255.0)
+    signed = panel.pixels is not None and panel.pixels.ndim == 3
+    cmap = ListedColormap(diverging_lut() / 255.0) if signed else "gray"
+    bar = ax.figure.colorbar(
+        ScalarMappable(Normalize(lo, hi), cmap),
+        ax=ax,
+        orientation="horizontal",
+        fraction=0.05,
+        pad=0.02,
+    )
+    bar.set_label("restored − reference (ADU)" if signed else "ADU", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+
+
+def _draw_panel(ax: Any, panel: PanelImage, pixel_um: float | None = None) -> None:
     ax.set_axis_off()
     if panel.pixels is None:
         ax.imshow(np.full(panel.shape, 64, np.uint8), cmap="gray", vmin=0, vmax=255)
@@ -260,5 +337,7 @@ def _draw_panel(ax: Any, panel: PanelImage) -> None:
         ax.set_title(panel.title, fontsize=10)
         return
     ax.imshow(panel.pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    lo, hi = panel.limits or (0.0, 255.0)
-    ax.set_title(f"{panel.title}\n[{lo:.4g}, {hi:.4g}]", fontsize=10)
+    ax.set_title(panel.title, fontsize=10)
+    _draw_colour_bar(ax, panel)
+    signed = panel.pixels.ndim == 3  # the blue-white-red difference
+    _draw_scale_bar(ax, panel.pixels.shape, pixel_um, light=signed)

@@ -6,7 +6,6 @@ A QTimer on the GUI thread repaints only when something changed.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +39,7 @@ from ._contrast import (
     PANEL_TITLES,
     PanelImage,
     diverging_lut,
+    nice_length_um,
     panels_for,
 )
 from ._status import LatestFrames, PreviewStatus, RestoredLike
@@ -131,17 +131,6 @@ class _View(QGraphicsView):
         self.scale_text.setPos(x0, y0 - 2 * h - 14 / max(self.transform().m11(), 1e-3))
         self.scale_bar.setVisible(True)
         self.scale_text.setVisible(True)
-
-
-def nice_length_um(target: float) -> float:
-    """The largest 1-2-5 length (µm) not above ``target``."""
-    if target <= 0:
-        return 1.0
-    exp = math.floor(math.log10(target))
-    for m in (5, 2, 1):
-        if m * 10**exp <= target:
-            return float(m * 10**exp)
-    return float(10**exp)
 
 
 def _qimage(pixels: np.ndarray) -> QImage:
