@@ -36,8 +36,10 @@ ELAPSED_KEY = "ElapsedTime-ms"
 RECEIVED_KEY = "TimeReceivedByCore"
 
 TimingSource = Literal["camera", "core", "host"]
-# frames over which the clock offset is tracked (a few seconds at video rate)
-TRACK_FRAMES = 256
+# the clock offset is tracked through the least receive latency of each block of
+# BLOCK frames, over the last BLOCKS blocks (a few seconds at video rate)
+BLOCK = 16
+BLOCKS = 8
 
 
 def camera_stamp(
@@ -74,15 +76,20 @@ class CameraClock:
     """One camera's stamps mapped onto the run clock, the offset learned online.
 
     ``origin_ms`` is the run-clock time the camera's sequence started (its stamps
-    count from there); :meth:`observe` feeds (stamped exposure end, receive time)
-    and :attr:`offset_ms` is the learned correction: the least receive latency
-    over the last :data:`TRACK_FRAMES` frames, so it follows a drifting clock.
+    count from there).  :meth:`observe` feeds (stamped exposure end, receive time);
+    the residual receive − stamped end is the clock offset plus the transfer
+    latency.  Its least value over each block of :data:`BLOCK` frames is the
+    offset plus the shortest latency; a line through the last :data:`BLOCKS`
+    block minima follows a clock that drifts (one period per 400 frames moves the
+    offset 0.05 ms per frame), with no lag.
     """
 
     def __init__(self, origin_ms: float) -> None:
         self.origin_ms = origin_ms
-        self._residuals: deque[float] = deque(maxlen=TRACK_FRAMES)
         self.samples = 0
+        self._block: list[tuple[float, float]] = []
+        self._minima: deque[tuple[float, float]] = deque(maxlen=BLOCKS)
+        self._line: tuple[float, float] | None = None  # (at, slope) in ms, ms/ms
 
     def end_on_run_clock(
         self, stamp_ms: float, *, is_start: bool, exposure_ms: float
@@ -91,13 +98,38 @@ class CameraClock:
         return self.origin_ms + stamp_ms + (exposure_ms if is_start else 0.0)
 
     def observe(self, stamped_end_ms: float, received: float) -> None:
-        self._residuals.append(received - stamped_end_ms)
+        self._block.append((stamped_end_ms, received - stamped_end_ms))
         self.samples += 1
+        if len(self._block) >= BLOCK:
+            t, r = min(self._block, key=lambda p: p[1])
+            self._minima.append((t, r))
+            self._block = []
+            self._line = _fit(self._minima)
 
-    @property
-    def offset_ms(self) -> float:
-        """Receive time − stamped end, at its least over the tracked frames."""
-        return min(self._residuals) if self._residuals else 0.0
+    def offset_at(self, stamped_end_ms: float) -> float:
+        """Receive time − stamped end at its least, for a frame stamped then."""
+        if self._line is None:
+            points = list(self._minima) + self._block
+            return min(r for _, r in points) if points else 0.0
+        intercept, slope = self._line
+        recent = min((r for _, r in self._block), default=None)
+        fitted = intercept + slope * stamped_end_ms
+        # a residual below the line is a real bound (receive >= end): take it
+        return fitted if recent is None else min(fitted, recent)
+
+
+def _fit(minima: deque[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares line through the block minima (None: too few to fit)."""
+    if len(minima) < 3:
+        return None
+    ts = [t for t, _ in minima]
+    rs = [r for _, r in minima]
+    tm, rm = sum(ts) / len(ts), sum(rs) / len(rs)
+    var = sum((t - tm) ** 2 for t in ts)
+    if var <= 0:
+        return None
+    slope = sum((t - tm) * (r - rm) for t, r in zip(ts, rs, strict=True)) / var
+    return rm - slope * tm, slope
 
 
 def _float(value: str | None) -> float | None:

@@ -82,13 +82,13 @@ class FramePairer:
         offset relative to the low-dose camera's (whose stamps stay as they are)."""
         end = frame.end_ms
         if frame.source == "camera":
-            end += self.clocks[frame.role].offset_ms - self._low_offset()
+            end += self.clocks[frame.role].offset_at(end) - self._low_offset(end)
         elif self.clocks["lowdose"].samples:  # receive times vs stamped low-dose
-            end -= self._low_offset()
+            end -= self._low_offset(end)
         return end - frame.exposure_ms, end
 
-    def _low_offset(self) -> float:
-        return self.clocks["lowdose"].offset_ms
+    def _low_offset(self, at_ms: float) -> float:
+        return self.clocks["lowdose"].offset_at(at_ms)
 
     def _settled(self) -> bool:
         return all(
