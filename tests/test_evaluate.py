@@ -3,7 +3,9 @@ user targets through the registration, refusals, on real demo runs and the real 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +15,18 @@ import pairscope
 from pairscope import metrics as M
 from pairscope.cli import main
 from pairscope.evaluate import (
+    NO_DIFFERENCE,
     ModelMismatchError,
+    _versus_line,
     crop_of,
     evaluate,
     frame_rows,
     manifest_sha256,
+    paired_difference,
     reference_to_lowdose,
     score_rows,
 )
-from pairscope.io.calibration import save_calibration
+from pairscope.io.calibration import Registration, load_registration, save_calibration
 from pairscope.live import bundled_model_path
 from pairscope.restore import (
     CameraModel,
@@ -116,7 +121,50 @@ def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
     assert all(json.loads(ln)["verdict"] == "ok" for ln in lines), lines
     for name in ("summary.md", "two_point.png", "side_by_side.png", "quality.png"):
         assert (out / name).stat().st_size > 0
-    assert "not resolution" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "not resolution" in summary
+    versus = rep["versus_bicubic"]["psnr"]
+    assert versus["verdict"] == "better" and versus["n_pairs"] == rep["pairs"]
+    assert versus["ci95"][0] > 0.1  # the whole interval clears the threshold
+    assert "- PSNR: the model is better than bicubic (+" in summary
+    assert "95 % interval [+" in summary
+
+
+@pytest.mark.parametrize(
+    ("model", "verdict"),
+    [
+        ([30.05, 30.10, 30.00, 30.05], NO_DIFFERENCE),  # +0.05 dB: under 0.1 dB
+        ([31.0, 29.4, 30.9, 29.5], NO_DIFFERENCE),  # +0.2 dB but 0 is in the interval
+        ([31.0, 31.2, 30.9, 31.1], "better"),
+        ([29.0, 28.8, 29.1, 28.9], "worse"),
+        ([30.5], "better"),  # one pair: no interval, the threshold alone
+        ([30.05], NO_DIFFERENCE),
+    ],
+)
+def test_a_difference_within_its_uncertainty_is_not_called_better(
+    model: list[float], verdict: str
+) -> None:
+    bicubic = [30.0] * len(model)
+    d = paired_difference(model, bicubic, practical=0.1)
+    assert d["verdict"] == verdict
+    assert d["mean"] == pytest.approx(np.mean(model) - 30.0)
+    line = _versus_line("PSNR", d, 2, " dB")
+    if verdict == NO_DIFFERENCE:
+        assert "no measurable difference" in line and "better" not in line
+        assert "reaches 0.1 dB" in line
+    else:
+        assert ("better" if verdict == "better" else "WORSE") in line
+    if len(model) > 1:
+        lo, hi = d["ci95"]
+        assert lo < d["mean"] < hi and f"over {len(model)} pairs" in line
+    else:
+        assert d["ci95"] is None and "one pair, no interval" in line
+
+
+def test_non_finite_scores_are_left_out_of_the_difference() -> None:
+    d = paired_difference([31.0, float("nan"), 31.2], [30.0, 30.0, 30.1], practical=0.1)
+    assert d["n_pairs"] == 2 and d["mean"] == pytest.approx(1.05)
+    assert paired_difference([], [], practical=0.1)["verdict"] == "not measured"
 
 
 def test_ceiling_and_ideal_are_scored_against_the_same_target(
@@ -271,3 +319,48 @@ def test_self_ensemble_is_scored_and_said(
     single, ensemble = report[0]["overall"]["model"], rep["overall"]["model"]
     assert ensemble["psnr"] != single["psnr"]  # another restoration was scored
     assert rep["overall"]["bicubic"] == report[0]["overall"]["bicubic"]  # same target
+
+
+def _without_calibration(run: Path, where: Path) -> Path:
+    copy = where / run.name
+    shutil.copytree(run, copy)
+    (copy / "calibration.json").unlink()
+    return copy
+
+
+def test_the_registration_evaluate_used_is_stored_with_the_run(
+    fresh_run: Path, tmp_path: Path
+) -> None:
+    """As ``pairscope calibrate`` does; an existing calibration is never replaced."""
+    bare = _without_calibration(fresh_run, tmp_path)
+    model = load_model(bundled_model_path(2))
+    rep = evaluate(model, [bare], tmp_path / "a", max_pairs=1, progress=False)
+    stored = load_registration(bare)
+    assert stored is not None and stored.n_pairs >= 1
+    used = rep["calibration"][str(bare)]["registration"]
+    assert used == pytest.approx(dataclasses.asdict(stored))
+    saved = json.loads((bare / "calibration.json").read_text())
+    assert saved["source"].startswith("pairscope evaluate")
+    # a calibration already there stays as it is, and is the one used
+    mine = Registration(1.5, -2.0, 1.0, 0.05, 20)
+    save_calibration(bare, mine)
+    before = (bare / "calibration.json").read_bytes()
+    rep = evaluate(model, [bare], tmp_path / "b", max_pairs=1, progress=False)
+    assert (bare / "calibration.json").read_bytes() == before
+    assert rep["calibration"][str(bare)]["registration"] == dataclasses.asdict(mine)
+
+
+def test_a_run_that_cannot_be_written_is_still_evaluated(
+    fresh_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import pairscope.evaluate as ev
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ev, "save_calibration", read_only)
+    bare = _without_calibration(fresh_run, tmp_path)
+    model = load_model(bundled_model_path(2))
+    rep = evaluate(model, [bare], tmp_path / "out", max_pairs=1, progress=False)
+    assert rep["pairs"] == 1 and not (bare / "calibration.json").exists()
+    assert "registration was not stored (Permission denied)" in caplog.text

@@ -43,7 +43,8 @@ from ._progress import progress as progress_bar
 from ._targets import TARGETS_HELP, XY, Target, TargetSpec, load_targets
 from .errors import PairscopeError
 from .io import Run, open_run
-from .io.calibration import Registration, apply_registration
+from .io import _layout as L
+from .io.calibration import Registration, apply_registration, save_calibration
 from .restore import LoadedModel, StreamingRestorer, load_model
 from .restore._model_file import check_compatible
 from .sim import ground_truth
@@ -52,6 +53,7 @@ from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
 
 __all__ = [
     "BASELINES",
+    "PRACTICAL_DIFFERENCE",
     "PROTOCOL",
     "ROWS",
     "TARGETS_HELP",
@@ -63,8 +65,10 @@ __all__ = [
     "frame_rows",
     "load_targets",
     "manifest_sha256",
+    "paired_difference",
     "reference_to_lowdose",
     "score_rows",
+    "store_registration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,6 +83,12 @@ PROTOCOL = (
     f"fixed at {DATA_RANGE:g}; SSIM Gaussian window sigma {SSIM_SIGMA_PX:g} px (11 px), "
     "K1 0.01, K2 0.03; baselines upsample the offset-subtracted low-dose frame"
 )
+
+
+#: smallest mean per-pair difference to bicubic called better or worse (stated in
+#: the verdict): PSNR in dB, SSIM in its own units
+PRACTICAL_DIFFERENCE = {"psnr": 0.1, "ssim": 0.005}
+NO_DIFFERENCE = "no measurable difference"
 
 
 class ModelMismatchError(PairscopeError, ValueError):
@@ -252,6 +262,7 @@ def evaluate(
         key = str(run.path)
         if key not in calibrations:
             calibrations[key] = calibration_for_run(run)
+            store_registration(run, calibrations[key].registration)
         cal = calibrations[key]
         monitor.calibration = cal
         pair = run[i]
@@ -313,6 +324,33 @@ def evaluate(
     return report
 
 
+def store_registration(run: Run, reg: Registration) -> Path | None:
+    """Keep the registration evaluate used with ``run`` (its ``calibration.json``,
+    as ``pairscope calibrate`` writes it) where the run has none; an existing
+    calibration is never replaced.  A run that cannot be written to gets a
+    warning, not an error.  Returns the file written, if any."""
+    if (run.path / L.CALIBRATION).exists():
+        return None
+    try:
+        path = save_calibration(
+            run.path,
+            reg,
+            source="pairscope evaluate (central 128 px of up to 8 pairs of one "
+            "instant; pairscope calibrate fits whole frames)",
+        )
+    except OSError as e:
+        logger.warning(
+            "%s: the camera registration was not stored (%s); 'pairscope "
+            "calibrate %s' stores one",
+            run.path,
+            e.strerror or e,
+            run.path,
+        )
+        return None
+    logger.info("%s: camera registration stored in %s", run.path, path.name)
+    return path
+
+
 def _rayleigh_um(run: Run) -> float | None:
     hub = run.info.get("system_state", {}).get("DemoHub", {})
     r = hub.get("RayleighDistance_um")
@@ -346,6 +384,37 @@ def _frame_targets(
     return ground_truth.targets_in_pixels(run.info, record, label)
 
 
+def paired_difference(
+    model: Sequence[float], baseline: Sequence[float], *, practical: float
+) -> dict[str, Any]:
+    """The model's per-pair difference to a baseline scored on the same pairs.
+
+    ``mean`` and its 95 % Student-t interval ``ci95`` (``None`` for one pair);
+    ``verdict`` is ``"better"`` or ``"worse"`` only where the interval excludes 0
+    and ``|mean|`` reaches ``practical``, else :data:`NO_DIFFERENCE`.
+    """
+    d = np.array(
+        [
+            m - b
+            for m, b in zip(model, baseline, strict=True)
+            if math.isfinite(m) and math.isfinite(b)
+        ]
+    )
+    out: dict[str, Any] = {"n_pairs": int(d.size), "practical": practical}
+    if d.size == 0:
+        return out | {"mean": None, "ci95": None, "verdict": "not measured"}
+    mean = float(d.mean())
+    ci = None
+    if d.size > 1:
+        from scipy.stats import t as student_t
+
+        half = float(student_t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+        ci = [mean - half, mean + half]
+    measured = abs(mean) >= practical and (ci is None or not ci[0] <= 0 <= ci[1])
+    verdict = ("better" if mean > 0 else "worse") if measured else NO_DIFFERENCE
+    return out | {"mean": mean, "ci95": ci, "verdict": verdict}
+
+
 def _mean(values: list[float]) -> float | None:
     finite = [v for v in values if math.isfinite(v)]
     return float(np.mean(finite)) if finite else None
@@ -368,6 +437,14 @@ def _summarise(
     overall = {
         m: {k: _mean(v) for k, v in d.items()} for m, d in per_frame.items() if d
     }
+    versus = {
+        metric: paired_difference(
+            per_frame["model"][metric],
+            per_frame["bicubic"][metric],
+            practical=practical,
+        )
+        for metric, practical in PRACTICAL_DIFFERENCE.items()
+    }
     note = None
     if not per_sep:
         note = (
@@ -386,6 +463,7 @@ def _summarise(
         "data_range": DATA_RANGE,
         "ssim_window_sigma_px": SSIM_SIGMA_PX,
         "overall": overall,
+        "versus_bicubic": versus,
         "frc": {
             "meaning": "agreement with a noisy reference (bounded by its noise), "
             "not resolution",
@@ -478,6 +556,28 @@ def _fmt(v: float | None, nd: int = 2) -> str:
     return f"{v:.{nd}f}"
 
 
+def _versus_line(metric: str, d: dict[str, Any], nd: int, unit: str) -> str:
+    """One verdict line on :func:`paired_difference`'s result against bicubic."""
+    if d["mean"] is None:
+        return f"- {metric}: not measured (no finite scores)."
+    ci = d["ci95"]
+    spread = (
+        f"95 % interval [{ci[0]:+.{nd}f}, {ci[1]:+.{nd}f}]{unit} over "
+        f"{d['n_pairs']} pairs"
+        if ci is not None
+        else "one pair, no interval"
+    )
+    figures = f"{d['mean']:+.{nd}f}{unit}, {spread}"
+    if d["verdict"] == NO_DIFFERENCE:
+        return (
+            f"- {metric}: no measurable difference between the model and bicubic "
+            f"({figures}; a difference counts when its interval excludes 0 and it "
+            f"reaches {d['practical']:g}{unit})."
+        )
+    word = "better" if d["verdict"] == "better" else "WORSE"
+    return f"- {metric}: the model is {word} than bicubic ({figures})."
+
+
 def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     o = report["overall"]
     frc = report["frc"]
@@ -533,16 +633,8 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
             + ", ".join(report["trained_on_these_runs"])
             + ": these scores are not a test of generalisation."
         )
-    dp = o["model"]["psnr"] - o["bicubic"]["psnr"]
-    lines.append(
-        f"- PSNR: the model is {'better' if dp > 0 else 'NOT better'} than bicubic "
-        f"({dp:+.2f} dB)."
-    )
-    ds = o["model"]["ssim"] - o["bicubic"]["ssim"]
-    lines.append(
-        f"- SSIM: the model is {'better' if ds > 0 else 'NOT better'} than bicubic "
-        f"({ds:+.3f})."
-    )
+    lines.append(_versus_line("PSNR", report["versus_bicubic"]["psnr"], 2, " dB"))
+    lines.append(_versus_line("SSIM", report["versus_bicubic"]["ssim"], 3, ""))
     for r in report["regressions"]:
         lines.append(
             f"- REGRESSION at {r['separation_um']:.3f} µm "

@@ -258,10 +258,20 @@ def registration_from_pairs(
     return Registration(float(sy), float(sx), scale, resid, len(pairs))
 
 
-def save_calibration(run_path: str | Path, reg: Registration) -> Path:
-    """Write ``calibration.json`` into the run folder atomically; return its path."""
+def save_calibration(
+    run_path: str | Path, reg: Registration, *, source: str | None = None
+) -> Path:
+    """Write ``calibration.json`` into the run folder atomically; return its path.
+
+    ``source`` (optional) says what estimated the registration.
+    """
     path = Path(run_path) / L.CALIBRATION
-    data = {"registration": asdict(reg), "convention": __doc__.split("\n\n")[1]}
+    data: dict[str, Any] = {
+        "registration": asdict(reg),
+        "convention": __doc__.split("\n\n")[1],
+    }
+    if source is not None:
+        data["source"] = source
     write_atomic(path, json.dumps(data, indent=2).encode())
     return path
 
