@@ -11,6 +11,11 @@ class ConfigError(PairscopeError, ValueError):
     """A hardware configuration cannot be used as asked."""
 
 
+class SettingsError(PairscopeError, ValueError):
+    """A settings, sequence or training file cannot be used; the message names the
+    file, the field and the fix."""
+
+
 class PairingError(PairscopeError, ValueError):
     """The cameras cannot form a low-dose / reference pair."""
 

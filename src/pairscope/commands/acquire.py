@@ -269,6 +269,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     frames = args.frames
     if frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}.")
+    if not 0 <= args.interval_ms < float("inf"):
+        raise ValueError(
+            f"--interval-ms must be a finite number >= 0 (0: as fast as the cameras "
+            f"allow), got {args.interval_ms:g}."
+        )
     with _open(args, path) as rig:
         primary = rig.primary.core
         primary.setProperty("DemoHub", "Seed", args.seed)
@@ -338,6 +343,7 @@ def _apply_fault(rig: Any, fault: str, frames: int, time_plan: dict[str, Any]) -
 
 def _cmd_acquire(args: argparse.Namespace) -> int:
     from ..config import AcquisitionSettings
+    from ..sequence import load_sequence
 
     sequence = load_sequence(args.sequence)
     file_layer = (
@@ -453,97 +459,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_EVENTS = 10_000_000
-
-
-def load_sequence(path: Path) -> Any:
-    """A useq MDASequence from JSON/YAML, with mistakes named in one line."""
-    import difflib
-    import json
-
-    import useq
-    import yaml
-    from pydantic import ValidationError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"Sequence file not found: {path}")
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path} is not valid JSON/YAML: {_first_line(exc)}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path} must hold a mapping, e.g. "
-            '{"time_plan": {"interval": 0.1, "loops": 100}}.'
-        )
-    known = set(useq.MDASequence.model_fields)
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"{path}: unknown sequence key {key!r}.{hint} Known keys: "
-                f"{', '.join(sorted(k for k in known if not k.startswith('_')))}."
-            )
-    try:
-        sequence = useq.MDASequence.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "sequence"
-        raise ValueError(f"{path}: {where}: {err['msg']}.") from exc
-    check_sequence(sequence, path)
-    return sequence
-
-
-def check_sequence(sequence: Any, where: Any = "the sequence") -> None:
-    """Refuse what cannot be run before the first trigger."""
-    import math
-
-    tp = sequence.time_plan
-    interval = getattr(tp, "interval", None)
-    if interval is not None and interval.total_seconds() < 0:
-        raise ValueError(
-            f"{where}: the time interval must be >= 0 s, got {interval.total_seconds():g} s."
-        )
-    n = planned_events(sequence)
-    if n > MAX_EVENTS:
-        raise ValueError(
-            f"{where} plans {n:,} events (more than {MAX_EVENTS:,}); split it into "
-            "shorter runs or use fewer loops."
-        )
-    for pos in sequence.stage_positions:
-        for axis in ("x", "y", "z"):
-            v = getattr(pos, axis, None)
-            if v is not None and not math.isfinite(v):
-                raise ValueError(f"{where}: stage position {axis} = {v} is not finite.")
-
-
-def planned_events(sequence: Any) -> int:
-    """How many events a sequence plans, from its plans' sizes (``sizes`` and
-    ``iter_events`` would enumerate a 10**12-loop plan)."""
-    tp = sequence.time_plan
-    t = getattr(tp, "loops", None)
-    if t is None and tp is not None:
-        duration, interval = (
-            getattr(tp, "duration", None),
-            getattr(tp, "interval", None),
-        )
-        if duration is not None and interval is not None and interval.total_seconds():
-            t = int(duration / interval) + 1
-    sizes = [
-        t or 1,
-        len(sequence.stage_positions) or 1,
-        len(sequence.channels) or 1,
-        sequence.z_plan.num_positions() if sequence.z_plan else 1,
-        sequence.grid_plan.num_positions() if sequence.grid_plan else 1,
-    ]
-    n = 1
-    for size in sizes:
-        n *= max(int(size), 1)
-    return n
-
-
 def check_channels(sequence: Any, core: Any) -> None:
     """Every channel of the sequence must be a preset of the primary core."""
     for ch in sequence.channels:
@@ -558,10 +473,6 @@ def check_channels(sequence: Any, core: Any) -> None:
                 f"presets of that group: {presets or 'none (no such group)'}. Fix the "
                 "sequence or add the preset to the primary core's config."
             )
-
-
-def _first_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def report(summary: Any, signum: int | None = None) -> int:

@@ -111,27 +111,33 @@ def load_config(
             f"Hardware config not found: {path}. Pass the path of a Micro-Manager "
             f".cfg file or a rig .yaml (the demo's is {demo_rig_path()})."
         )
-    check_device_modules(
+    modules = check_device_modules(
         path,
         set(core.getDeviceAdapterNames()),
         allow_local=allow_local_devices,
         announce=announce,
     )
-    text = path.read_text(errors="replace")
-    needs_cpp = any(line.strip().startswith("Device,") for line in text.splitlines())
     try:
         core.loadSystemConfiguration(str(path))
     except Exception as exc:
+        reason = " ".join(str(exc).split())  # one line
+        # a library that is neither a C++ adapter nor a module (the failing line's)
+        unknown = [m for m in modules if m.origin is None]
+        missing = next((m for m in unknown if f"line {m.line}:" in reason), None)
+        missing = missing or next(iter(unknown), None)
         hint = (
-            " This config loads C++ device adapters: install Micro-Manager (or run "
-            "'mmcore install') on the microscope computer; for Micro-Manager's test "
-            "devices (DemoCamera, Utilities) 'pip install mm-test-adapters' is enough."
-            if needs_cpp
+            f" pymmcore-plus looks for C++ device adapters in "
+            f"{', '.join(core.getDeviceAdapterSearchPaths()) or 'no folder'} and "
+            f"found no {missing.module!r} there (line {missing.line}): install "
+            "Micro-Manager (or run 'mmcore install') on the microscope computer; for "
+            "Micro-Manager's test devices (DemoCamera, Utilities) 'pip install "
+            "mm-test-adapters' is enough; for a Python device, install the package "
+            "that provides it."
+            if missing is not None
             else " Check the line's device label, property name and value against "
             "the device's properties (Micro-Manager's Device Property Browser lists "
             "them, as does core.getDevicePropertyNames(label) in pymmcore-plus)."
         )
-        reason = " ".join(str(exc).split())  # one line
         raise ConfigError(f"Could not load {path}: {reason}.{hint}") from exc
     return path
 

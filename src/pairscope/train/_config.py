@@ -7,14 +7,13 @@ can be retrained exactly as it was made (``TrainConfig.from_model_info``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pairscope.errors import PairscopeError
+from pairscope.config import file_problem, load_mapping
+from pairscope.errors import PairscopeError, SettingsError
 
 __all__ = ["SYNTHETIC_ONLY", "TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
 
@@ -221,10 +220,15 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a configuration from JSON or YAML."""
-        text = Path(path).read_text()
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-        return cls.model_validate(data or {})
+        """Read a configuration from JSON or YAML; a problem is one
+        :class:`~pairscope.errors.SettingsError` line naming the file, the field
+        and the fix (an empty file: the defaults)."""
+        data = load_mapping(path, what="training configuration", allow_empty=True)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problem = file_problem(path, exc, model=cls, data=data)
+            raise SettingsError(problem) from exc
 
     @classmethod
     def from_model_info(cls, training: dict[str, Any] | None) -> TrainConfig | None:
