@@ -3,6 +3,7 @@ own test as the judge, and every tampered package refused in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -24,8 +25,10 @@ onnxruntime = pytest.importorskip("onnxruntime")
 from pairscope.cli import main  # noqa: E402
 from pairscope.io import open_run  # noqa: E402
 from pairscope.io.calibration import Registration, save_calibration  # noqa: E402
-from pairscope.restore import load_model, model_sha256  # noqa: E402
+from pairscope.restore import ModelFileError, load_model, model_sha256  # noqa: E402
 from pairscope.train import TrainConfig, train  # noqa: E402
+
+from ._demo_rig import acquire_rig_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +45,56 @@ def model(demo_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: what the package fixture's ``pairscope export`` wrote on stderr
+EXPORT_STDERR: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def package(model: Path) -> Path:
     out = model.with_name("tiny.zip")
-    assert main(["export", str(model), "--bioimageio", str(out)]) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export", str(model), "--bioimageio", str(out)]) == 0
+    EXPORT_STDERR.append(err.getvalue())
     return out
+
+
+def test_export_names_each_step_as_it_starts(package: Path) -> None:
+    """Not silent for a minute: each step is named, in order, then the total."""
+    lines = EXPORT_STDERR[0].splitlines()
+    steps = [
+        m
+        for ln in lines
+        if (m := re.fullmatch(r"export (\d)/4 (.+?): .+ \(at \d+ s\)", ln))
+    ]
+    assert [m[1] for m in steps] == ["1", "2", "3", "4"], lines
+    assert [m[2] for m in steps] == ["test tensors", "TorchScript", "ONNX", "package"]
+    assert re.fullmatch(r"export: done in \d+ s", lines[-1]), lines
+
+
+def test_evaluate_info_and_load_model_read_an_exported_package(
+    package: Path, model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `pairscope export` zip is a model wherever a model file is (not "a
+    pickle-based checkpoint"): read as import-model reads it."""
+    loaded = load_model(package)
+    assert loaded.sha256 == model_sha256(model) and loaded.path == package
+    with pytest.raises(ModelFileError, match="restores ×2"):
+        load_model(package, expect_factor=4)
+    assert main(["info", str(package)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny x2" in out and "package:      bioimage.io" in out
+    assert model_sha256(model) in out
+    run = acquire_rig_run(tmp_path / "runs", frames=2, seed=11, sensor=128)
+    code = main(
+        ["evaluate", str(package), str(run), "--out", str(tmp_path / "ev"),
+         "--max-pairs", "1", "--no-progress"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "pickle" not in err
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert report["model"]["sha256"] == model_sha256(model)
 
 
 def _rdf(package: Path) -> dict:

@@ -4,12 +4,22 @@ Needs the ``export`` extra (``bioimageio.core``, ``onnx``, ``onnxruntime``) for
 export and testing; import only reads the package (YAML and safetensors).
 """
 
-from ._export import PAIRSCOPE_ATTACHMENT, export_bioimageio, sample_from_run
+from ._export import (
+    EXPORT_STEPS,
+    PAIRSCOPE_ATTACHMENT,
+    ExportExtraMissing,
+    export_bioimageio,
+    require_export_extra,
+    sample_from_run,
+)
 from ._import import import_bioimageio
 
 __all__ = [
+    "EXPORT_STEPS",
     "PAIRSCOPE_ATTACHMENT",
+    "ExportExtraMissing",
     "export_bioimageio",
     "import_bioimageio",
+    "require_export_extra",
     "sample_from_run",
 ]

@@ -13,10 +13,12 @@ metadata in ``config.pairscope`` as provenance.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import io
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,15 +26,55 @@ import numpy as np
 import tifffile
 import torch
 
+from pairscope.errors import PairscopeError
 from pairscope.restore import LoadedModel, _networks, describe_model_file, load_model
 
-__all__ = ["PAIRSCOPE_ATTACHMENT", "export_bioimageio", "sample_from_run"]
+__all__ = [
+    "EXPORT_STEPS",
+    "PAIRSCOPE_ATTACHMENT",
+    "ExportExtraMissing",
+    "export_bioimageio",
+    "require_export_extra",
+    "sample_from_run",
+]
 
 logger = logging.getLogger(__name__)
 
 PAIRSCOPE_ATTACHMENT = "pairscope.safetensors"
 _SAMPLE = 64  # low-dose pixels per side of the test tensor
 _TAGS = ("pairscope", "restoration", "super-resolution", "denoising", "2d", "pytorch")
+#: the steps of an export, in order, each announced through ``on_step``
+EXPORT_STEPS = {
+    "test tensors": "restoring a real low-dose frame",
+    "TorchScript": "state dict and traced network",
+    "ONNX": "exporting the network, opset 17",
+    "package": "describing, validating and zipping, bioimage.io spec 0.5",
+}
+#: what the ``export`` extra installs, as imported
+_EXTRA_MODULES = ("bioimageio.core", "bioimageio.spec", "onnx", "onnxruntime")
+INSTALL_EXTRA = 'pip install "pairscope[export]"'
+
+
+class ExportExtraMissing(PairscopeError, ImportError):
+    """A package of the ``export`` extra is not installed; the message says how."""
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package
+        return False
+
+
+def require_export_extra() -> None:
+    """Raise :class:`ExportExtraMissing` (one line) unless the ``export`` extra's
+    packages can be imported."""
+    missing = [m for m in _EXTRA_MODULES if not _installed(m)]
+    if missing:
+        raise ExportExtraMissing(
+            f"export needs the 'export' extra ({', '.join(missing)} not "
+            f"installed): {INSTALL_EXTRA}"
+        )
 
 
 def sample_from_run(run: str | Path, *, size: int = _SAMPLE) -> np.ndarray:
@@ -180,9 +222,16 @@ def _validation_text(model: LoadedModel) -> str:
     )
 
 
-def _weights(model: LoadedModel, sample: torch.Tensor, folder: Path) -> Any:
+def _weights(
+    model: LoadedModel,
+    sample: torch.Tensor,
+    folder: Path,
+    step: Callable[[str], None],
+) -> Any:
     """State dict (.pt, tensors only), TorchScript and ONNX, all of one network."""
     from bioimageio.spec.model import v0_5 as bmz
+
+    step("TorchScript")
 
     net = model.network.eval()
     info = model.info
@@ -195,6 +244,7 @@ def _weights(model: LoadedModel, sample: torch.Tensor, folder: Path) -> Any:
         traced = torch.jit.trace(net, sample)
         script = folder / "weights.torchscript.pt"
         traced.save(str(script))
+        step("ONNX")
         onnx = folder / "weights.onnx"
         torch.onnx.export(
             net,
@@ -236,6 +286,7 @@ def export_bioimageio(
     sample_run: str | Path | None = None,
     authors: list[str] | None = None,
     force: bool = False,
+    on_step: Callable[[str], None] | None = None,
 ) -> Path:
     """Write ``model_file`` as a bioimage.io model package ``out`` (.zip).
 
@@ -243,7 +294,11 @@ def export_bioimageio(
     low-dose frame from ``sample_run``, or from the first run the model was
     trained on if that folder still exists.  The model file is checked exactly as
     :func:`pairscope.restore.load_model` does before anything is written.
+    ``on_step`` is called with each of :data:`EXPORT_STEPS` as it starts.  Without
+    the ``export`` extra: :class:`ExportExtraMissing`, before any work.
     """
+    require_export_extra()
+    step = on_step or (lambda name: None)
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as bmz
 
@@ -272,6 +327,7 @@ def export_bioimageio(
     if min(h, w) < max(8, s):
         raise ValueError(f"the test frame {sample.shape} is smaller than {max(8, s)}²")
     sample = np.ascontiguousarray(sample[:h, :w])
+    step("test tensors")
     restored = _restore(model, sample)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -283,6 +339,8 @@ def export_bioimageio(
         in_axes, out_axes = _axes(model)
         lo, hi = info.input_norm.bounds(sample)
         x = torch.from_numpy((sample - lo) / np.float32(hi - lo))[None, None]
+        weights = _weights(model, x, folder, step)
+        step("package")
         descr = bmz.ModelDescr(
             name=_package_name(info.name),
             description=(
@@ -324,7 +382,7 @@ def export_bioimageio(
                     postprocessing=_postprocessing(model),
                 )
             ],
-            weights=_weights(model, x, folder),
+            weights=weights,
             attachments=[bmz.FileDescr(source=folder / PAIRSCOPE_ATTACHMENT)],
             # a dict: pydantic validates it into bioimageio's Config at run time
             config={  # type: ignore[arg-type]

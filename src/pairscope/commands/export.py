@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["register"]
@@ -49,26 +50,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_export)
 
 
+class _Steps:
+    """Names each step of the export on stderr as it starts, with the time so far."""
+
+    def __init__(self, steps: dict[str, str]) -> None:
+        self.steps = steps
+        self.t0 = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        k = list(self.steps).index(name) + 1
+        print(
+            f"export {k}/{len(self.steps)} {name}: {self.steps[name]} "
+            f"(at {time.monotonic() - self.t0:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    try:
-        from pairscope.bioimageio import export_bioimageio
-        from pairscope.bioimageio._test import test_package
-    except ImportError as e:
-        raise ValueError(
-            f"export needs bioimageio.core, onnx and onnxruntime ({e.name} is "
-            "missing): pip install 'pairscope[export]'"
-        ) from None
-    out = export_bioimageio(
-        args.model,
-        args.bioimageio,
-        sample_run=args.sample_run,
-        authors=args.author,
-        force=args.force,
+    from pairscope.bioimageio._export import (
+        EXPORT_STEPS,
+        INSTALL_EXTRA,
+        ExportExtraMissing,
+        export_bioimageio,
+        require_export_extra,
     )
+
+    require_export_extra()  # one line naming the extra, before any work
+    steps = dict(EXPORT_STEPS)
     if args.test:
-        status = test_package(out)
-        print(f"bioimageio test: {status}", file=sys.stderr)
-        if status != "passed":
-            return 1
+        steps["test"] = "bioimage.io's own test of every weight format"
+    say = _Steps(steps)
+    try:
+        out = export_bioimageio(
+            args.model,
+            args.bioimageio,
+            sample_run=args.sample_run,
+            authors=args.author,
+            force=args.force,
+            on_step=say,
+        )
+        if args.test:
+            from pairscope.bioimageio._test import test_package
+
+            say("test")
+            status = test_package(out)
+            print(f"bioimageio test: {status}", file=sys.stderr)
+            if status != "passed":
+                return 1
+    except ModuleNotFoundError as e:  # a part of the extra that fails to import
+        raise ExportExtraMissing(
+            f"export needs the 'export' extra ({e.name} cannot be imported): "
+            f"{INSTALL_EXTRA}"
+        ) from None
+    print(f"export: done in {time.monotonic() - say.t0:.0f} s", file=sys.stderr)
     print(out)
     return 0

@@ -16,6 +16,7 @@ import math
 import os
 import stat
 import struct
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -624,9 +625,13 @@ def load_model(
     truncated or padded files, a network larger than :data:`MAX_PARAMETERS` or not
     matching the declared weight shapes (checked before building it), non-finite
     weights, and (see :func:`check_compatible`) a factor or pixel size that does
-    not match the acquisition.
+    not match the acquisition.  A bioimage.io package written by ``pairscope
+    export`` (.zip) is read as ``pairscope import-model`` reads it, with the same
+    checks, and its model file's SHA-256.
     """
     path = Path(path)
+    if is_bioimageio_package(path):
+        return _load_package(path, expect_factor, expect_pixel_size_um, rtol)
     header, data = _read_file(path)
     info = _parse_info(path, header)
     check_compatible(
@@ -646,6 +651,39 @@ def load_model(
     network.load_state_dict(tensors, strict=True)
     network.eval().requires_grad_(False)
     return LoadedModel(network, info, hashlib.sha256(data).hexdigest(), path)
+
+
+def is_bioimageio_package(path: Path) -> bool:
+    """Whether ``path`` is a zip holding a bioimage.io description (``rdf.yaml``
+    or ``bioimageio.yaml``), as ``pairscope export`` writes; only the zip's
+    directory is read."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return bool(names & {"rdf.yaml", "bioimageio.yaml"})
+
+
+def _load_package(
+    path: Path,
+    expect_factor: int | None,
+    expect_pixel_size_um: float | None,
+    rtol: float,
+) -> LoadedModel:
+    from pairscope.bioimageio._import import import_bioimageio
+
+    model = import_bioimageio(path)
+    check_compatible(
+        model.info,
+        expect_factor=expect_factor,
+        expect_pixel_size_um=expect_pixel_size_um,
+        rtol=rtol,
+        path=path,
+    )
+    return LoadedModel(model.network, model.info, model.sha256, path)
 
 
 def as_loaded(
@@ -682,8 +720,13 @@ def describe_model_file(path: str | Path) -> str:
     loaded = load_model(path)
     info = loaded.info
     n_params = sum(p.numel() for p in loaded.network.parameters())
-    lines = [
-        f"model:        {info.name}  ({Path(path)})",
+    lines = [f"model:        {info.name}  ({Path(path)})"]
+    if is_bioimageio_package(Path(path)):
+        lines.append(
+            "package:      bioimage.io, from pairscope export (pairscope import-model "
+            "extracts the model file)"
+        )
+    lines += [
         f"sha256:       {loaded.sha256}",
         f"format:       {info.format_version} (pairscope {info.pairscope_version}, "
         f"created {info.created:%Y-%m-%d %H:%M} UTC)",
