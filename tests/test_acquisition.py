@@ -215,10 +215,12 @@ def test_pause_holds_the_run_and_resume_finishes_it(demo_core, tmp_path: Path) -
     got = []
     acq.events.pairReady.connect(got.append)
     thread, result = acq.run_in_thread(
-        useq.MDASequence(time_plan={"interval": 0.02, "loops": 40}),
+        # an interval the 50 ms exposures can keep (a shorter one is refused)
+        useq.MDASequence(time_plan={"interval": 0.05, "loops": 40}),
         writer=RunWriter(tmp_path),
     )
-    while len(got) < 3:
+    deadline = time.monotonic() + 60  # a bound for a hang only
+    while len(got) < 3 and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
     acq.set_paused(True)
     time.sleep(0.3)

@@ -16,8 +16,16 @@ from useq import MDASequence
 
 from .. import __version__
 from ..config import AcquisitionSettings
-from ..errors import CameraFault, SequenceOverflow, StageFault, WriterError
+from ..errors import (
+    CameraFault,
+    ConfigError,
+    SequenceOverflow,
+    SettingsError,
+    StageFault,
+    WriterError,
+)
 from ..hardware import DetectorPair, Rig, find_detector_pair
+from ..sequence import check_sequence
 from ._engine import PairedEngine
 from ._pair import Pair
 from ._signals import PairedSignals, listener_failures
@@ -102,6 +110,13 @@ class PairedAcquisition:
         """
         deliver = self._deliverer(writer)
         engine = PairedEngine(self.rig, self.detectors, self.settings, deliver)
+        try:
+            check_sequence(sequence)
+            engine.check_timing(sequence)
+        except (ConfigError, SettingsError):
+            if writer is not None and hasattr(writer, "discard_unstarted"):
+                writer.discard_unstarted()  # a refused start leaves no folder
+            raise
         self._engine = engine
         previous_engine = self.core.mda.engine
         self.core.mda.set_engine(engine)

@@ -39,7 +39,7 @@ from pymmcore_plus.metadata import frame_metadata
 from useq import MDAEvent, MDASequence
 
 from ..config import AcquisitionSettings, PairingMode
-from ..errors import CameraFault, SequenceOverflow, StageFault
+from ..errors import CameraFault, ConfigError, SequenceOverflow, StageFault
 from ..hardware import DetectorPair, Rig, camera_binning
 from ._clocks import CameraClock
 from ._pair import Pair, PairMetadata
@@ -111,6 +111,7 @@ class PairedEngine(MDAEngine):
 
     # -- sequence --------------------------------------------------------------
     def setup_sequence(self, sequence: MDASequence) -> Any:
+        self._refuse_unfit_writers()
         # every core's cameras, trigger modes and shutter, put back by teardown
         self._rig_state = RigState.capture(self.rig, self.detectors)
         meta = super().setup_sequence(sequence)
@@ -145,6 +146,39 @@ class PairedEngine(MDAEngine):
         if self.mode in (PairingMode.TRIGGERED, PairingMode.MULTI_CAMERA):
             self._size_buffers(sequence)
         return meta
+
+    def _refuse_unfit_writers(self) -> None:
+        """Refuse, before the first frame, a pymmcore-plus writer that would lose or
+        misplace pairs.
+
+        pymmcore-plus's writers (the ome-writers sink behind ``output="..."``,
+        ``OMETiffWriter``, ``OMEZarrWriter``, ``TensorStoreHandler``,
+        ``ImageSequenceWriter``) key frames by the sequence's axes, which have no
+        camera axis, and hold one frame size per array: frames of a binned and an
+        unbinned camera overwrite each other or are dropped with a logged error.
+        Work-around (pymmcore-plus 0.18.1): the runner's sink and handlers are read
+        from its private ``_sink`` / ``_handlers`` (its public accessor is
+        deprecated).
+        """
+        runner = self.mmcore.mda
+        unfit = []
+        if getattr(runner, "_sink", None) is not None:
+            unfit.append(
+                f"the ome-writers sink ({type(runner._sink).__name__}, from output=...)"
+            )
+        for handler in list(getattr(runner, "_handlers", ())):
+            if type(handler).__module__.startswith("pymmcore_plus.mda.handlers"):
+                unfit.append(type(handler).__name__)
+        if unfit:
+            raise ConfigError(
+                f"pymmcore-plus's {', '.join(unfit)} keys frames by the sequence's "
+                "axes, which have no camera axis, and holds one frame size per "
+                "array: the two cameras' frames would overwrite each other. Write "
+                "pairs with pairscope (PairedAcquisition.run(sequence, writer="
+                "RunWriter(folder)) or 'pairscope acquire'), or pass your own "
+                "handler with a frameReady(img, event, meta) method (each frame "
+                "has its event.index['cam'])."
+            )
 
     def teardown_sequence(self, sequence: MDASequence) -> None:
         self._close_active()
@@ -571,9 +605,19 @@ class PairedEngine(MDAEngine):
     def _emit_frames(
         self, low: StreamFrame | None, ref: StreamFrame | None, problem: str
     ) -> Iterator[ImagePayload]:
+        """Deliver one pair of a burst.  Each frame goes to the runner under its
+        own camera's timepoint (its place in its camera's stream), so a frame that
+        lost its partner never takes another frame's ``(t, cam)`` slot."""
         b = self._burst
         assert b is not None
-        event = self._event_of(low, ref)
+        if low is not None:
+            b.low_starts.append(low.record["exposure_window_ms"][0])
+        low_event, ref_event = (
+            None if f is None else b.events[min(f.number, len(b.events) - 1)]
+            for f in (low, ref)
+        )
+        event = low_event or ref_event
+        assert event is not None
         b.index += 1
         yield from self._emit(
             b.k0 + b.index - 1,
@@ -588,6 +632,7 @@ class PairedEngine(MDAEngine):
                 None if low is None else low.metadata,
                 None if ref is None else ref.metadata,
             ),
+            frame_events=(low_event, ref_event),
         )
 
     def _deliver_frames(
@@ -595,16 +640,6 @@ class PairedEngine(MDAEngine):
     ) -> None:
         for _ in self._emit_frames(low, ref, problem):
             pass
-
-    def _event_of(self, low: StreamFrame | None, ref: StreamFrame | None) -> MDAEvent:
-        b = self._burst
-        assert b is not None
-        if low is not None:
-            b.low_starts.append(low.record["exposure_window_ms"][0])
-            i = low.number
-        else:  # a reference frame alone: its own place in its stream
-            i = ref.number if ref is not None else b.index
-        return b.events[min(i, len(b.events) - 1)]
 
     def _streams(self) -> list[CameraStream]:
         streams = []
@@ -713,6 +748,36 @@ class PairedEngine(MDAEngine):
                     )
 
     # -- timing --------------------------------------------------------------------
+    def check_timing(self, sequence: MDASequence) -> None:
+        """Refuse an interval no camera can keep: shorter than an exposure.
+
+        An interval of 0 (as fast as the cameras go) is always fine; an interval
+        between the exposure and the exposure plus readout runs slower than asked
+        and the run says so at its end.
+        """
+        s = self.settings
+        exposures = [
+            s.lowdose_exposure_ms
+            or self._core("lowdose").getExposure(self._label("lowdose")),
+            s.reference_exposure_ms
+            or self._core("reference").getExposure(self._label("reference")),
+        ]
+        if self.mode is PairingMode.ALTERNATING:  # one camera, both exposures in turn
+            longest = sum(exposures)
+        else:
+            longest = max(exposures)
+        starts = sorted(
+            {round(e.min_start_time or 0.0, 6) for e in sequence.iter_events()}
+        )
+        gaps = [b - a for a, b in itertools.pairwise(starts) if b > a]
+        if gaps and 1000.0 * min(gaps) < longest - 0.5:  # not a rounding error
+            raise ConfigError(
+                f"The sequence asks for an interval of {1000 * min(gaps):.0f} ms, "
+                f"shorter than the exposures ({longest:.0f} ms): no camera can keep "
+                f"it. Use an interval of at least {longest:.0f} ms, or 0 for as fast "
+                "as the cameras go."
+            )
+
     def _exposures(self) -> list[float]:
         return [self._core(r).getExposure(self._label(r)) for r in ROLE_CAM]
 
@@ -742,6 +807,7 @@ class PairedEngine(MDAEngine):
             None,
             None,
         ),
+        frame_events: tuple[MDAEvent | None, MDAEvent | None] = (None, None),
     ) -> Iterator[ImagePayload]:
         """Deliver the pair (writer first), then yield each frame to the runner as
         pymmcore-plus does (``FrameMetaV1``, ``"cam"`` index, the camera's own
@@ -767,12 +833,13 @@ class PairedEngine(MDAEngine):
         self.pairs_emitted += 1
         self.deliver(pair)
         frames = (("lowdose", low, low_rec), ("reference", ref, ref_rec))
-        for (role, img, rec), cam_meta in zip(frames, camera_metadata, strict=True):
+        for (role, img, rec), cam_meta, own in zip(
+            frames, camera_metadata, frame_events, strict=True
+        ):
             if img is None or rec is None:
                 continue
-            sub = event.model_copy(
-                update={"index": {**event.index, "cam": ROLE_CAM[role]}}
-            )
+            at = own or event
+            sub = at.model_copy(update={"index": {**at.index, "cam": ROLE_CAM[role]}})
             fmeta = frame_metadata(
                 self._core(role),
                 cached=True,

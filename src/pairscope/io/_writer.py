@@ -296,6 +296,16 @@ class RunWriter:
     def pairs_written(self) -> int:
         return self._written
 
+    def discard_unstarted(self) -> None:
+        """Remove the run folder of a run refused before it started (nothing was
+        written to it but its lock), so a failed start leaves no empty folder."""
+        if self._info or self._closed:
+            return
+        self._closed = True
+        self._lock.release()
+        with contextlib.suppress(OSError):  # something else put a file there
+            self.run_dir.rmdir()
+
     @property
     def error(self) -> WriterError | None:
         return self._error
