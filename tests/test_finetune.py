@@ -59,7 +59,7 @@ def test_a_weak_model_is_replaced_by_a_better_candidate(tmp_path: Path) -> None:
             useq.MDASequence(time_plan={"interval": 0.05, "loops": 60}),
             options=options,
         )
-    assert summary.status == "completed"
+    assert summary.status == "completed", summary.message
     run_dir = Path(summary.run_dir)
     assert len(pairscope.open_run(run_dir)) == 60  # fine-tuning cost no pair
     lines = [

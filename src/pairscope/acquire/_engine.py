@@ -46,6 +46,7 @@ from ._pair import Pair, PairMetadata
 from ._pairing import FramePairer, StreamFrame
 from ._rig_state import RigState
 from ._sequence import (
+    STOP_MARGIN_S,
     CameraStream,
     camera_stopped_message,
     camera_thread_errors,
@@ -515,7 +516,7 @@ class PairedEngine(MDAEngine):
             if self._leader_done(b.streams, n):
                 # a follower that missed triggers owes frames that never come
                 quiet = time.perf_counter() - max(s.last_frame_at for s in b.streams)
-                if quiet > min(2 * period + 500.0, self._timeout_ms()) / 1000.0:
+                if quiet > 2 * period / 1000.0 + STOP_MARGIN_S:
                     return
             time.sleep(0.001)
 

@@ -23,6 +23,10 @@ from ._clocks import CameraClock, TimingSource, camera_stamp, received_ms
 from ._pairing import StreamFrame
 from ._timing import FrameRecord, RunClock, image_metadata, int_or_none
 
+# how much longer than five frame periods a camera may lag the other before it
+# counts as stopped (measured: 0.3 s lags of a Python camera on 2 busy cores)
+STOP_MARGIN_S = 2.0
+
 
 @dataclass(slots=True)
 class CameraStream:
@@ -170,13 +174,14 @@ def stopped_camera(
     """The camera that stopped delivering, if one did.
 
     A camera owing frames has stopped when another camera delivered a frame more
-    than five frame periods after its last one: a busy machine delays both
-    cameras' frames alike (they are popped in the same loop), so this holds under
-    load and takes a few exposures.  Where every camera is silent (a stalled
-    machine, or all of them hung), ``timeout_s`` decides.
+    than five frame periods plus :data:`STOP_MARGIN_S` after its last one: a busy
+    machine delays both cameras' frames alike (they are popped in the same loop),
+    and the margin covers a camera driver thread starved for a while on 2 loaded
+    cores (the demo's cameras are Python threads).  Where every camera is silent
+    (a stalled machine, or all of them hung), ``timeout_s`` decides.
     """
     now = time.perf_counter()
-    grace = 5 * period_ms / 1000.0
+    grace = 5 * period_ms / 1000.0 + STOP_MARGIN_S
     for s in sorted(streams, key=lambda s: s.last_frame_at):
         if s.received >= expected:
             continue
