@@ -7,12 +7,20 @@ Pure Python (no numpy, no torch), so ``pairscope evaluate --help`` can show
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TARGETS_HELP", "XY", "Target", "TargetSpec", "load_targets"]
+__all__ = [
+    "TARGETS_HELP",
+    "XY",
+    "Target",
+    "TargetSpec",
+    "check_targets_fit",
+    "load_targets",
+]
 
 XY = tuple[float, float]
 Target = tuple[XY, XY, float]
@@ -63,6 +71,27 @@ def load_targets(path: str | Path) -> TargetSpec:
 
 def _target(a: Sequence[float], b: Sequence[float], sep: float) -> Target:
     (x1, y1), (x2, y2) = a, b
-    if float(sep) <= 0:
+    values = [float(v) for v in (x1, y1, x2, y2, sep)]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(
+            f"coordinates and separation must be finite, got {a}, {b}, {sep}"
+        )
+    if values[4] <= 0:
         raise ValueError(f"separation_um must be positive, got {sep}")
-    return ((float(x1), float(y1)), (float(x2), float(y2)), float(sep))
+    return ((values[0], values[1]), (values[2], values[3]), values[4])
+
+
+def check_targets_fit(spec: TargetSpec, shape: tuple[int, int], where: str) -> None:
+    """Refuse targets outside a ``shape`` (rows, columns) reference frame, before
+    any work (a point far outside would make a profile of billions of samples)."""
+    h, w = shape
+    per_pair = [(p, t) for p, ts in (spec.per_pair or {}).items() for t in ts]
+    for pair, (p1, p2, _) in [(None, t) for t in spec.every] + per_pair:
+        for x, y in (p1, p2):
+            if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+                which = "" if pair is None else f" of pair {pair}"
+                raise ValueError(
+                    f"--targets: the point ({x:g}, {y:g}){which} lies outside the "
+                    f"{w}x{h} reference frame of {where}; targets are reference "
+                    f"pixels, x = column 0..{w - 1}, y = row 0..{h - 1}"
+                )

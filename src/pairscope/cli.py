@@ -25,6 +25,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PairscopeError, FileNotFoundError, ValueError) as exc:
         print(f"pairscope: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a size limit, a read-only folder: one line
+        from ._files import os_problem
+
+        print(f"pairscope: error: {os_problem(exc)}", file=sys.stderr)
+        return 2
 
 
 def _one_line(exc: Exception) -> str:
@@ -114,9 +119,17 @@ def _register_command_modules(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ._files import check_writable
+    from .io import open_run
     from .io.calibration import estimate_registration, save_calibration
 
-    reg = estimate_registration(args.run, max_pairs=args.max_pairs, progress=True)
+    with open_run(args.run) as run:
+        check_writable(  # before minutes of work, not after them
+            run.path,
+            what="the camera registration (calibration.json)",
+            fix="copy the run to a writable disk and calibrate the copy",
+        )
+        reg = estimate_registration(run, max_pairs=args.max_pairs, progress=True)
     path = save_calibration(args.run, reg)
     print(
         f"low-dose camera vs reference: shift y {reg.shift_y_px:+.3f} px, x "

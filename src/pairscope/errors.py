@@ -48,3 +48,22 @@ class WriterError(PairscopeError, OSError):
 
 class SequenceOverflow(PairscopeError, RuntimeError):
     """A core's circular buffer overflowed; the run stops with status 'overflow'."""
+
+
+class OutputError(PairscopeError, OSError):
+    """A file or folder could not be written (full disk, file-size limit, read-only,
+    busy); the message names it, the reason and the fix; ``errno`` is the OS's."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class DamagedRunError(PairscopeError, OSError):
+    """A run folder's files hold less than its manifest or ``run.json`` says (a file
+    cut short: an incomplete copy, a disk fault); nothing was changed."""
+
+
+class RestorationError(PairscopeError, ValueError):
+    """A model's output is not a restored frame (wrong size, NaN or infinite
+    pixels); it is never written or shown as a prediction."""

@@ -40,7 +40,14 @@ import numpy as np
 
 from . import metrics as M
 from ._progress import progress as progress_bar
-from ._targets import TARGETS_HELP, XY, Target, TargetSpec, load_targets
+from ._targets import (
+    TARGETS_HELP,
+    XY,
+    Target,
+    TargetSpec,
+    check_targets_fit,
+    load_targets,
+)
 from .errors import PairscopeError
 from .io import Run, open_run
 from .io import _layout as L
@@ -230,19 +237,11 @@ def evaluate(
     if targets is not None and not isinstance(targets, TargetSpec):
         targets = TargetSpec(every=tuple(targets))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / QUALITY_FILE).unlink(missing_ok=True)
     opened = [r if isinstance(r, Run) else open_run(r) for r in runs]
     for run in opened:
         check_model_for_run(loaded, run)
     trained = {t.sha256: t.path for t in loaded.info.trained_on}
     training_runs = [str(r.path) for r in opened if manifest_sha256(r) in trained]
-    restorer = StreamingRestorer(loaded, device="auto", self_ensemble=self_ensemble)
-    monitor = TrustMonitor(out)
-    per_frame: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ROWS}
-    tally = M.TwoPointTally()
-    calibrations: dict[str, TrustCalibration] = {}
-    example: dict[str, Any] = {}
     jobs, sequential = [], 0
     for run in opened:
         usable = run.same_instant_pairs()
@@ -254,6 +253,20 @@ def evaluate(
             "score (sequential pairs, or frames of different triggers, see two "
             "instants; acquire with a rig, e.g. hardware_configs/demo_rig.yaml)."
         )
+    if targets is not None:  # before any work and before the output folder
+        for run in {id(r): r for r, _ in jobs}.values():
+            first = next(i for r, i in jobs if r is run)
+            reference = run[first].reference
+            assert reference is not None
+            check_targets_fit(targets, reference.shape[-2:], str(run.path))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / QUALITY_FILE).unlink(missing_ok=True)
+    restorer = StreamingRestorer(loaded, device="auto", self_ensemble=self_ensemble)
+    monitor = TrustMonitor(out)
+    per_frame: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ROWS}
+    tally = M.TwoPointTally()
+    calibrations: dict[str, TrustCalibration] = {}
+    example: dict[str, Any] = {}
     ray = rayleigh_um or _rayleigh_um(opened[0])
     pixel_um: dict[str, float] = {}
     for run, i in progress_bar(

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import PairscopeError
+from ._files import os_reason
+from .errors import OutputError, PairscopeError
 from .io import Run, open_run
 from .io import _layout as L
 
@@ -32,6 +33,8 @@ class OutputExistsError(PairscopeError, FileExistsError):
 
 
 _RESTORERS: dict[Any, Any] = {}
+#: suffix of restored files being written (an interrupted restore leaves only these)
+PARTIAL = ".partial"
 
 
 def _restorer(model: Any, device: str, self_ensemble: bool) -> Any:
@@ -98,16 +101,16 @@ def restore_run(
 ) -> RestoreResult:
     """Restore every low-dose frame of ``run`` into ``out`` (module doc).
 
-    Refuses (``ModelFileError``) a model for another binning or pixel size, and
-    (:class:`OutputExistsError`) an ``out`` that already holds restored frames.
+    Refuses (``ModelFileError``) a model for another binning or pixel size,
+    (:class:`OutputExistsError`) an ``out`` that already holds restored frames, and
+    (:class:`~pairscope.errors.OutputError`) a second restore into the same ``out``
+    while one runs.  Frames are written under ``.partial`` names and renamed once
+    all are restored: an interrupted restore leaves nothing that blocks a rerun,
+    and a model output of the wrong size or with NaN pixels
+    (:class:`~pairscope.errors.RestorationError`) leaves nothing at all.
     """
-    import time
-
-    from ._progress import progress as progress_bar
-    from .io._finalize import json_default, write_json
-    from .io._predictions import finalize_predictions
-    from .io._writer import _PageFile
-    from .restore import StreamingRestorer, load_model
+    from ._files import OutputLock, make_parents, remove_empty
+    from .restore import load_model
 
     run = run if isinstance(run, Run) else open_run(run)
     indices = run.with_lowdose()
@@ -116,20 +119,57 @@ def restore_run(
     low_px = run.records[indices[0]]["lowdose"].get("pixel_size_um")
     loaded = load_model(model, expect_factor=run.factor, expect_pixel_size_um=low_px)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tiff = out / L.PREDICTION_TIFF
-    if tiff.exists():
-        raise OutputExistsError(
-            f"{tiff} already exists; choose another --out folder (restored frames "
-            "are never overwritten)"
-        )
+    made = make_parents(tiff)  # the output folder, where it is new
+    try:
+        with OutputLock(tiff, what="pairscope restore"):
+            if tiff.exists():
+                raise OutputExistsError(
+                    f"{tiff} already exists; choose another --out folder (restored "
+                    "frames are never overwritten)"
+                )
+            return _restore_into(
+                out, run, indices, loaded, model,
+                device=device, progress=progress, tile=tile,
+                self_ensemble=self_ensemble, on_frame=on_frame,
+            )  # fmt: skip
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
+def _restore_into(
+    out: Path,
+    run: Run,
+    indices: list[int],
+    loaded: Any,
+    model: str | Path,
+    *,
+    device: str,
+    progress: bool,
+    tile: int | None,
+    self_ensemble: bool,
+    on_frame: Callable[[int], None] | None,
+) -> RestoreResult:
+    """:func:`restore_run` once the output is held: ``.partial`` files, renamed."""
+    import time
+
+    from ._progress import progress as progress_bar
+    from .errors import RestorationError
+    from .io._finalize import json_default, write_json
+    from .io._predictions import finalize_predictions
+    from .io._writer import _PageFile
+    from .restore import StreamingRestorer
+
     restorer = StreamingRestorer(
         loaded, device=device, tile=tile, self_ensemble=self_ensemble
     )
     t0 = time.perf_counter()
-    pages = _PageFile(tiff)
+    part_tiff = out / (L.PREDICTION_TIFF + PARTIAL)
+    part_index = out / (L.PREDICTION_INDEX + PARTIAL)
+    pages = _PageFile(part_tiff)  # replaces what an interrupted restore left
     try:
-        with open(out / L.PREDICTION_INDEX, "w", encoding="utf-8") as index:
+        with open(part_index, "w", encoding="utf-8") as index:
             bar = progress_bar(
                 indices, desc="restoring", unit="frame", disable=not progress
             )
@@ -138,7 +178,13 @@ def restore_run(
                 rec = run.records[i]
                 pair = run[i]
                 assert pair.lowdose is not None
-                image = restorer.restore_now(pair.lowdose).astype(np.float32)
+                try:
+                    image = restorer.restore_now(pair.lowdose).astype(np.float32)
+                except RestorationError as exc:
+                    raise RestorationError(
+                        f"{run.path}, pair {rec.get('pair', i)}: {exc}; nothing was "
+                        "written"
+                    ) from exc
                 page = pages.write(image, None)
                 line = {
                     "page": page,
@@ -158,10 +204,27 @@ def restore_run(
                 if on_frame is not None:
                     on_frame(n)
         pages.close()
-    except BaseException:
+        finalize_predictions(
+            out,
+            run.path,
+            model_sha256=loaded.sha256,
+            tiff_name=part_tiff.name,
+            index_name=part_index.name,
+        )
+        part_index.replace(out / L.PREDICTION_INDEX)
+        part_tiff.replace(out / L.PREDICTION_TIFF)  # last: its name says "complete"
+    except BaseException as exc:
         pages.abort()
+        for leftover in (part_tiff, part_index):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, PairscopeError):
+            raise OutputError(  # a full disk, a file-size limit: name the output
+                f"Cannot write the restored frames into {out}: {os_reason(exc)}; "
+                "nothing was kept (the run is unchanged). Free space, raise the limit "
+                "or choose another --out, then run it again",
+                errno=exc.errno,
+            ) from exc
         raise
-    finalize_predictions(out, run.path, model_sha256=loaded.sha256)
     result = RestoreResult(
         out=out,
         frames=len(indices),

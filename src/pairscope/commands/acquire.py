@@ -125,6 +125,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument(
         "--binning", type=int, default=None, help="low-dose binning (default: as set)"
     )
+    info.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="pairing settings (.json/.yaml; AcquisitionSettings), as acquire reads "
+        "them (default: none)",
+    )
     _code_option(info)
     info.set_defaults(func=_cmd_info)
 
@@ -440,10 +447,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
             raise ValueError("this pairscope cannot describe model files yet.")
         print(describe(args.rig))
         return 0
+    file_layer = (
+        AcquisitionSettings.from_file(args.settings).model_dump(exclude_unset=True)
+        if args.settings
+        else {}
+    )
     with _open(args, args.rig) as rig:
         base = rig.spec.pairing.model_dump(exclude_unset=True) if rig.spec else {}
         overrides = dict(typed_overrides(args).items())
-        settings = AcquisitionSettings.resolve(base, overrides)
+        settings = AcquisitionSettings.resolve(base, file_layer, overrides)
         for rc in rig.cores:
             print(
                 f"core {rc.name!r} ({rc.role}): {rc.config}; cameras: "

@@ -191,6 +191,10 @@ def _single_core_pair(
     if settings.lowdose_camera and settings.reference_camera:
         low, ref = settings.lowdose_camera, settings.reference_camera
         reasons.append("both cameras named in the settings")
+        if len(cameras) > 2:
+            reasons.append(
+                f"other cameras ignored: {sorted(set(cameras) - {low, ref})}"
+            )
     else:  # the low-dose camera is the one with the coarser pixels
         ranked = sorted(
             infos.values(), key=lambda c: (-(c.pixel_size_um or 0), -c.binning)
@@ -201,11 +205,18 @@ def _single_core_pair(
         ref = settings.reference_camera or next(
             c.label for c in reversed(ranked) if c.label != low
         )
-        reasons.append(f"{low!r} has the coarser pixels: the low-dose camera")
-        if len(cameras) > 2:
-            reasons.append(
-                f"other cameras ignored: {sorted(set(cameras) - {low, ref})}"
+        if len(cameras) > 2:  # which two is the microscopist's call, not a guess
+            finest = sorted(infos.values(), key=lambda c: c.pixel_size_um or 0)
+            example = ref if settings.reference_camera else next(
+                c.label for c in finest if c.label != low
+            )  # fmt: skip
+            raise PairingError(
+                f"The config has {len(cameras)} cameras ({', '.join(cameras)}) and "
+                "pairscope pairs two: name them in the pairing settings, e.g. "
+                f"'lowdose_camera: {low}' and 'reference_camera: {example}' (a "
+                "--settings file, or the 'pairing:' section of a rig file)."
             )
+        reasons.append(f"{low!r} has the coarser pixels: the low-dose camera")
     if settings.binning is not None:
         infos[low] = camera_info(core, low, settings.binning)
     if mode is PairingMode.MULTI_CAMERA and infos[low].shape != infos[ref].shape:

@@ -21,6 +21,7 @@ from typing import Any
 import tifffile
 
 from .._files import write_atomic
+from ..errors import DamagedRunError
 from . import _layout as L
 from . import _ome
 
@@ -187,11 +188,21 @@ def finalize_run(
         role: f"{role} {(info.get('detectors') or {}).get(role) or ''}".strip()
         for role in L.ROLES
     }
+    pages_of = {
+        role: sorted(r[role]["page"] for r in records if r.get(role))
+        for role in L.ROLES
+    }
+    layouts = {
+        role: _layout_or_empty(run_dir / L.TIFF_OF_ROLE[role]) for role in L.ROLES
+    }
+    for role in L.ROLES:  # every file checked before any is changed
+        if len(layouts[role]) < len(pages_of[role]):
+            raise _cut_short(run_dir / L.TIFF_OF_ROLE[role], len(layouts[role]),
+                             len(pages_of[role]))  # fmt: skip
     for role in L.ROLES:
         name = L.TIFF_OF_ROLE[role]
         path = run_dir / name
-        pages = sorted(r[role]["page"] for r in records if r.get(role))
-        layout = _layout_or_empty(path)
+        pages, layout = pages_of[role], layouts[role]
         if not pages:
             if path.is_file():  # nothing in it is listed: not part of the run
                 path.unlink()
@@ -204,10 +215,7 @@ def finalize_run(
             layout = layout[: len(pages)]
         planes = _ome.planes_of(records, role, layout)
         if len(planes) != len(pages):
-            raise OSError(
-                f"{path} holds {len(layout)} pages but the manifest lists "
-                f"{len(pages)}: the file is damaged beyond the manifest"
-            )
+            raise _cut_short(path, len(planes), len(pages))
         report.frames[role] = len(planes)
         imgs = _ome.group_images(role, planes, labels[role])
         report.images[role] = len(imgs)
@@ -232,6 +240,15 @@ def finalize_run(
             logger.warning("Could not write the OME-XML of %s: %s", name, exc)
             report.ome_errors[name] = exc.strerror or str(exc)
     return _write_info(run_dir, info, report)
+
+
+def _cut_short(path: Path, held: int, listed: int) -> DamagedRunError:
+    return DamagedRunError(
+        f"{path} holds {held} complete frame(s) but {L.MANIFEST} lists {listed}: the "
+        "file was cut short (an incomplete copy or a disk fault). Nothing was "
+        f"changed; copy {path.name} again from where the run was written, then "
+        "repeat"
+    )
 
 
 def _write_info(

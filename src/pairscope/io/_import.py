@@ -16,7 +16,7 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,15 @@ import numpy as np
 import tifffile
 
 from .. import __version__
+from .._files import make_parents, remove_empty
 from ..errors import PairscopeError
+from ._tifflog import tifffile_problems
 from ._writer import RunWriter
 
 LOW_LABEL, REF_LABEL = "ImportedLowDose", "ImportedReference"
+#: the largest frame imported (the largest camera sensors: ~15 000 px, ~150 MP)
+MAX_SIDE = 1 << 15
+MAX_PIXELS = 1 << 28
 
 
 class ImportError_(PairscopeError, ValueError):
@@ -56,6 +61,7 @@ class _Stack:
     binning: int | None = None
     exposure_ms: float | None = None
     camera: str | None = None
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint16))
 
     @classmethod
     def open(cls, path: Path, option: str) -> _Stack:
@@ -63,8 +69,24 @@ class _Stack:
             return cls._open_zarr(path, option)
         if not path.is_file():
             raise FileNotFoundError(f"{option}: no such file {path}")
+        with tifffile_problems() as problems:
+            try:
+                tif = tifffile.TiffFile(path)
+            except Exception as exc:
+                raise ImportError_(
+                    f"{option}: {path} is not a readable TIFF ({exc})"
+                ) from exc
+            try:
+                return cls._open_tiff(tif, path, option, problems)
+            except BaseException:
+                tif.close()
+                raise
+
+    @classmethod
+    def _open_tiff(
+        cls, tif: tifffile.TiffFile, path: Path, option: str, problems: list[str]
+    ) -> _Stack:
         try:
-            tif = tifffile.TiffFile(path)
             series = tif.series[0]
         except Exception as exc:
             raise ImportError_(
@@ -78,9 +100,50 @@ class _Stack:
             )
         n = math.prod(shape[:-2]) if len(shape) > 2 else 1
         stack = cls(path, tif, n, (shape[-2], shape[-1]))
+        stack._check_declared(option, np.dtype(series.dtype))
+        if not series.keyframe.compression > 1:  # raw pixels: all in the file?
+            stack._check_extent(option, series)
+        if cut := [m for m in problems if "invalid page offset" in m]:
+            raise ImportError_(
+                f"{option}: {path} is cut short or damaged ({cut[0]}): copy it again"
+            )
         if tif.is_ome and tif.ome_metadata:
             stack._read_ome(tif.ome_metadata)
         return stack
+
+    def _check_declared(self, option: str, dtype: np.dtype) -> None:
+        """Refuse, before reading a pixel, stacks with no frames, frames larger
+        than any camera's, or pixels that are not camera counts."""
+        where = f"{option}: {self.path}"
+        if self.n == 0:
+            raise ImportError_(
+                f"{where} holds no frames; pass a stack of paired frames"
+            )
+        h, w = self.shape
+        if max(h, w) > MAX_SIDE or min(h, w) < 1 or h * w > MAX_PIXELS:
+            raise ImportError_(
+                f"{where} declares frames of {w}x{h} pixels; pairscope imports camera "
+                f"frames of 1 to {MAX_SIDE} pixels a side and at most "
+                f"{MAX_PIXELS >> 20} megapixels (a damaged or foreign file?)"
+            )
+        if dtype.kind not in "uif":
+            raise ImportError_(
+                f"{where} holds {dtype} pixels; pairscope imports camera counts "
+                "(unsigned or signed integers, or real floats): export the raw frames"
+            )
+        self.dtype = dtype
+
+    def _check_extent(self, option: str, series: Any) -> None:
+        """Uncompressed pixels declared beyond the end of the file: cut short."""
+        need = self.n * self.shape[0] * self.shape[1] * self.dtype.itemsize
+        size = self.path.stat().st_size
+        if need > size:
+            raise ImportError_(
+                f"{option}: {self.path} declares {self.n} frame(s) of "
+                f"{self.shape[1]}x{self.shape[0]} {self.dtype} pixels ({need} bytes) "
+                f"but the file holds {size} bytes: it was cut short (an incomplete "
+                "copy?) or is damaged; copy it again"
+            )
 
     def _read_ome(self, xml: str) -> None:
         import ome_types
@@ -151,6 +214,7 @@ class _Stack:
                 "imports stacks of 2-D single-channel frames"
             )
         stack = cls(path, arr, math.prod(shape[:-2]), (shape[-2], shape[-1]))
+        stack._check_declared(option, np.dtype(arr.dtype.numpy_dtype))
         units = [
             a.get("unit") if isinstance(a, dict) else None for a in ms.get("axes", [])
         ]
@@ -162,16 +226,49 @@ class _Stack:
                     stack.pixel_um = float(t["scale"][-1]) * factor
         return stack
 
-    def frame(self, i: int) -> np.ndarray:
-        if isinstance(self.tif, tifffile.TiffFile):
-            return np.asarray(self.tif.asarray(key=i, series=0)).reshape(self.shape)
-        lead = np.unravel_index(i, tuple(self.tif.shape[:-2])) if self.n > 1 else ()
-        index = tuple(int(k) for k in lead)
-        return np.asarray(self.tif[index].read().result()).reshape(self.shape)
+    def frame(self, i: int, option: str) -> np.ndarray:
+        """Frame ``i``, checked: readable, finite, not negative."""
+        try:
+            if isinstance(self.tif, tifffile.TiffFile):
+                with tifffile_problems():
+                    data = self.tif.asarray(key=i, series=0)
+            else:
+                lead = (
+                    np.unravel_index(i, tuple(self.tif.shape[:-2]))
+                    if self.n > 1
+                    else ()
+                )
+                data = self.tif[tuple(int(k) for k in lead)].read().result()
+            frame = np.asarray(data).reshape(self.shape)
+        except Exception as exc:  # cut short, a damaged page or chunk
+            raise ImportError_(
+                f"{option}: frame {i} of {self.path} cannot be read "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}): the file "
+                "is cut short or damaged; copy it again"
+            ) from exc
+        _check_values(frame, i, self.path, option)
+        return frame
 
     def close(self) -> None:
         if isinstance(self.tif, tifffile.TiffFile):
             self.tif.close()
+
+
+def _check_values(frame: np.ndarray, i: int, path: Path, option: str) -> None:
+    """Camera counts are finite and never negative (a raw frame, not a processed one)."""
+    if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+        bad = int(np.size(frame) - np.count_nonzero(np.isfinite(frame)))
+        raise ImportError_(
+            f"{option}: frame {i} of {path} holds {bad} NaN or infinite pixel(s); "
+            "pairscope imports raw camera counts: export the raw frames, not "
+            "processed ones"
+        )
+    if frame.dtype.kind == "i" and frame.size and frame.min() < 0:
+        raise ImportError_(
+            f"{option}: frame {i} of {path} holds negative values (down to "
+            f"{frame.min()}); pairscope imports raw camera counts (ADU >= 0): "
+            "export the raw frames, not background-subtracted ones"
+        )
 
 
 def _need(value: float | None, option: str, what: str, path: Path) -> float:
@@ -224,7 +321,11 @@ def import_pairs(
     from .._progress import progress as progress_bar
 
     low = _Stack.open(Path(lowdose), "--lowdose")
-    ref = _Stack.open(Path(reference), "--reference")
+    try:
+        ref = _Stack.open(Path(reference), "--reference")
+    except BaseException:
+        low.close()
+        raise
     try:
         if low.n != ref.n:
             raise ImportError_(
@@ -290,7 +391,12 @@ def import_pairs(
             },
             "sequence": {},
         }
-        writer = RunWriter(out, name="import")
+        made = make_parents(Path(out) / "run")  # folders for the run, if missing
+        try:
+            writer = RunWriter(out, name="import")
+        except BaseException:
+            remove_empty(made)
+            raise
         try:
             writer.start(info)
             for i in progress_bar(
@@ -303,11 +409,14 @@ def import_pairs(
                     "simultaneous": None,
                     "imported": True,
                 }
-                writer.submit(_Pair(i, low.frame(i), ref.frame(i), meta))
+                low_frame = low.frame(i, "--lowdose")
+                ref_frame = ref.frame(i, "--reference")
+                writer.submit(_Pair(i, low_frame, ref_frame, meta))
                 if on_pair is not None:
                     on_pair(i)
-        except BaseException:
-            writer.close({"status": "failed"})
+        except BaseException:  # a partial copy is no run: the inputs are intact
+            writer.discard()
+            remove_empty(made)
             raise
         writer.close({"status": "completed", "pairs": low.n})
         return writer.run_dir

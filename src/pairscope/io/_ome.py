@@ -140,6 +140,7 @@ def _walk_ifds(data: Any) -> list[tuple[tuple[int, int], str]]:
         if end + 8 > len(data):
             break  # an IFD cut short: not a page
         tags: dict[int, int] = {}
+        arrays: dict[int, tuple[int, ...]] = {}
         for k in range(n):
             code, dtype, count = struct.unpack_from(
                 bo + "HHQ", data, offset + 8 + 20 * k
@@ -149,12 +150,44 @@ def _walk_ifds(data: Any) -> list[tuple[tuple[int, int], str]]:
                 if fmt is None:
                     raise ValueError(f"tag {code} of type {dtype}")
                 tags[code] = struct.unpack_from(bo + fmt, data, offset + 20 + 20 * k)[0]
+            elif code in _DATA_TAGS:
+                arrays[code] = _tag_array(data, bo, dtype, count, offset + 20 + 20 * k)
         if tags.get(277, 1) != 1 or 256 not in tags or 257 not in tags:
             raise ValueError("not a single-sample page")
+        if not _data_in_file(arrays, len(data)):
+            break  # the page's pixels were cut off: not a page
         dtype = f"{_SAMPLE_KIND.get(tags.get(339, 1), 'uint')}{tags.get(258, 16)}"
         out.append(((int(tags[257]), int(tags[256])), str(np.dtype(dtype))))
         (offset,) = struct.unpack_from(bo + "Q", data, end)
     return out
+
+
+# (offsets, byte counts) of strips and of tiles
+_DATA_TAGS = {273: 0, 279: 1, 324: 0, 325: 1}
+
+
+def _tag_array(data: Any, bo: str, dtype: int, count: int, at: int) -> tuple[int, ...]:
+    """The values of an integer tag of a BigTIFF IFD entry (inline or pointed to);
+    ``()`` where they lie beyond the end of the file."""
+    fmt = {3: "H", 4: "I", 16: "Q"}.get(dtype)
+    if fmt is None:
+        raise ValueError(f"a strip or tile tag of type {dtype}")
+    size = struct.calcsize(fmt) * count
+    if size > 8:
+        (at,) = struct.unpack_from(bo + "Q", data, at)
+        if at + size > len(data):
+            return ()
+    return struct.unpack_from(f"{bo}{count}{fmt}", data, at)
+
+
+def _data_in_file(arrays: dict[int, tuple[int, ...]], size: int) -> bool:
+    """Whether every strip (or tile) of a page lies within the file's ``size``."""
+    for offsets, counts in ((273, 279), (324, 325)):
+        if offsets in arrays or counts in arrays:
+            pairs = zip(arrays.get(offsets, ()), arrays.get(counts, ()), strict=False)
+            if not arrays.get(offsets) or any(o + c > size for o, c in pairs):
+                return False
+    return True
 
 
 def planes_of(
@@ -499,7 +532,10 @@ def write_ome(path: Path, xml: str) -> None:
     with tifffile.TiffFile(path) as tif:
         tag = tif.pages.first.tags.get(270)  # ImageDescription
         bigtiff, byteorder = tif.is_bigtiff, tif.byteorder
-    if tag is None:  # not written by pairscope: let tifffile add it
+        entry = None if tag is None else tag.offset
+        if entry is None:  # tifffile drops a tag whose text was cut off: find it
+            entry = _entry_offset(tif.filehandle, tif.pages.first.offset, 270)
+    if entry is None:  # not written by pairscope: let tifffile add it
         tifffile.tiffcomment(path, xml.encode("utf-8"), pageindex=0)
         return
     fd = os.open(path, os.O_RDWR)
@@ -514,10 +550,31 @@ def write_ome(path: Path, xml: str) -> None:
                 os.ftruncate(fd, size)
             raise
         fmt = byteorder + ("HQQ" if bigtiff else "HII")
-        os.pwrite(fd, struct.pack(fmt, 2, len(data), start), tag.offset + 2)
+        os.pwrite(fd, struct.pack(fmt, 2, len(data), start), entry + 2)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _entry_offset(fh: Any, ifd: int, code: int) -> int | None:
+    """File offset of tag ``code``'s entry in the IFD at ``ifd`` (BigTIFF), or None."""
+    fh.seek(0)
+    head = fh.read(16)
+    if len(head) < 16 or head[:2] not in (b"II", b"MM"):
+        return None
+    bo = "<" if head[:2] == b"II" else ">"
+    if struct.unpack_from(bo + "H", head, 2)[0] != 43:
+        return None
+    fh.seek(ifd)
+    raw = fh.read(8)
+    if len(raw) < 8:
+        return None
+    (n,) = struct.unpack(bo + "Q", raw)
+    table = fh.read(20 * n)
+    for k in range(len(table) // 20):
+        if struct.unpack_from(bo + "H", table, 20 * k)[0] == code:
+            return int(ifd + 8 + 20 * k)
+    return None
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

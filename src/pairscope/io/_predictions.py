@@ -36,16 +36,20 @@ def finalize_predictions(
     run_dir: str | Path | None = None,
     *,
     model_sha256: str | None = None,
+    tiff_name: str = L.PREDICTION_TIFF,
+    index_name: str = L.PREDICTION_INDEX,
 ) -> int:
     """Write the OME-XML of ``folder``'s restored file (planes of listed pairs).
 
-    ``run_dir``: the run the predictions belong to (default: ``folder``).  Returns
-    the number of planes described.
+    ``run_dir``: the run the predictions belong to (default: ``folder``);
+    ``tiff_name``, ``index_name``: the files as written (the XML names the file
+    :data:`~pairscope.io._layout.PREDICTION_TIFF` they become).  Returns the
+    number of planes described.
     """
     folder = Path(folder)
     run_dir = Path(run_dir or folder)
-    tiff = folder / L.PREDICTION_TIFF
-    index, _, _ = read_manifest(folder / L.PREDICTION_INDEX)
+    tiff = folder / tiff_name
+    index, _, _ = read_manifest(folder / index_name)
     records, _, _ = read_manifest(run_dir / L.MANIFEST)
     info = read_info(run_dir)
     by_pair = {int(r.get("pair", i)): r for i, r in enumerate(records)}

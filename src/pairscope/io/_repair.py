@@ -9,16 +9,19 @@ holds ``writing.lock``.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import tifffile
 
-from ..errors import PairscopeError
+from .._files import READ_ONLY_ERRNOS, os_reason
+from ..errors import DamagedRunError, OutputError, PairscopeError
 from . import _layout as L
 from ._finalize import FinalizeReport, finalize_run, read_info, read_manifest
 from ._lock import RunLock, lock_holder
+from ._tifflog import tifffile_problems
 
 FINAL = ("completed", "cancelled", "cancelled", "failed")
 
@@ -99,9 +102,33 @@ def _is_final(run_dir: Path, info: dict) -> bool:
     return True
 
 
+def _check_manifest_whole(run_dir: Path, info: dict) -> None:
+    """Refuse a manifest shorter than the count ``run.json`` recorded when the run
+    was finalised: repairing from it would drop the frames of the missing pairs."""
+    written = info.get("pairs_written")
+    listed = len(read_manifest(run_dir / L.MANIFEST)[0])
+    if isinstance(written, int) and listed < written:
+        raise DamagedRunError(
+            f"{run_dir / L.MANIFEST} lists {listed} pairs but {L.RUN_INFO} records "
+            f"{written} written: the manifest was cut short (an incomplete copy or a "
+            f"disk fault). Nothing was changed (repairing would drop the frames of "
+            f"{written - listed} pairs); copy {L.MANIFEST} again from where the run "
+            "was written, then repeat"
+        )
+
+
 def repair_run(run_dir: str | Path) -> RepairReport:
-    """Finalise ``run_dir`` from its manifest (module doc); returns what was done."""
-    run_dir = Path(run_dir)
+    """Finalise ``run_dir`` from its manifest (module doc); returns what was done.
+
+    A damaged run is checked, not logged about: a file cut short or a manifest
+    shorter than ``run.json`` records is one :class:`DamagedRunError`, and nothing
+    is changed.
+    """
+    with tifffile_problems():
+        return _repair(Path(run_dir))
+
+
+def _repair(run_dir: Path) -> RepairReport:
     if not (run_dir / L.MANIFEST).is_file():
         raise FileNotFoundError(
             f"{run_dir} is not a pairscope run folder (no {L.MANIFEST}); pass the "
@@ -118,14 +145,29 @@ def repair_run(run_dir: str | Path) -> RepairReport:
     lock = RunLock(run_dir)
     try:
         lock.acquire()
-    except OSError as exc:
+    except BlockingIOError as exc:
         raise RunInUseError(
             f"{run_dir} is locked by another process ({exc}); try again when it is done.",
             pid=-1,
         ) from exc
+    except OSError as exc:  # read-only: fine for a finished run, else say so
+        info = read_info(run_dir)
+        before = str(info.get("status", "unknown"))
+        if exc.errno in READ_ONLY_ERRNOS and _is_final(run_dir, info):
+            records = read_manifest(run_dir / L.MANIFEST)[0]
+            return RepairReport(
+                run_dir, before, before, False, FinalizeReport(pairs=len(records))
+            )
+        raise OutputError(
+            f"{run_dir} cannot be repaired where it is: {os_reason(exc)}. Nothing "
+            "was changed; copy the run folder to a writable disk (or make this one "
+            "writable) and run 'pairscope repair' on it there.",
+            errno=exc.errno,
+        ) from exc
     try:
         info = read_info(run_dir)
         before = str(info.get("status", "unknown"))
+        _check_manifest_whole(run_dir, info)
         stale = []
         for name in (L.RESERVE, L.RUN_INFO + ".tmp"):
             path = run_dir / name
@@ -139,6 +181,11 @@ def repair_run(run_dir: str | Path) -> RepairReport:
                 run_dir, before, before, False, FinalizeReport(pairs=len(records))
             )
         extra = {"repaired": datetime.now().isoformat()}
+        info_file = run_dir / L.RUN_INFO
+        if not info and info_file.is_file() and info_file.stat().st_size:
+            # cut or unreadable: rebuilt from the manifest, the original kept
+            shutil.copy2(info_file, run_dir / (L.RUN_INFO + ".damaged"))
+            extra["run_info_damaged"] = L.RUN_INFO + ".damaged"
         if "status_before_repair" not in info:
             extra["status_before_repair"] = before
         status = before if before in FINAL else "recovered"

@@ -32,6 +32,7 @@ from typing import IO, Any, cast
 import numpy as np
 import tifffile
 
+from .._files import os_reason
 from ..errors import WriterError
 from . import _layout as L
 from ._finalize import finalize_run, json_default, read_manifest, write_json
@@ -441,6 +442,15 @@ class RunWriter:
             raise self._error
         return self._written
 
+    def discard(self) -> None:
+        """Stop and remove the run folder with all it holds: for a run derived from
+        files that failed part-way (an import), whose inputs are intact."""
+        with contextlib.suppress(Exception):
+            self.close({"status": "failed"})
+        import shutil
+
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
     def discard_if_empty(self) -> bool:
         """Remove the run folder if no pair was written (a failed start); True if so.
 
@@ -599,7 +609,7 @@ class RunWriter:
                 pairs_written=self._written,
             )
         if isinstance(exc, OSError):
-            reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+            reason = os_reason(exc)
         else:
             reason = f"an unexpected error ({type(exc).__name__}: {exc})"
         n = self._written
@@ -616,14 +626,3 @@ class RunWriter:
             "Free space or choose another --out folder, then start a new run.",
             pairs_written=n,
         )
-
-
-_REASONS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EFBIG: "the file size limit was reached",
-    errno.EROFS: "the file system became read-only",
-    errno.EACCES: "permission denied (the folder became read-only?)",
-    errno.EPERM: "operation not permitted (the folder became read-only?)",
-    errno.ENOENT: "the run folder was removed or moved",
-}

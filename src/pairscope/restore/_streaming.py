@@ -4,7 +4,10 @@ Acquisition calls :meth:`StreamingRestorer.submit`, which never blocks and never
 raises; the worker restores whatever frame is newest and drops the rest (counted
 as ``skipped``).  Restored frames, errors and model swaps are announced through
 :attr:`StreamingRestorer.events`; listeners run on the worker thread (connect with
-``thread=`` to relay them elsewhere), and a listener that raises is logged only.
+``thread=`` to relay them elsewhere); a listener that raises is logged once, never
+stops the others and is disconnected after repeated failures.  An output of the
+wrong size or with NaN/infinite pixels is an error (counted, announced on
+``error``), never a restored frame.
 
 CPU threads: torch's intra-op thread count is process-wide.  When the restorer
 runs on the CPU, :meth:`StreamingRestorer.start` sets it to ``num_threads``
@@ -23,13 +26,15 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from psygnal import Signal, SignalGroup
 
+from .._signals import GuardedSignalInstance
 from .._threads import deprioritize_current_thread
+from ..errors import RestorationError
 from ._model_file import LoadedModel, as_loaded
 from ._tiling import restore_tiled
 
@@ -69,11 +74,18 @@ class RestorerStats:
 
 
 class RestorerSignals(SignalGroup):
-    """Events of the streaming restorer (emitted on the worker thread)."""
+    """Events of the streaming restorer (emitted on the worker thread).
 
-    restored = Signal(object)  # RestoredFrame
-    error = Signal(str)  # readable message
-    model_swapped = Signal(str)  # name of the model now in use
+    Listeners are guarded as the acquisition's are: one that raises is logged once,
+    never stops the others, and is disconnected after repeated failures.
+    """
+
+    #: a :class:`RestoredFrame`
+    restored = Signal(object, signal_instance_class=GuardedSignalInstance)
+    #: what went wrong, in words
+    error = Signal(str, signal_instance_class=GuardedSignalInstance)
+    #: the name of the model now in use
+    model_swapped = Signal(str, signal_instance_class=GuardedSignalInstance)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -199,11 +211,46 @@ class _Engine:
                 stride=self.net.stride,
             )
         y = y[0, 0].float() * (thi - tlo) + tlo
+        _check_shape(tuple(y.shape), arr.shape, info.factor)
+        finite = torch.isfinite(y).all()  # read after the copy: no extra sync
         if self.cuda:
             pin_out.copy_(y, non_blocking=True)
             torch.cuda.current_stream(self.device).synchronize()
-            return pin_out.numpy().copy()
-        return y.cpu().numpy()
+            out = pin_out.numpy().copy()
+        else:
+            out = y.cpu().numpy()
+        if not bool(finite):
+            _refuse_non_finite(arr)
+        return out
+
+
+def _refuse_non_finite(frame: np.ndarray) -> NoReturn:
+    """Say why an output has NaN or infinite pixels: its input, or the model."""
+    bad = int(frame.size - np.count_nonzero(np.isfinite(frame)))
+    size = f"{frame.shape[1]}x{frame.shape[0]}"
+    if bad:
+        raise RestorationError(
+            f"the {size} low-dose frame holds {bad} NaN or infinite pixel(s), so its "
+            "restoration does too: the camera (or the file) delivered non-finite "
+            "values; nothing to restore there"
+        )
+    raise RestorationError(
+        f"the model returned NaN or infinite pixels for a {size} frame (input "
+        f"{float(frame.min()):g} to {float(frame.max()):g} ADU): its weights or "
+        "normalisation are broken for this input; retrain it or use another model"
+    )
+
+
+def _check_shape(got: tuple[int, ...], frame: tuple[int, ...], factor: int) -> None:
+    """A x``factor`` restorer returns ``factor`` times the frame per axis."""
+    want = (frame[0] * factor, frame[1] * factor)
+    if got != want:
+        size = "x".join(str(n) for n in got[::-1])
+        raise RestorationError(
+            f"the model returned a {size} image for a {frame[1]}x{frame[0]} frame; "
+            f"a x{factor} restorer must return {want[1]}x{want[0]}: the model file "
+            "is not a working pairscope restorer; retrain it or use another model"
+        )
 
 
 class StreamingRestorer:
@@ -418,5 +465,7 @@ class StreamingRestorer:
     def _fail(self, message: str) -> None:
         with self._cond:
             self._errors += 1
-        logger.warning(message)
+            n = self._errors
+        if n == 1 or n % 100 == 0:  # a broken model fails every frame: not a flood
+            logger.warning("%s (%d frame(s) not restored so far)", message, n)
         self._emit(self.events.error, message)

@@ -16,6 +16,7 @@ import os
 import pickle
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -30,8 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from pairscope._files import write_atomic
+from pairscope._files import OutputLock, make_parents, remove_empty, write_atomic
 from pairscope._progress import progress as progress_bar
+from pairscope.errors import OutputError
 from pairscope.io import Run
 from pairscope.io._reader import same_instant
 from pairscope.io.dataset import PairDataset, frames_independent, split_blocks
@@ -640,6 +642,26 @@ def train(
     out = Path(out)
     ckpt_path = checkpoint_path(out)
     _check_outputs(out, ckpt_path, config)
+    # one training per output: a second one at the same time is refused, not
+    # allowed to replace the first's model (rank 0 writes; torchrun sets RANK)
+    writer = os.environ.get("RANK", "0") == "0"
+    made = make_parents(out) if writer else []
+    try:
+        with OutputLock(out, what="pairscope train") if writer else nullcontext():
+            _check_outputs(out, ckpt_path, config)  # as the lock found them
+            return _train_locked(out, ckpt_path, runs, config, noise)
+    except BaseException:
+        remove_empty(made)
+        raise
+
+
+def _train_locked(
+    out: Path,
+    ckpt_path: Path,
+    runs: list[str | Path | Run],
+    config: TrainConfig,
+    noise: NoiseModel | None,
+) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     # asked for (an option, a configuration file), not the default
@@ -655,6 +677,14 @@ def train(
             runs, out, ckpt_path, config, noise, synthetic_asked, psf_asked,
             rank, world, device,
         )  # fmt: skip
+    except OutputError as exc:  # a full disk, a file-size limit: the work is kept
+        if not ckpt_path.is_file():
+            raise
+        raise OutputError(
+            f"{exc} The checkpoint {ckpt_path} keeps the last finished epoch: once "
+            "there is room, rerun the same command with --resume to finish",
+            errno=exc.errno,
+        ) from exc
     finally:
         if own_group:
             dist.destroy_process_group()
