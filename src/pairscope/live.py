@@ -22,6 +22,7 @@ from pymmcore_plus import CMMCorePlus
 from tqdm import tqdm
 from useq import MDASequence
 
+from ._files import os_reason
 from ._progress import progress as progress_bar
 from ._threads import deprioritize_current_thread
 from .acquire import AcquisitionSummary, PairedAcquisition
@@ -248,8 +249,17 @@ class _LiveCalibration:
 
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.registration is not None:
+        if self.registration is None:
+            return
+        try:
             save_calibration(self.run_dir, self.registration)
+        except OSError as exc:  # the folder turned read-only, full or removed
+            logger.warning(
+                "the live camera registration was not stored: %s; 'pairscope "
+                "calibrate %s' stores one once the folder is writable",
+                os_reason(exc),
+                self.run_dir,
+            )
 
 
 def _central(low: Any, ref: Any, factor: int, size: int = 128) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import numpy as np
 
 from pairscope.acquire import Pair
 
+from .._files import os_reason
 from .._threads import deprioritize_current_thread
 from ._contrast import PanelImage, diverging_lut, nice_length_um, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
@@ -70,6 +72,8 @@ class HeadlessPreview:
         self.pairs_received = 0
         self.snapshots_skipped = 0
         self.last_error = ""
+        #: why snapshots stopped being written ("" while they are)
+        self.write_error = ""
         self._status = PreviewStatus()
         self._latest = LatestFrames()
         self.trust = TrustView()
@@ -150,7 +154,7 @@ class HeadlessPreview:
     # -- worker ------------------------------------------------------------------
     def _request_snapshot(self, count: int, pair: Pair) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed or self.write_error:
                 return
             if self._pending >= _MAX_PENDING_SNAPSHOTS:
                 self.snapshots_skipped += 1
@@ -162,22 +166,42 @@ class HeadlessPreview:
 
     def _work(self) -> None:
         deprioritize_current_thread()
-        with self.stats_path.open("a", encoding="utf-8") as log:
-            while (job := self._jobs.get()) is not _STOP:
-                try:
-                    if job[0] == "status":
-                        log.write(json.dumps(job[1]) + "\n")
-                        log.flush()
-                    else:
-                        self._snapshot(job[1], job[2])
-                except Exception:
-                    logger.exception("headless preview: %s failed", job[0])
-                finally:
-                    if job[0] == "snapshot":
-                        with self._lock:
-                            self._pending = max(0, self._pending - 1)
-        if self.stats_path not in self._written:
-            self._written.append(self.stats_path)
+        log = None
+        try:
+            log = self.stats_path.open("a", encoding="utf-8")
+        except OSError as exc:
+            self._cannot_write(exc)
+        while (job := self._jobs.get()) is not _STOP:
+            try:
+                if self.write_error:
+                    continue  # said once; the run itself goes on
+                if job[0] == "status" and log is not None:
+                    log.write(json.dumps(job[1]) + "\n")
+                    log.flush()
+                else:
+                    self._snapshot(job[1], job[2])
+            except OSError as exc:  # the folder turned read-only, full or removed
+                self._cannot_write(exc)
+            except Exception:
+                logger.exception("headless preview: %s failed", job[0])
+            finally:
+                if job[0] == "snapshot":
+                    with self._lock:
+                        self._pending = max(0, self._pending - 1)
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+            if self.stats_path not in self._written:
+                self._written.append(self.stats_path)
+
+    def _cannot_write(self, exc: OSError) -> None:
+        """Say once why the preview stops writing; the run itself goes on."""
+        self.write_error = f"{exc.filename or self.out_dir}: {os_reason(exc)}"
+        logger.warning(
+            "headless preview: cannot write %s; no more snapshots (the run's pairs "
+            "are written as before)",
+            self.write_error,
+        )
 
     def _snapshot(self, count: int, pair: Pair) -> None:
         path = self.out_dir / f"preview_{count:06d}.png"

@@ -11,6 +11,7 @@ acquisition never waits for them.  Every checked pair appends one line to
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal, SignalGroup
 
+from .._files import os_reason
 from .._threads import deprioritize_current_thread
 from ._calibrate import calibration_from_info
 from ._checks import (
@@ -124,6 +126,8 @@ class TrustMonitor:
         self._verdicts: Counter[str] = Counter()
         self._file = self.path.open("a", encoding="utf-8")
         self._write_lock = threading.Lock()
+        #: why results stopped being written ("" while they are)
+        self.write_error = ""
 
     # -- listeners (any thread; quick; never raise) -----------------------------
     def on_pair(self, pair: Any) -> None:
@@ -180,7 +184,10 @@ class TrustMonitor:
                 logger.warning("trust monitor did not finish within %.0f s", timeout)
         with self._write_lock:
             if not self._file.closed:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    self._cannot_write(exc)
         return self.write_summary()
 
     # -- synchronous use (evaluate, benchmarks) ------------------------------------
@@ -220,31 +227,48 @@ class TrustMonitor:
             )
 
     def write_summary(self) -> TrustSummary:
-        """Write ``quality_summary.json`` and ``quality.png``; return the counts."""
-        s = self.summary()
-        s.files = [str(self.path)]
-        if self.results:
-            from ._plots import plot_quality
+        """Write ``quality_summary.json`` and ``quality.png``; return the counts.
 
-            s.files.append(
-                str(
-                    plot_quality(
-                        self.results, self.out_dir / PLOT_FILE, self.thresholds
-                    )
+        A folder that cannot be written any more (read-only, full, removed) costs
+        one warning, not the summary.
+        """
+        s = self.summary()
+        s.files = [str(self.path)] if not self.write_error else []
+        try:
+            if not self.out_dir.is_dir():  # removed: never recreate it for a plot
+                raise FileNotFoundError(errno.ENOENT, "removed", str(self.out_dir))
+            if self.results:
+                from ._plots import plot_quality
+
+                plot = plot_quality(
+                    self.results, self.out_dir / PLOT_FILE, self.thresholds
                 )
+                s.files.append(str(plot))
+            data = {
+                **s.as_dict(),
+                "thresholds": self.thresholds.__dict__,
+                "calibration": None
+                if self.calibration is None
+                else self.calibration.as_dict(),
+            }
+            (self.out_dir / SUMMARY_FILE).write_text(
+                json.dumps(data, indent=2, default=float)
             )
-        data = {
-            **s.as_dict(),
-            "thresholds": self.thresholds.__dict__,
-            "calibration": None
-            if self.calibration is None
-            else self.calibration.as_dict(),
-        }
-        (self.out_dir / SUMMARY_FILE).write_text(
-            json.dumps(data, indent=2, default=float)
-        )
-        s.files.append(str(self.out_dir / SUMMARY_FILE))
+            s.files.append(str(self.out_dir / SUMMARY_FILE))
+        except OSError as exc:
+            self._cannot_write(exc)
+            s.files = [f for f in s.files if Path(f).is_file()]
         return s
+
+    def _cannot_write(self, exc: OSError) -> None:
+        """Say once why the monitor stops writing; the checks and the run go on."""
+        if not self.write_error:
+            self.write_error = f"{exc.filename or self.out_dir}: {os_reason(exc)}"
+            logger.warning(
+                "trust monitor: cannot write %s; the checks go on in memory (the "
+                "run's pairs are written as before)",
+                self.write_error,
+            )
 
     # -- worker ----------------------------------------------------------------
     def _run(self) -> None:
@@ -308,9 +332,12 @@ class TrustMonitor:
         line = result.line()
         with self._write_lock:
             self.results.append(line)
-            if not self._file.closed:
-                self._file.write(json.dumps(line) + "\n")
-                self._file.flush()
+            if not self._file.closed and not self.write_error:
+                try:
+                    self._file.write(json.dumps(line) + "\n")
+                    self._file.flush()
+                except OSError as exc:
+                    self._cannot_write(exc)
         with self._cond:
             self._verdicts[result.verdict] += 1
         try:
