@@ -634,7 +634,9 @@ def train(
 
     ``out`` is the model file to write (``.safetensors``); the resumable checkpoint
     is :func:`checkpoint_path` ``(out)``.  Neither is overwritten unless
-    ``config.force`` (or ``config.resume`` for the checkpoint).  ``noise`` is the
+    ``config.force`` (or ``config.resume`` for the checkpoint), and while one
+    training holds ``out`` (``out.lock``) another of the same ``out`` is refused
+    (:class:`~pairscope.errors.OutputError`).  ``noise`` is the
     camera noise model (for synthetic crops and the model file); it is fitted on
     ``runs`` if not given and ``config.noise_fit`` or synthetic crops ask for it.
     """
