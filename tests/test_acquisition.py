@@ -13,10 +13,11 @@ import useq
 import pairscope
 from pairscope.acquire import PairedAcquisition
 from pairscope.config import AcquisitionSettings, PairingMode
+from pairscope.hardware import open_rig
 from pairscope.io import RunWriter
 from pairscope.metrics import bin_image
 
-from .conftest import DEMO_CFG, acquire_demo_run
+from .conftest import DEMO_CFG, DEMO_RIG, acquire_demo_run
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -263,3 +264,37 @@ def test_cli_acquire_runs_a_sequence_file_on_any_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     run = pairscope.open_run(proc.stdout.strip().splitlines()[-1])
     assert len(run) == 3 and run.with_reference() == [0, 2]
+
+
+def test_ctrl_c_on_the_python_api_stops_cleanly_and_keeps_every_pair(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C during ``PairedAcquisition.run`` (main thread, no CLI): the run is
+    cancelled after the current frame, every pair is written, and the core can
+    run again (pymmcore-plus's runner is not left 'running')."""
+    import os
+    import signal
+
+    with open_rig(DEMO_RIG) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 64)
+        assert rig.spec is not None
+        acq = PairedAcquisition(rig, rig.spec.pairing)
+        seen: list[int] = []
+
+        def interrupt(pair: object) -> None:
+            seen.append(1)
+            if len(seen) == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        acq.events.pairReady.connect(interrupt)
+        summary = acq.run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 400}),
+            writer=RunWriter(tmp_path),
+        )
+        acq.events.pairReady.disconnect(interrupt)
+        again = acq.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
+    assert summary.status == "cancelled" and 5 <= summary.pairs < 400
+    assert len(pairscope.open_run(summary.run_dir)) == summary.pairs
+    assert again.status == "completed" and again.pairs == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -24,17 +24,9 @@ from pairscope.errors import ConfigError
 from pairscope.hardware import open_rig
 from pairscope.io import RunWriter
 
+from ._cpp import assert_real_pixels
+
 CPP_RIG = Path(__file__).parents[1] / "hardware_configs" / "cpp_democamera_rig.yaml"
-
-
-def assert_real_pixels(run: pairscope.io.Run, every: int = 10) -> None:
-    """Frames that are not blank: structure in every sampled frame of both cameras."""
-    for i, pair in enumerate(run):
-        if i % every:
-            continue
-        for img in (pair.lowdose, pair.reference):
-            if img is not None:
-                assert img.max() > 0 and float(img.std()) > 10.0, "a blank frame"
 
 
 def test_free_running_cameras_pair_every_same_instant_partner(

@@ -7,15 +7,18 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import useq
 
 import pairscope
-from pairscope.acquire import PairedAcquisition
+from pairscope.acquire import PairedAcquisition, audit_pairing
 from pairscope.config import AcquisitionSettings
 from pairscope.errors import ConfigError, PairingError
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
+
+from ._cpp import assert_real_pixels
 
 CONFIGS = Path(__file__).parents[1] / "hardware_configs"
 CPP_RIG = CONFIGS / "cpp_democamera_rig.yaml"
@@ -143,7 +146,24 @@ def test_a_camera_that_hangs_is_a_timeout_with_every_earlier_pair_kept(
     assert time.monotonic() - t0 < 30
     assert summary.status == "failed"
     assert "ReferenceCam" in summary.message and "stopped delivering" in summary.message
+    assert "after 6 of 40 frames" in summary.message
     assert len([r for r in run.records if r["reference"]]) == 6
+    # the low-dose frames taken after it are kept, alone and marked
+    alone = [r for r in run.records if r["lowdose"] and not r["reference"]]
+    assert alone and all(r["partner_missing"] for r in alone)
+    assert len(run) == summary.pairs
+
+
+def test_a_camera_that_errors_mid_burst_keeps_the_other_cameras_frames(
+    tmp_path: Path,
+) -> None:
+    summary, run = _demo_run(tmp_path, frames=40, FailAfterFrames=8)
+    assert summary.status == "failed" and "ReferenceCam" in summary.message
+    assert len([r for r in run.records if r["reference"]]) == 8
+    assert len(run) == summary.pairs  # every pair delivered is on disk
+    assert len([r for r in run.records if r["lowdose"]]) >= 8
+    for r in run.records:  # a frame alone says so
+        assert (r["lowdose"] and r["reference"]) or r["partner_missing"]
 
 
 @pytest.mark.parametrize(
@@ -196,6 +216,33 @@ def test_rig_file_mistakes_get_one_clear_line(tmp_path: Path) -> None:
     with (
         pytest.raises(ConfigError, match="exactly one core must have role"),
         open_rig(rig(cores.replace("role: reference", "role: lowdose"))),
+    ):
+        pass
+    twice = cores.replace("demo_reference.cfg", "demo_lowdose.cfg")
+    with (
+        pytest.raises(ConfigError, match=r"cores 'a' and 'b' both load demo_lowdose"),
+        open_rig(rig(twice)),
+    ):
+        pass
+
+
+def test_a_follower_without_its_named_trigger_property_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The rig file names a trigger input the C++ DemoCamera does not have."""
+    text = CPP_RIG.read_text().replace(
+        "  # follower_property: TriggerMode     # your camera's external-trigger setting\n"
+        "  # follower_value: External",
+        "  follower_property: TriggerMode\n  follower_value: External",
+    )
+    for name in ("cpp_lowdose.cfg", "cpp_reference.cfg"):
+        text = text.replace(f"config: {name}", f"config: {CONFIGS / name}")
+    path = tmp_path / "rig.yaml"
+    path.write_text(text)
+    assert "follower_property: TriggerMode" in text
+    with (
+        pytest.raises(ConfigError, match="has no property 'TriggerMode'"),
+        open_rig(path),
     ):
         pass
 
@@ -262,17 +309,20 @@ def test_cpp_democamera_rig_pairs_a_binned_and_an_unbinned_camera(
         )
     assert summary.status == "completed", summary.message
     run = pairscope.open_run(summary.run_dir)
+    assert_real_pixels(run, every=1)
     assert len(run) >= 10 and summary.simultaneous_pairs >= 9
     pair = next(p for p in run if p.reference is not None and p.lowdose is not None)
     assert pair.lowdose.shape == (256, 256) and pair.reference.shape == (512, 512)
+    # the same pattern in both cameras: the binned frame is the reference summed 2x2
+    if pair.metadata.get("simultaneous"):
+        binned = pair.reference.reshape(256, 2, 256, 2).sum(axis=(1, 3))
+        corr = np.corrcoef(binned.ravel(), pair.lowdose.ravel().astype(float))[0, 1]
+        assert corr > 0.5
     rec = next(r for r in run.records[3:] if r.get("simultaneous"))
     assert rec["lowdose"]["camera"] == "LowDoseCam" and rec["lowdose"]["binning"] == 2
-    if mode == "triggered":  # numbered and timed by the C++ cameras themselves
-        assert (
-            rec["lowdose"]["camera_image_number"]
-            == rec["reference"]["camera_image_number"]
-        )
+    if mode == "triggered":  # timed by the C++ cameras themselves
         assert rec["lowdose"]["timing_source"] == "camera"
+        assert audit_pairing(run.records).ratio == 1.0
     else:
         assert rec["lowdose"]["timing_source"] == "host"
 
@@ -291,7 +341,9 @@ def test_cpp_cameras_of_different_sensor_sizes_pair_over_the_common_field(
             useq.MDASequence(time_plan={"interval": 0, "loops": 2}),
             writer=RunWriter(tmp_path),
         )
-    pair = pairscope.open_run(summary.run_dir)[0]
+    run = pairscope.open_run(summary.run_dir)
+    assert_real_pixels(run, every=1)
+    pair = run[0]
     assert pair.lowdose.shape == (256, 256) and pair.reference.shape == (512, 512)
 
 
@@ -312,6 +364,7 @@ def test_cpp_circular_buffer_overflow_stops_the_run_with_status_overflow(
     assert summary.status == "overflow" and "--buffer-mb" in summary.message
     run = pairscope.open_run(summary.run_dir)
     assert len(run) == summary.pairs > 0  # every pair taken before is on disk
+    assert_real_pixels(run)
 
 
 def test_cpp_camera_that_delivers_nothing_times_out(tmp_path: Path) -> None:
@@ -334,7 +387,8 @@ def test_cpp_multi_camera_pairs_equal_size_detectors(tmp_path: Path) -> None:
     cfg.write_text(
         "Device,Cam1,DemoCamera,DCam\nDevice,Cam2,DemoCamera,DCam\n"
         "Device,Multi,Utilities,Multi Camera\nProperty,Core,Initialize,1\n"
-        "Property,Cam1,FastImage,1\nProperty,Cam2,FastImage,1\n"
+        "Property,Cam1,FastImage,0\nProperty,Cam2,FastImage,0\n"
+        "Property,Cam1,PixelType,16bit\nProperty,Cam2,PixelType,16bit\n"
         "Property,Multi,Physical Camera 1,Cam1\nProperty,Multi,Physical Camera 2,Cam2\n"
         "Property,Core,Camera,Multi\n"
         "ConfigPixelSize,Res,Core,Camera,Multi\nPixelSize_um,Res,0.1\n"
@@ -357,6 +411,7 @@ def test_cpp_multi_camera_pairs_equal_size_detectors(tmp_path: Path) -> None:
         )
     assert summary.status == "completed", summary.message
     run = pairscope.open_run(summary.run_dir)
+    assert_real_pixels(run, every=1)
     recs = [r for r in run.records if r["lowdose"] and r["reference"]]
     assert len(recs) >= 5
     assert {r["lowdose"]["camera"] for r in recs} == {"Cam1"}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -131,7 +133,8 @@ class PairedAcquisition:
         failed_trigger, message = None, ""
         t0 = time.perf_counter()
         try:
-            self.core.mda.run(sequence)
+            with self._ctrl_c_cancels():
+                self.core.mda.run(sequence)
         except (CameraFault, StageFault) as fault:
             status, failed_trigger, message = "failed", fault.trigger_index, str(fault)
         except SequenceOverflow as fault:
@@ -207,6 +210,32 @@ class PairedAcquisition:
     #: how often :meth:`cancel` was called (also after the run ended: a live
     #: window that stays open closes on a Ctrl-C that is not its own Stop)
     cancel_calls = 0
+
+    @contextmanager
+    def _ctrl_c_cancels(self) -> Iterator[None]:
+        """Ctrl-C during :meth:`run` (Python API, main thread) stops the run after
+        the current frame, as the CLI does, instead of a KeyboardInterrupt through
+        pymmcore-plus's runner (which leaves it 'running', its sequences going and
+        the pairs in flight unwritten).  A handler someone else installed (the
+        CLI's) is left alone."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+
+        def stop(signum: int, frame: Any) -> None:
+            logger.warning(
+                "Ctrl-C: stopping after the current frame; every pair is kept"
+            )
+            self.cancel()
+
+        signal.signal(signal.SIGINT, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def set_paused(self, paused: bool) -> None:
         self.core.mda.set_paused(paused)

@@ -517,8 +517,24 @@ class PairedEngine(MDAEngine):
                 # a follower that missed triggers owes frames that never come
                 quiet = time.perf_counter() - max(s.last_frame_at for s in b.streams)
                 if quiet > 2 * period / 1000.0 + STOP_MARGIN_S:
+                    self._check_followers(b.streams, n)
                     return
             time.sleep(0.001)
+
+    def _check_followers(self, streams: list[CameraStream], n: int) -> None:
+        """The leader is done: a follower that owes a few frames missed triggers
+        (the run ends 'incomplete'); one that owes more than a fifth of the burst
+        stopped delivering (a camera fault)."""
+        b = self._burst
+        assert b is not None
+        for s in streams:
+            if n - s.received > max(3, n // 5):
+                silent = time.perf_counter() - s.last_frame_at
+                raise CameraFault(
+                    camera_stopped_message(s, n, silent),
+                    trigger_index=b.k0 + b.index,
+                    camera=s.label,
+                )
 
     def _collect(self, *, final_drain: bool = False) -> int:
         """Pop every core's waiting frames into the pairer; how many there were."""

@@ -8,57 +8,11 @@ listener: it receives every pair before, and independently of, all of these.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections import Counter
-from typing import Any
 
-from psygnal import Signal, SignalGroup, SignalInstance
+from psygnal import Signal, SignalGroup
 
-logger = logging.getLogger(__name__)
-MAX_FAILURES = 3
-
-
-class GuardedSignalInstance(SignalInstance):
-    """A signal whose listeners cannot stop each other, nor the acquisition.
-
-    Work-around (psygnal 0.16): the emit loop aborts at the first listener that
-    raises; this overrides that one loop to run every listener in a guard.
-    """
-
-    failures: Counter[str]
-
-    def _run_emit_loop_immediate(self) -> None:
-        args = self._emit_queue.popleft()
-        for caller in list(self._slots):
-            if not caller._is_alive():
-                continue
-            try:
-                caller.cb(args)
-            except Exception:
-                self._listener_failed(caller)
-
-    def _listener_failed(self, caller: Any) -> None:
-        if not hasattr(self, "failures"):
-            self.failures = Counter()
-        name = _callback_name(caller)
-        self.failures[name] += 1
-        n = self.failures[name]
-        if n == 1:
-            logger.exception(
-                "Listener %s of %s failed; the acquisition goes on", name, self.name
-            )
-        if n >= MAX_FAILURES:
-            logger.error(
-                "Listener %s of %s failed %d times: disconnected", name, self.name, n
-            )
-            with contextlib.suppress(ValueError):
-                self._slots.remove(caller)
-
-
-def _callback_name(caller: Any) -> str:
-    cb = getattr(caller, "_f", None) or getattr(caller, "dereference", lambda: None)()
-    return getattr(cb, "__qualname__", None) or repr(caller)
+from .._signals import GuardedSignalInstance
 
 
 def listener_failures(group: SignalGroup) -> dict[str, int]:

@@ -131,6 +131,16 @@ class RigSpec(BaseModel):
             c.model_copy(update={"config": (path.parent / c.config).resolve()})
             for c in spec.cores
         )
+        seen: dict[Path, str] = {}
+        for c in cores:
+            if c.config in seen:
+                raise ConfigError(
+                    f"{path}: cores {seen[c.config]!r} and {c.name!r} both load "
+                    f"{c.config.name}: its camera (and every device in it) would be "
+                    "opened twice, and real hardware can be opened by one core "
+                    "only. Give each core its own config with its own camera."
+                )
+            seen[c.config] = c.name
         return spec.model_copy(update={"cores": cores})
 
 
