@@ -145,6 +145,10 @@ class OutputLock:
             os.close(self._fd)
         self._fd = None
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def __enter__(self) -> OutputLock:
         self.acquire()
         return self

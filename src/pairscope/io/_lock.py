@@ -6,20 +6,20 @@ reboots), so a lock file left behind by a crash is stale and a live one is not.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from pathlib import Path
 
+from .._files import OutputLock
 from . import _layout as L
 
 
-class RunLock:
+class RunLock(OutputLock):
     """An exclusive, non-blocking lock on a run folder (released by :meth:`release`)."""
 
     def __init__(self, run_dir: str | Path) -> None:
+        super().__init__(run_dir, what="a run being acquired")
         self.path = Path(run_dir) / L.WRITING_LOCK
-        self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`BlockingIOError` (another writer holds it)."""
@@ -32,20 +32,6 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (no-op when not held)."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
 
 def lock_holder(run_dir: str | Path) -> int | None:
