@@ -127,3 +127,31 @@ def test_writers_that_would_lose_frames_are_refused_before_the_first(
                 output=handlers[output](),
             )
     assert pairs == []  # refused before any frame
+
+
+class _Abort(BaseException):
+    """What a listener's Ctrl-C or a failing sink looks like to the runner."""
+
+
+def test_an_error_through_the_runner_stops_both_sequences_and_keeps_every_frame() -> (
+    None
+):
+    pairs: list[Pair] = []
+    frames: list[dict] = []
+    with open_rig(CPP_RIG) as rig:
+        core = rig.primary.core
+        _engine(rig, pairs)
+
+        def on_frame(img: Any, event: useq.MDAEvent, meta: dict) -> None:
+            frames.append(dict(event.index))
+            if len(frames) == 30:
+                raise _Abort
+
+        core.mda.events.frameReady.connect(on_frame)
+        with pytest.raises(_Abort):
+            core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 400}))
+        running = [rc.core.isSequenceRunning() for rc in rig.cores]
+        shutter_open = core.getShutterOpen()
+    assert not any(running) and not shutter_open
+    n_frames = sum((p.lowdose is not None) + (p.reference is not None) for p in pairs)
+    assert 30 <= n_frames < 800  # every frame taken was delivered, and it stopped
