@@ -81,3 +81,13 @@ def test_pairs_of_two_instants_warn_that_motion_enters_the_shift(
     with caplog.at_level(logging.WARNING):  # same-instant pairs: nothing to warn of
         estimate_registration(demo_run, max_pairs=4, fit_scale=False)
     assert "one instant" not in caplog.text
+
+
+def test_blank_frames_are_never_registered() -> None:
+    """All-zero frames (DemoCamera FastImage 1) fit any shift with residual 0: a
+    registration from them would be a lie, so none is made."""
+    from pairscope.io.calibration import registration_from_pairs
+
+    blank = (np.zeros((64, 64), np.float32), np.zeros((128, 128), np.float32))
+    with pytest.raises(ValueError, match="no structure"):
+        registration_from_pairs([blank] * 4, 2, fit_scale=False)

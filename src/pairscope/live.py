@@ -237,6 +237,9 @@ class _LiveCalibration:
             # the acquisition does not feel it; `pairscope calibrate` fits the scale
             pairs = [_central(a, b, self.factor) for a, b in self.pairs]
             reg = registration_from_pairs(pairs, self.factor, fit_scale=False)
+        except ValueError as exc:  # nothing to register on: say why, once
+            logger.warning("Live camera registration not possible: %s", exc)
+            return
         except Exception:
             logger.warning("Live camera registration failed", exc_info=True)
             return

@@ -239,7 +239,17 @@ def registration_from_pairs(
     scale_pairs: int = 4,
     progress: bool = False,
 ) -> Registration:
-    """:func:`estimate_registration` on ``(lowdose, reference)`` float32 arrays."""
+    """:func:`estimate_registration` on ``(lowdose, reference)`` float32 arrays.
+
+    Frames without structure (blank, e.g. DemoCamera's ``FastImage 1``, or flat)
+    fit any shift "perfectly": they are refused, never stored as a registration.
+    """
+    pairs = [(low, ref) for low, ref in pairs if _has_structure(low, ref)]
+    if not pairs:
+        raise ValueError(
+            "the frames have no structure (blank or flat), so the cameras cannot "
+            "be registered from them; check that the cameras deliver images"
+        )
     f = factor
     start = _phase_correlation_sum([(low, bin_sum(ref, f)) for low, ref in pairs]) * f
     coeffs = [(low, ndi.spline_filter(ref, order=3)) for low, ref in pairs]
@@ -256,6 +266,12 @@ def registration_from_pairs(
     sy, sx = shifts.mean(axis=0)
     resid = float(np.sqrt(np.mean(np.sum((shifts - [sy, sx]) ** 2, axis=1))))
     return Registration(float(sy), float(sx), scale, resid, len(pairs))
+
+
+def _has_structure(*frames: np.ndarray) -> bool:
+    return all(
+        float(np.std(a)) > 1e-6 * max(1.0, abs(float(np.mean(a)))) for a in frames
+    )
 
 
 def save_calibration(
