@@ -127,3 +127,33 @@ def test_a_camera_that_stops_mid_burst_keeps_every_frame_and_fails(
     assert len(lows) < 400  # stopped within a few frames, not at the end
     assert len(alone) >= 3 and all(r["partner_missing"] for r in alone)
     assert exposure_after == 20.0 and not running  # the rig as it was found
+
+
+def test_no_thread_outlives_the_summary(tmp_path: Path) -> None:
+    """A headless live run (restorer, trust monitor, registration, preview) on the
+    C++ rig: when the summary is given, every thread the run started is done."""
+    import threading
+
+    from pairscope.live import LiveOptions, run_live
+
+    before = set(threading.enumerate())
+    alive_at_summary: list[list[str]] = []
+
+    def finished(summary: object) -> None:
+        alive_at_summary.append(
+            [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+        )
+
+    with open_rig(CPP_RIG) as rig:
+        summary = run_live(
+            rig,
+            AcquisitionSettings(mode="triggered"),
+            useq.MDASequence(time_plan={"interval": 0, "loops": 40}),
+            options=LiveOptions(
+                out=tmp_path, headless=True, progress=False, on_finished=finished
+            ),
+        )
+    assert summary.status == "completed", summary.message
+    assert alive_at_summary == [[]], alive_at_summary
+    calibration = json.loads((Path(summary.run_dir) / "calibration.json").read_text())
+    assert calibration["registration"]["n_pairs"] >= 1  # registered on real pixels

@@ -16,6 +16,10 @@ from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
+# no tqdm monitor thread: it outlives every bar (a daemon until the process ends)
+# and only tunes how often a bar redraws
+tqdm.monitor_interval = 0
+
 __all__ = ["PLAIN_INTERVAL_S", "progress"]
 
 T = TypeVar("T")

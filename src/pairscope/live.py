@@ -150,8 +150,9 @@ def run_live(
     try:
         if headless:
             summary = acq.run(sequence, writer=writer)
-            if options.on_finished is not None:
-                options.on_finished(summary)
+            # the summary comes once the live work is done (below), so no thread
+            # outlives it; meanwhile say what is being finished
+            say(f"run {summary.status}; finishing the live checks and the preview")
         else:
             summary = _run_with_window(
                 acq,
@@ -178,6 +179,8 @@ def run_live(
             bar.close()
         if headless:
             sink.close()
+    if headless and options.on_finished is not None:
+        options.on_finished(summary)
     return summary
 
 
