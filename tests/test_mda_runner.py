@@ -75,6 +75,8 @@ def test_cancel_stops_a_burst_and_every_frame_is_delivered() -> None:
         .startswith("cancel")
     )
     assert 40 <= len(frames) < 400 and not any(running)
+    frame = next(p.reference for p in pairs if p.reference is not None)
+    assert frame.max() > 0 and float(frame.std()) > 10.0  # real pixels
     n_frames = sum((p.lowdose is not None) + (p.reference is not None) for p in pairs)
     assert n_frames == len(frames)  # every frame taken reached the runner
     _check_frames(frames)

@@ -440,3 +440,20 @@ def test_frame_events_follow_pymmcore_plus_conventions(tmp_path: Path) -> None:
         assert meta["hardware_triggered"] is True
         assert meta["pixel_size_um"] == (0.2, 0.1)[cam]
         assert meta["extra"]["pairscope"]["role"] == ("lowdose", "reference")[cam]
+
+
+def test_cli_missed_trigger_drill_ends_incomplete_and_says_which_camera(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pairscope.cli import main
+
+    code = main(
+        [
+            "demo", "--frames", "20", "--interval-ms", "0", "--fault", "missed-trigger",
+            "--headless", "--out", str(tmp_path),
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "run incomplete: camera 'ReferenceCam' delivered" in err
+    assert "of 20 frames" in err and "Traceback" not in err

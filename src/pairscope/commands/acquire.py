@@ -497,7 +497,7 @@ def report(summary: Any, signum: int | None = None) -> int:
     )
     for problem in summary.problems:
         print(f"pairscope: note: {problem}", file=sys.stderr)
-    if summary.status in ("failed", "overflow"):
+    if summary.status in ("failed", "overflow", "incomplete"):
         print(f"pairscope: run {summary.status}: {summary.message}", file=sys.stderr)
     print(summary.run_dir)  # the run folder is always the last line
     if signum is not None:
