@@ -129,7 +129,9 @@ def test_a_camera_that_stops_mid_burst_keeps_every_frame_and_fails(
     assert exposure_after == 20.0 and not running  # the rig as it was found
 
 
-def test_no_thread_outlives_the_summary(tmp_path: Path) -> None:
+def test_no_thread_outlives_the_summary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A headless live run (restorer, trust monitor, registration, preview) on the
     C++ rig: when the summary is given, every thread the run started is done."""
     import threading
@@ -157,3 +159,7 @@ def test_no_thread_outlives_the_summary(tmp_path: Path) -> None:
     assert alive_at_summary == [[]], alive_at_summary
     calibration = json.loads((Path(summary.run_dir) / "calibration.json").read_text())
     assert calibration["registration"]["n_pairs"] >= 1  # registered on real pixels
+    # DemoCamera's Gain property says 0: never taken as e-/ADU, the checks run
+    checked = (Path(summary.run_dir) / "quality.jsonl").read_text().splitlines()
+    assert checked, "no pair was trust-checked"
+    assert not [r for r in caplog.records if "trust check of pair" in r.getMessage()]

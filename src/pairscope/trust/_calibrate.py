@@ -48,13 +48,19 @@ def camera_noise_from_props(props: dict[str, str]) -> CameraNoise | None:
     """A camera's noise model from its device properties (``Gain`` in e⁻/ADU,
     ``Offset`` in ADU, ``ReadNoise_e``), or ``None`` if it does not report them."""
     try:
-        return CameraNoise(
+        noise = CameraNoise(
             float(props["Gain"]),
             float(props["Offset"]),
             float(props.get("ReadNoise_e", 0.0)),
         )
     except (KeyError, ValueError, TypeError):
         return None
+    # a real camera's Gain is an EM gain, an analog step or a mode index (Micro-
+    # Manager's DemoCamera says 0): only a finite, positive figure can be e-/ADU
+    figures = (noise.gain_e_per_adu, noise.offset_adu, noise.read_noise_e)
+    if not all(math.isfinite(v) for v in figures) or noise.gain_e_per_adu <= 0:
+        return None
+    return noise
 
 
 def rough_noise(frames: Sequence[np.ndarray]) -> CameraNoise:
