@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -457,3 +458,35 @@ def test_cli_missed_trigger_drill_ends_incomplete_and_says_which_camera(
     assert code == 1, err
     assert "run incomplete: camera 'ReferenceCam' delivered" in err
     assert "of 20 frames" in err and "Traceback" not in err
+
+
+def test_the_rig_is_left_as_found(tmp_path: Path) -> None:
+    """Binning, exposure, trigger mode and shutter of every core, after a run that
+    changed them (binning 4, another exposure, the follower in external trigger)."""
+
+    def state(rig: Any) -> list[tuple[str, ...]]:
+        out = []
+        for rc in rig.cores:
+            c = rc.core
+            out.append(
+                (
+                    c.getProperty(rc.camera, "Binning"),
+                    str(c.getExposure(rc.camera)),
+                    c.getProperty(rc.camera, "TriggerMode"),
+                    str(c.getShutterOpen()) if c.getShutterDevice() else "-",
+                    str(c.getAutoShutter()),
+                )
+            )
+        return out
+
+    with open_rig(demo_rig_path()) as rig:
+        for rc in rig.cores:
+            rc.core.setProperty(rc.camera, "SensorSize", 64)
+        before = state(rig)
+        summary = PairedAcquisition(
+            rig,
+            AcquisitionSettings(mode="triggered", binning=4, lowdose_exposure_ms=30.0),
+        ).run(useq.MDASequence(time_plan={"interval": 0, "loops": 6}))
+        after = state(rig)
+    assert summary.status == "completed", summary.message
+    assert after == before
