@@ -163,3 +163,18 @@ def test_no_thread_outlives_the_summary(
     checked = (Path(summary.run_dir) / "quality.jsonl").read_text().splitlines()
     assert checked, "no pair was trust-checked"
     assert not [r for r in caplog.records if "trust check of pair" in r.getMessage()]
+
+
+def test_cli_refuses_an_unkeepable_interval_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pairscope.cli import main
+
+    code = main(
+        ["demo", "--frames", "5", "--interval-ms", "20", "--headless", "--out",
+         str(tmp_path)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "interval of 20 ms, shorter than the exposures (50 ms)" in err
+    assert not any(tmp_path.iterdir())  # no run folder, no window

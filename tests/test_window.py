@@ -197,7 +197,7 @@ def test_sigint_to_a_windowed_cli_run_stops_it_cleanly(tmp_path: Path) -> None:
         tmp_path,
         signal.SIGINT,
         "--interval-ms",
-        "20",
+        "50",  # the demo's 50 ms reference exposure can keep it
         "--window",
         env={"QT_QPA_PLATFORM": "offscreen"},
     )

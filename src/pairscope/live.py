@@ -87,6 +87,7 @@ def run_live(
     """
     options = options or LiveOptions()
     acq = PairedAcquisition(rig, settings, config_path=config_path)
+    acq.check(sequence)  # a sequence the rig cannot run: one line, no folder, no window
     acq.extra_info.update(extra_info or {})
     model_path = options.model or bundled_model_path(acq.detectors.factor)
     if restorer is None and options.restore:

@@ -113,8 +113,7 @@ class PairedAcquisition:
         deliver = self._deliverer(writer)
         engine = PairedEngine(self.rig, self.detectors, self.settings, deliver)
         try:
-            check_sequence(sequence)
-            engine.check_timing(sequence)
+            self.check(sequence)
         except (ConfigError, SettingsError):
             if writer is not None and hasattr(writer, "discard_unstarted"):
                 writer.discard_unstarted()  # a refused start leaves no folder
@@ -186,6 +185,15 @@ class PairedAcquisition:
             self.events.error.emit(summary.message)
         self.events.finished.emit(summary)
         return summary
+
+    def check(self, sequence: MDASequence) -> None:
+        """Refuse, before anything starts, a sequence this rig cannot run as asked
+        (no events, positions out of range, an interval shorter than the
+        exposures): :class:`~pairscope.errors.SettingsError` or ``ConfigError``."""
+        check_sequence(sequence)
+        PairedEngine(self.rig, self.detectors, self.settings, print).check_timing(
+            sequence
+        )
 
     def run_in_thread(
         self, sequence: MDASequence, *, writer: Any | None = None

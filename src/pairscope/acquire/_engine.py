@@ -479,8 +479,8 @@ class PairedEngine(MDAEngine):
                     self._collect(final_drain=True)
             self._after_stop(streams)
             yield from self._burst_flush()
-        except GeneratorExit:  # the runner closed us (a sink error): deliver, quietly
-            for _ in self._burst_flush(payloads=False):
+        except BaseException:  # the runner closed us (a sink error), or Ctrl-C:
+            for _ in self._burst_flush(payloads=False):  # deliver, quietly
                 pass
             raise
         finally:
