@@ -75,6 +75,29 @@ def require_export_extra() -> None:
             f"export needs the 'export' extra ({', '.join(missing)} not "
             f"installed): {INSTALL_EXTRA}"
         )
+    if _spec_breaks_with_pydantic():
+        raise ExportExtraMissing(
+            "bioimageio.spec < 0.5.14 cannot write packages with pydantic >= 2.14 "
+            "(its serializers fail); the 'export' extra asks for pydantic < 2.14: "
+            f"{INSTALL_EXTRA}"
+        )
+
+
+def _spec_breaks_with_pydantic() -> bool:
+    """bioimageio.spec before 0.5.14 (which bioimageio.core 0.11 pins) passes
+    pydantic's serialization info positionally to a wrap serializer's handler;
+    pydantic 2.14 reads it as ``index_key`` and every package write fails."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def release(name: str) -> tuple[int, ...]:
+        try:
+            text = version(name)
+        except PackageNotFoundError:
+            return ()
+        return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+
+    spec, pyd = release("bioimageio.spec"), release("pydantic")
+    return bool(spec and pyd) and spec < (0, 5, 14) and pyd >= (2, 14)
 
 
 def sample_from_run(run: str | Path, *, size: int = _SAMPLE) -> np.ndarray:
@@ -301,10 +324,6 @@ def export_bioimageio(
     step = on_step or (lambda name: None)
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as bmz
-
-    from ._compat import patch_bioimageio_spec
-
-    patch_bioimageio_spec()
 
     model_file, out = Path(model_file), Path(out)
     if out.exists() and not force:
