@@ -21,8 +21,10 @@ from pairscope.io import RunWriter
 
 from ._io_pairs import RUN_INFO, make_pair
 
+WAIT_S = 60.0  # generous: fails only on a hang
 
-def _wait_written(writer: RunWriter, n: int, timeout: float = 10) -> None:
+
+def _wait_written(writer: RunWriter, n: int, timeout: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while writer.pairs_written < n:
         assert time.monotonic() < deadline, "writer did not write in time"
@@ -42,15 +44,19 @@ def _assert_listed_pairs_readable(run_dir: Path, n: int | None = None) -> None:
     assert not list(run_dir.glob("*.tmp"))
 
 
-def _submit_until_refused(writer: RunWriter, start: int, limit: int = 400) -> float:
-    """Submit pairs until the writer refuses; returns seconds from refusal-cause."""
-    for k in range(start, start + limit):
+def _submit_until_refused(writer: RunWriter, start: int) -> int:
+    """Submit pairs until the writer refuses one (a full queue makes each submit
+    wait for the writing thread); returns the index of the refused pair."""
+    deadline = time.monotonic() + WAIT_S
+    k = start
+    while True:
         try:
             writer.submit(make_pair(k))
         except WriterError:
             return k
+        assert time.monotonic() < deadline, "the writer never refused a pair"
+        k += 1
         time.sleep(0.005)
-    raise AssertionError("the writer never refused a pair")
 
 
 class _RaisingPair:
@@ -85,9 +91,12 @@ def test_a_non_os_error_stops_the_writer_and_submit_raises_at_once(tmp_path) -> 
         writer.submit(make_pair(k))
     _wait_written(writer, 3)
     writer.submit(_RaisingPair(3))  # a bug, not a disk problem
-    t0 = time.monotonic()
-    _submit_until_refused(writer, 4)
-    assert time.monotonic() - t0 < 2
+    deadline = time.monotonic() + WAIT_S
+    while writer.error is None:  # the writing thread meets it
+        assert time.monotonic() < deadline, "the writer never failed"
+        time.sleep(0.01)
+    with pytest.raises(WriterError):  # from then on every submit is refused at once
+        writer.submit(make_pair(4))
     with pytest.raises(WriterError, match=r"unexpected error.*RuntimeError.*3 pairs"):
         writer.close({"status": "completed"})
     info = json.loads((writer.run_dir / "run.json").read_text())
@@ -103,10 +112,12 @@ class _BlockingPair:
     def __init__(self, k: int, release: threading.Event) -> None:
         self._pair, self._release = make_pair(k), release
         self.index, self.lowdose, self.reference = k, self._pair.lowdose, None
+        self.taken = threading.Event()  # the writing thread is in it
 
     @property
     def metadata(self) -> dict[str, Any]:
-        self._release.wait(10)
+        self.taken.set()
+        self._release.wait(WAIT_S)
         return {"lowdose": dict(self._pair.metadata["lowdose"])}
 
 
@@ -114,8 +125,9 @@ def test_cancel_frees_a_submit_blocked_on_a_full_queue(tmp_path) -> None:
     release = threading.Event()
     writer = RunWriter(tmp_path, queue_size=1, commit_interval_s=0.01)
     writer.start(RUN_INFO)
-    writer.submit(_BlockingPair(0, release))  # the thread now blocks in it
-    time.sleep(0.1)
+    blocking = _BlockingPair(0, release)
+    writer.submit(blocking)
+    assert blocking.taken.wait(WAIT_S)  # the thread now blocks in it
     writer.submit(make_pair(1))  # fills the queue
     outcome: list[object] = []
 
@@ -131,7 +143,7 @@ def test_cancel_frees_a_submit_blocked_on_a_full_queue(tmp_path) -> None:
     time.sleep(0.3)
     assert not outcome  # really blocked (back-pressure)
     writer.cancel()
-    thread.join(2)
+    thread.join(WAIT_S)
     assert outcome and isinstance(outcome[0], WriterError)
     release.set()
     assert writer.close({"status": "cancelled"}) == 2  # queued pairs were kept

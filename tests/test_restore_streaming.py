@@ -22,14 +22,20 @@ from pairscope.restore import (
     loaded_from_network,
 )
 
+WAIT_S = 60.0  # generous: fails only on a hang
 
-class SlowUNet(UNet):
-    """A U-Net that sleeps in forward, so frames arrive faster than it restores."""
 
-    delay_s = 0.02
+class HeldUNet(UNet):
+    """A U-Net whose forward waits until released, so frames arrive while it
+    restores, however fast or busy the CPU is (class-level events: the restorer
+    works on a copy of the network)."""
+
+    entered = threading.Event()
+    release = threading.Event()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.delay_s)
+        type(self).entered.set()
+        assert type(self).release.wait(WAIT_S), "never released"
         return super().forward(x)
 
 
@@ -54,7 +60,7 @@ def _model(net: UNet | None = None, name: str = "m", **kw: object) -> LoadedMode
     return loaded_from_network(net, ModelInfo.for_network(net, name=name, **kw))
 
 
-def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+def _wait(cond: Callable[[], bool], timeout: float = WAIT_S) -> None:
     end = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < end, "timed out"
@@ -72,20 +78,21 @@ def _frame(i: int = 0, shape: tuple[int, int] = (32, 32)) -> np.ndarray:
 
 def test_newest_frame_wins() -> None:
     got: list[RestoredFrame] = []
-    r = StreamingRestorer(_model(SlowUNet(factor=2, width=4, depth=1)), num_threads=0)
+    HeldUNet.entered.clear()
+    HeldUNet.release.clear()
+    r = StreamingRestorer(_model(HeldUNet(factor=2, width=4, depth=1)), num_threads=0)
     r.events.restored.connect(got.append)
     with r:
-        for i in range(60):
+        r.submit(0, _frame(0))
+        assert HeldUNet.entered.wait(WAIT_S)  # frame 0 is being restored
+        for i in range(1, 60):  # meanwhile 59 frames arrive: only the newest waits
             r.submit(i, _frame(i))
-            time.sleep(0.001)
+        HeldUNet.release.set()
         _wait(lambda: _idle(r))
     s = r.stats()
     assert s.received == 60
-    assert 1 <= s.restored < 60
-    assert s.skipped == s.received - s.restored
-    assert got[-1].index == 59
-    indices = [f.index for f in got]
-    assert indices == sorted(set(indices))
+    assert (s.restored, s.skipped) == (2, 58)
+    assert [f.index for f in got] == [0, 59]
     assert got[-1].image.shape == (64, 64)
     assert got[-1].image.dtype == np.float32
     assert s.latency_p50_ms > 0

@@ -423,18 +423,19 @@ def _read_file(path: Path) -> tuple[dict[str, Any], bytes]:
     :data:`MAX_HEADER_BYTES` and the file size, the header's entries are checked,
     and the data section is read only if the file has exactly the declared size.
     """
-    try:
-        f = path.open("rb")
+    try:  # non-blocking: opening a FIFO nobody writes to must not wait forever
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
         raise ModelFileError(path, f"cannot read model file: {e}") from e
-    with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(
-                path,
-                "not a regular file (a device, pipe or folder); pass a .safetensors "
-                "model file written by pairscope",
-            )
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ModelFileError(
+            path,
+            "not a regular file (a device, pipe or folder); pass a .safetensors "
+            "model file written by pairscope",
+        )
+    with os.fdopen(fd, "rb") as f:
         size = st.st_size
         head = f.read(8)
         if head[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or head[
