@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import useq
 
@@ -75,7 +74,9 @@ def test_an_interval_longer_than_the_free_run_is_kept(tmp_path: Path) -> None:
     assert elapsed >= 4 * 0.25  # never faster than asked
     run = pairscope.open_run(summary.run_dir)
     starts = [r["lowdose"]["exposure_window_ms"][0] for r in run.records]
-    assert min(np.diff(starts)) >= 0.9 * 250.0
+    # timepoint k never starts before k x 250 ms on the run clock (a late one may
+    # be followed by one on time: the runner keeps the schedule, not the spacing)
+    assert all(start >= k * 250.0 - 1.0 for k, start in enumerate(starts)), starts
     assert_real_pixels(run, every=1)
 
 

@@ -490,3 +490,24 @@ def test_the_rig_is_left_as_found(tmp_path: Path) -> None:
         after = state(rig)
     assert summary.status == "completed", summary.message
     assert after == before
+
+
+def test_a_camera_that_never_returns_a_snap_is_a_timeout(tmp_path: Path) -> None:
+    """One core, snapped one camera after the other: a Python camera stuck in its
+    snap is a timeout naming it, every earlier pair is kept, and the core is
+    released (the stuck device is asked to stop) instead of hanging forever."""
+    from pairscope.hardware import demo_config_path, open_core
+
+    t0 = time.monotonic()
+    with open_core(demo_config_path()) as core:
+        core.setProperty("ReferenceCam", "HangAfterFrames", 3)
+        summary = PairedAcquisition(
+            core, AcquisitionSettings(frame_timeout_ms=1500)
+        ).run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 10}),
+            writer=RunWriter(tmp_path),
+        )
+    assert time.monotonic() - t0 < 120  # a bound for a hang only
+    assert summary.status == "failed" and "'ReferenceCam'" in summary.message
+    assert "(it hangs)" in summary.message
+    assert len(pairscope.open_run(summary.run_dir)) == summary.pairs == 3

@@ -54,7 +54,7 @@ from ._sequence import (
     start_sequence,
     stopped_camera,
 )
-from ._snaps import ParallelSnapper, camera_fault, snap, snapped_record
+from ._snaps import ParallelSnapper, camera_fault, snapped_record
 from ._timing import FrameRecord, RunClock, overlap_ms, simultaneous
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class PairedEngine(MDAEngine):
         self._static: dict[str, Any] = {}
         self._stage: tuple[float | None, float | None, float | None] = (None,) * 3
         self._snapper: ParallelSnapper | None = None
+        self._one_snapper: ParallelSnapper | None = None  # one camera, with a timeout
         self._rig_state: RigState | None = None
         self._burst: _BurstState | None = None
         self._active: Iterator[Any] | None = None  # the burst being run
@@ -183,9 +184,10 @@ class PairedEngine(MDAEngine):
 
     def teardown_sequence(self, sequence: MDASequence) -> None:
         self._close_active()
-        if self._snapper is not None:
-            self._snapper.close()
-            self._snapper = None
+        for snapper in (self._snapper, self._one_snapper):
+            if snapper is not None:
+                snapper.close()
+        self._snapper = self._one_snapper = None
         try:
             super().teardown_sequence(sequence)
         finally:
@@ -398,10 +400,11 @@ class PairedEngine(MDAEngine):
 
     def _snap_one(self, role: str, k: int) -> tuple[np.ndarray, FrameRecord]:
         core, label = self._core(role), self._label(role)
-        try:
-            shot = snap(core, label)
-        except Exception as exc:
-            raise camera_fault(label, k, exc) from exc
+        if self._one_snapper is None:  # a camera that never returns is a timeout
+            self._one_snapper = ParallelSnapper(1)
+        shot = self._one_snapper.snap_all(
+            [(core, label)], timeout_s=self._timeout_ms() / 1000.0, trigger_index=k
+        )[0]
         rec = snapped_record(
             shot, self.clock, label, self._core_name(role), core.getExposure(label)
         )

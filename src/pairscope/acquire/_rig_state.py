@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -51,8 +52,27 @@ class RigState:
                 )
         return state
 
-    def restore(self) -> None:
-        """Put every captured setting back; a device that refuses is logged."""
+    def restore(self, timeout_s: float = 5.0) -> None:
+        """Put every captured setting back; a device that refuses is logged.
+
+        Done on a helper thread: a device that hangs (a camera stuck in a snap
+        holds its lock) must not hang the end of the run; after ``timeout_s`` the
+        rest is left with one warning.
+        """
+        worker = threading.Thread(
+            target=self._restore, name="pairscope-restore-rig", daemon=True
+        )
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            logger.warning(
+                "Could not put the rig's settings back within %.0f s: a device "
+                "does not answer (a hung camera?). Check binning, exposure and "
+                "trigger mode before the next run.",
+                timeout_s,
+            )
+
+    def _restore(self) -> None:
         for core, label, prop, value in self.properties:
             _try(partial(core.setProperty, label, prop, value), f"{label}.{prop}")
         for core, label, exposure in self.exposures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -77,10 +78,45 @@ def release_core(core: UniMMCore) -> None:
     with unloading alone).
     """
     try:
-        core.unloadAllDevices()
+        stuck = _unstick_python_devices(core)
+        if not stuck:
+            core.unloadAllDevices()
+        else:  # a device that never lets go cannot be unloaded: the rest can
+            logging.getLogger(__name__).warning(
+                "Device(s) %s do not answer (stuck in a call); unloading the others",
+                ", ".join(sorted(stuck)),
+            )
+            for label in core.getLoadedDevices():
+                if label not in stuck and label != "Core":
+                    with contextlib.suppress(Exception):
+                        core.unloadDevice(label)
     finally:
         pymmcore.CMMCore.registerCallback(core, None)  # CMMCorePlus forbids it
         _LIVE_CORES.discard(core)
+
+
+def _unstick_python_devices(core: UniMMCore, wait_s: float = 2.0) -> set[str]:
+    """Python devices still held by a call that does not return (a camera stuck in
+    a snap holds its lock, and unloading waits for that lock forever): each is
+    asked to shut down; the labels of those that still hold on are returned.
+
+    Work-around (pymmcore-plus 0.18.1): the core's Python devices are read from
+    its private ``_pydevices``; there is no public way to ask a busy one to stop.
+    """
+    stuck: set[str] = set()
+    devices = getattr(core, "_pydevices", None)
+    for label in list(devices or ()):
+        device = devices[label]  # type: ignore[index]
+        if device.lock(True, wait_s):
+            device.unlock()
+            continue
+        with contextlib.suppress(Exception):
+            device.shutdown()  # a hung device told to stop lets go of its call
+        if device.lock(True, wait_s):
+            device.unlock()
+        else:
+            stuck.add(label)
+    return stuck
 
 
 @atexit.register
