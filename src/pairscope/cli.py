@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,13 @@ DEFAULT_OUT = Path("pairscope_runs")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _quiet_logging()
-    keep_frame_memory()
+    with _unbreakable_output():
+        _quiet_logging()
+        keep_frame_memory()
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except (PairscopeError, FileNotFoundError, ValueError) as exc:
@@ -30,6 +37,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"pairscope: error: {os_problem(exc)}", file=sys.stderr)
         return 2
+
+
+class _Unbreakable:
+    """A stream whose reader may go away (``| head``, a closed terminal): a write
+    that fails stops the output, never the run."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if not self._broken:
+            try:
+                return int(self._stream.write(text))
+            except (BrokenPipeError, OSError, ValueError):
+                self._broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._broken:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self._broken = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def _unbreakable_output() -> Iterator[None]:
+    """stdout and stderr that cannot kill the run when their reader is gone."""
+    saved = sys.stdout, sys.stderr
+    wrapped = _Unbreakable(sys.stdout), _Unbreakable(sys.stderr)
+    sys.stdout, sys.stderr = wrapped
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+        for stream, original in zip(wrapped, saved, strict=True):
+            if stream._broken:  # the interpreter's last flush must not fail either
+                with suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), original.fileno())
 
 
 def _one_line(exc: Exception) -> str:

@@ -32,7 +32,9 @@ SCENARIOS = {
     "unseen-structure": "halfway through, structures the model never saw in "
     "training appear in the specimen (the trust monitor must flag them)",
 }
-EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# Ctrl-C, a kill, and the terminal closing (SIGHUP) stop a run after the current
+# frame, every pair kept
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
