@@ -511,3 +511,37 @@ def test_a_camera_that_never_returns_a_snap_is_a_timeout(tmp_path: Path) -> None
     assert summary.status == "failed" and "'ReferenceCam'" in summary.message
     assert "(it hangs)" in summary.message
     assert len(pairscope.open_run(summary.run_dir)) == summary.pairs == 3
+
+
+def test_a_stage_that_raises_is_one_line_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A focus drive that raises mid-run: status failed, one message naming the
+    device and its error, every earlier pair kept, no traceback in the log."""
+    import logging
+
+    from pairscope.hardware import demo_config_path, open_core
+    from pairscope.sim.devices import DemoZStage
+
+    original = DemoZStage.set_position_um
+    calls = {"n": 0}
+
+    def failing(self: DemoZStage, value: float) -> None:
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise RuntimeError("Z drive: motor fault")
+        original(self, value)
+
+    DemoZStage.set_position_um = failing  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.WARNING), open_core(demo_config_path()) as core:
+            summary = PairedAcquisition(core).run(
+                useq.MDASequence(z_plan={"absolute": [0.0, 1.0, 2.0, 3.0]}),
+                writer=RunWriter(tmp_path),
+            )
+    finally:
+        DemoZStage.set_position_um = original  # type: ignore[method-assign]
+    assert summary.status == "failed" and summary.failed_trigger == 2
+    assert "(moving 'Z'): Z drive: motor fault" in summary.message
+    assert len(pairscope.open_run(summary.run_dir)) == summary.pairs == 2
+    assert not any(r.exc_info for r in caplog.records)  # no traceback beside it

@@ -140,11 +140,13 @@ class PairedAcquisition:
             status, failed_trigger = "overflow", engine.pairs_emitted
             message = str(fault)
         except Exception as exc:  # any other device error: stop, keep the data, say so
-            logger.exception("Acquisition stopped by an error")
+            logger.debug("Acquisition stopped by an error", exc_info=True)
             status, failed_trigger = "failed", engine.pairs_emitted
+            reason = " ".join(str(exc).split()) or type(exc).__name__
             message = (
-                f"Acquisition stopped at trigger {failed_trigger} by {exc!r}; every "
-                "earlier pair is saved. Check the device named above and start a new run."
+                f"Acquisition stopped at trigger {failed_trigger}: {reason} "
+                f"({type(exc).__name__}); every earlier pair is saved. Check that "
+                "device and start a new run."
             )
         finally:
             if previous_engine is not None:

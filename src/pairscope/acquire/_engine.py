@@ -311,8 +311,26 @@ class PairedEngine(MDAEngine):
         must be where its metadata says, so a stage that did not arrive stops the
         run.  Positions are read when they change, not every pair.
         """
-        super().setup_single_event(event)
         core, tol = self.mmcore, self.settings.stage_tolerance_um
+        try:
+            super().setup_single_event(event)
+        except Exception as exc:  # a stage, shutter or property that raised
+            devices = [
+                d
+                for d, asked in (
+                    (core.getXYStageDevice(), event.x_pos is not None),
+                    (core.getFocusDevice(), event.z_pos is not None),
+                )
+                if d and asked
+            ]
+            where = f" (moving {' and '.join(map(repr, devices))})" if devices else ""
+            raise StageFault(
+                f"Setting up trigger {self._trigger} failed{where}: "
+                f"{' '.join(str(exc).split()) or type(exc).__name__}. Every earlier "
+                "pair is saved; check that device and start a new run.",
+                trigger_index=self._trigger,
+                device=devices[0] if devices else "",
+            ) from exc
         moved = False
         if (
             event.x_pos is not None
