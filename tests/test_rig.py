@@ -413,8 +413,14 @@ def test_cpp_multi_camera_pairs_equal_size_detectors(tmp_path: Path) -> None:
     assert summary.status == "completed", summary.message
     run = pairscope.open_run(summary.run_dir)
     assert_real_pixels(run, every=1)
+    # the two DemoCameras of a Multi Camera run each in their own thread, not in
+    # lockstep (on a busy machine their periods differ): every frame is kept and
+    # every same-instant partner paired, however many that is
+    assert sum(1 for r in run.records if r["lowdose"]) == 6
+    assert sum(1 for r in run.records if r["reference"]) == 6
+    assert audit_pairing(run.records).ratio == 1.0
     recs = [r for r in run.records if r["lowdose"] and r["reference"]]
-    assert len(recs) >= 5
+    assert len(recs) >= 1
     assert {r["lowdose"]["camera"] for r in recs} == {"Cam1"}
     assert all(r["lowdose"]["timing_source"] == "camera" for r in recs)
 
@@ -544,4 +550,9 @@ def test_a_stage_that_raises_is_one_line_naming_it(
     assert summary.status == "failed" and summary.failed_trigger == 2
     assert "(moving 'Z'): Z drive: motor fault" in summary.message
     assert len(pairscope.open_run(summary.run_dir)) == summary.pairs == 2
-    assert not any(r.exc_info for r in caplog.records)  # no traceback beside it
+    traced = [  # (a thread left by an earlier test may log its own)
+        (r.name, r.getMessage())
+        for r in caplog.records
+        if r.exc_info and ("acquire" in r.name or "motor fault" in str(r.exc_info[1]))
+    ]
+    assert not traced, traced  # no traceback beside it
