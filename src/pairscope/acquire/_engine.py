@@ -41,7 +41,6 @@ from useq import MDAEvent, MDASequence
 from ..config import AcquisitionSettings, PairingMode
 from ..errors import CameraFault, ConfigError, SequenceOverflow, StageFault
 from ..hardware import DetectorPair, Rig, camera_binning
-from ._clocks import CameraClock
 from ._pair import Pair, PairMetadata
 from ._pairing import FramePairer, StreamFrame
 from ._rig_state import RigState
@@ -712,7 +711,7 @@ class PairedEngine(MDAEngine):
             t = start_sequence(core, multi, n, period_ms)
             for s in streams:
                 s.t_start, s.last_frame_at = t, time.perf_counter()
-                s.clock = CameraClock(self.clock.ms(t))
+                s.clock.origin_ms = self.clock.ms(t)  # the pairer holds this clock
             return
         leader = self._leader_label()
         for s in sorted(streams, key=lambda s: s.label == leader):
