@@ -22,6 +22,8 @@ from pairscope.restore import (
     save_model,
 )
 
+from ._pace import Lockstep
+
 SEQ = useq.MDASequence(time_plan={"interval": 0, "loops": 30})
 
 
@@ -66,18 +68,21 @@ def test_failing_or_oom_restorer_leaves_acquisition_and_data_intact(
         (torch.OutOfMemoryError, "out of memory restoring frame"),
     ):
         restorer = _restorer(_FailingNet(exc), "flaky")
+        lockstep = Lockstep()  # every frame restored: the failures are certain
         summary = run_live(
             demo_core,
             AcquisitionSettings(),
             SEQ,
             options=_opts(tmp_path / exc.__name__),
             restorer=restorer,
+            on_started=lockstep,
         )
+        lockstep.check()
         assert summary.status == "completed" and summary.pairs == 30
         run = pairscope.open_run(summary.run_dir)
         assert len(run) == 30 and all(p.reference is not None for p in run)
         stats = restorer.stats()
-        assert stats.errors >= 1 and stats.restored >= 1
+        assert (stats.errors, stats.restored, stats.skipped) == (10, 20, 0)
         lines = (Path(summary.run_dir) / "preview" / "preview_stats.jsonl").read_text()
         assert shown in lines
 
@@ -102,14 +107,16 @@ def test_hot_swap_while_acquiring(demo_core, tmp_path: Path) -> None:
             lambda p: restorer.swap_model(second) if p.index == 10 else None
         )
 
+    lockstep = Lockstep(then=wire)  # frames before and after the swap restored
     summary = run_live(
         demo_core,
         AcquisitionSettings(),
         SEQ,
         options=_opts(tmp_path),
         restorer=first,
-        on_started=wire,
+        on_started=lockstep,
     )
+    lockstep.check()
     assert summary.status == "completed" and summary.pairs == 30
     assert names[0] == "first" and names[-1] == "second"
     assert names == sorted(
@@ -125,17 +132,22 @@ def test_saved_predictions_are_marked_and_separate(demo_core, tmp_path: Path) ->
     )
     model = tmp_path / "m.safetensors"
     sha = save_model(model, net, info)
+    lockstep = Lockstep()  # every frame restored, so every one is saved
     summary = run_live(
         demo_core,
         AcquisitionSettings(),
         SEQ,
         options=_opts(tmp_path / "runs", model=model, save_restored=True),
+        on_started=lockstep,
     )
+    lockstep.check()
     run_dir = Path(summary.run_dir)
     index = [
         json.loads(x) for x in (run_dir / "restored.jsonl").read_text().splitlines()
     ]
-    assert index and all(r["prediction"] and r["model_sha256"] == sha for r in index)
+    assert len(index) == 30 and all(
+        r["prediction"] and r["model_sha256"] == sha for r in index
+    )
     with tifffile.TiffFile(run_dir / "restored.prediction.ome.tif") as tif:
         assert len(tif.pages) == len(index)
         assert "prediction" in tif.ome_metadata

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,22 @@ from pairscope.trust import (
 )
 
 from ._demo_rig import acquire_rig_run, configure
+from ._pace import WAIT_S, Lockstep
 
 ONSET_PAIR = 5
-# slow enough that the lowest-priority monitor checks most pairs on 2 cores
 SEQ = useq.MDASequence(time_plan={"interval": 0.4, "loops": 14})
 
 
-def _live(tmp_path: Path, *, scenario: str = "none", seed: int = 5) -> Path:
+def _live(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    scenario: str = "none",
+    seed: int = 5,
+) -> Path:
+    """A live run in which the restorer and the monitor deal with every pair (the
+    acquisition waits for them), however busy the CPU is."""
+    lockstep = Lockstep(monkeypatch)
     with open_rig(demo_rig_path()) as rig:
         configure(rig, seed=seed, scenario=scenario, onset_pair=ONSET_PAIR)
         summary = run_live(
@@ -40,8 +48,10 @@ def _live(tmp_path: Path, *, scenario: str = "none", seed: int = 5) -> Path:
             AcquisitionSettings(),
             SEQ,
             options=LiveOptions(out=tmp_path, headless=True, progress=False),
+            on_started=lockstep,
         )
     assert summary.status == "completed"
+    lockstep.check()
     return Path(summary.run_dir)
 
 
@@ -49,8 +59,10 @@ def _lines(run_dir: Path) -> list[dict]:
     return [json.loads(s) for s in (run_dir / QUALITY_FILE).read_text().splitlines()]
 
 
-def test_live_monitor_flags_the_unseen_structure_drill(tmp_path) -> None:
-    run_dir = _live(tmp_path, scenario="unseen-structure")
+def test_live_monitor_flags_the_unseen_structure_drill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = _live(tmp_path, monkeypatch, scenario="unseen-structure")
     run = pairscope.open_run(run_dir)
     active = {
         rec["trigger_index"]: ground_truth.scenario_active(run.info, rec)
@@ -59,11 +71,14 @@ def test_live_monitor_flags_the_unseen_structure_drill(tmp_path) -> None:
     assert not active[ONSET_PAIR - 1] and active[ONSET_PAIR]  # the drill's onset
     lines = _lines(run_dir)
     assert lines and all({"pair", "verdict", "reason"} <= set(ln) for ln in lines)
+    # every pair after the monitor's calibration (the first 4) is checked
+    assert [ln["pair"] for ln in lines] == list(range(3, 14))
     affected = [ln for ln in lines if active[ln["pair"]]]
     before = [ln for ln in lines if not active[ln["pair"]]]
     assert len(affected) >= 3
     flagged = [ln for ln in affected if ln["verdict"] != "ok"]
-    assert len(flagged) >= 0.9 * len(affected), affected
+    seen = [(ln["pair"], ln["verdict"], ln.get("error_excess")) for ln in lines]
+    assert len(flagged) >= 0.9 * len(affected), seen
     assert all("vs reference" in ln["reason"] for ln in flagged)
     assert all(ln["verdict"] == "ok" for ln in before), before
     summary = json.loads((run_dir / "quality_summary.json").read_text())
@@ -75,10 +90,12 @@ def test_live_monitor_flags_the_unseen_structure_drill(tmp_path) -> None:
     assert imread(last).shape[1] >= 1900
 
 
-def test_live_monitor_is_quiet_on_a_familiar_specimen(tmp_path) -> None:
-    run_dir = _live(tmp_path, seed=6)
+def test_live_monitor_is_quiet_on_a_familiar_specimen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = _live(tmp_path, monkeypatch, seed=6)
     lines = _lines(run_dir)
-    assert len(lines) >= 8
+    assert len(lines) == 11  # every pair after the calibration's first 4
     assert sum(ln["verdict"] != "ok" for ln in lines) <= 0.05 * len(lines)
     for ln in lines:  # the model is matched to the data: an advantage over bicubic
         assert ln["advantage_db"] > 3 and ln["error_excess"] < 4
@@ -122,8 +139,12 @@ def test_ideal_prediction_scores_at_the_noise_and_invention_is_caught(
 
 
 def test_listeners_never_wait_and_skipped_checks_are_counted(
-    familiar_run: Path, tmp_path: Path
+    familiar_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import threading
+
+    import pairscope.trust._monitor as monitor_module
+
     run = pairscope.open_run(familiar_run)
     restorer = StreamingRestorer(load_model(bundled_model_path(2)), device="cpu")
     frames = []
@@ -136,16 +157,36 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
         def __init__(self, index: int, image: np.ndarray) -> None:
             self.index, self.image = index, image
 
-    t0 = time.perf_counter()
-    for p, img in frames:  # a burst before the worker starts: newest wins
-        monitor.on_pair(p)
-        monitor.on_restored(Restored(p.index, img))
-    assert time.perf_counter() - t0 < 0.05 * len(frames)
+    # the first check holds the worker until released: a check as slow as can be
+    entered, release = threading.Event(), threading.Event()
+    real_check = monitor_module.check_pair
+
+    def held_check(*args: object, **kw: object) -> object:
+        entered.set()
+        assert release.wait(WAIT_S), "never released"
+        return real_check(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(monitor_module, "check_pair", held_check)
     monitor.start()
-    summary = monitor.finish()
-    assert summary.skipped == len(frames) - 1
-    assert summary.checked == 1
-    assert _lines(tmp_path)[0]["pair"] == frames[-1][0].index
+    (p0, img0), rest = frames[0], frames[1:]
+    monitor.on_pair(p0)
+    monitor.on_restored(Restored(p0.index, img0))
+    assert entered.wait(WAIT_S), "the worker never took the first check"
+
+    def burst() -> None:  # while that check runs: newest wins
+        for p, img in rest:
+            monitor.on_pair(p)
+            monitor.on_restored(Restored(p.index, img))
+
+    feeder = threading.Thread(target=burst)
+    feeder.start()
+    feeder.join(WAIT_S)  # the listeners never wait for the check in progress
+    assert not feeder.is_alive(), "a listener waited for the trust check"
+    release.set()
+    summary = monitor.finish(timeout=WAIT_S)
+    assert summary.skipped == len(rest) - 1
+    assert summary.checked == 2
+    assert [ln["pair"] for ln in _lines(tmp_path)] == [p0.index, rest[-1][0].index]
 
 
 def test_qt_window_shows_the_trust_strip_and_error_overlay(familiar_run: Path) -> None:

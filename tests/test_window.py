@@ -26,6 +26,12 @@ from ._cli import assert_cancelled_cleanly, interrupted_demo
 
 FRAMES = 2000  # far more than a test waits for: only a stop ends these runs
 INTERVAL_S = 0.05
+# A stop ends the cameras' burst after the current frame; the frames they had taken
+# by then are all paired and kept, and on a busy machine the acquisition thread may
+# be several frames behind the cameras.  So a stop that worked ends the run within
+# this many pairs of the stop (2 s of frames); one that did not runs on to the
+# give-up below (90 s, some 1600 pairs).
+STOPPED_WITHIN = 40
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +128,8 @@ def test_closing_the_window_stops_the_run_and_keeps_every_pair(
     summary, acted = _windowed_run(tmp_path, close_after_5)
     assert acted, "the window never showed 5 pairs"
     assert summary.status == "cancelled"
-    # stopped after the current frame: at most the frame in flight follows the close
-    assert acted[0] <= summary.pairs <= acted[0] + 2
+    # stopped: only the frames the cameras had taken follow the close
+    assert acted[0] <= summary.pairs <= acted[0] + STOPPED_WITHIN
     assert _kept(summary) == summary.pairs
 
 
@@ -152,13 +158,14 @@ def test_stop_button_stops_the_run_and_the_window_shows_finished(
         tmp_path, click_stop_then_look, keep_open=True, on_finished=finished
     )
     assert acted and summary.status == "cancelled"
-    assert seen["clicked"] <= summary.pairs <= seen["clicked"] + 2
+    assert seen["clicked"] <= summary.pairs <= seen["clicked"] + STOPPED_WITHIN
     assert seen["window_open_at_summary"] is True
     assert "finished: cancelled" in seen["title"]
     assert seen["button"] == "Finished" and seen["status"].startswith("FINISHED")
     assert _kept(summary) == summary.pairs
 
 
+@pytest.mark.slow  # trains a candidate; test_finetune checks the gate by default
 def test_fine_tune_button_trains_a_candidate_during_the_run(
     qapp: Any, tmp_path: Path
 ) -> None:
@@ -180,7 +187,7 @@ def test_fine_tune_button_trains_a_candidate_during_the_run(
         restore=True,
         model=_weak_model(tmp_path / "weak.safetensors"),
         fine_tune=FineTuneOptions(  # never on its own: only the button starts one
-            every=10_000, holdback=4, epochs=2, samples_per_epoch=32, crop=48
+            every=10_000, holdback=4, epochs=2, samples_per_epoch=32, crop=48, nice=0
         ),
     )
     assert acted, "the button never started a candidate"

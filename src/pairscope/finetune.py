@@ -1,8 +1,11 @@
 """Fine-tune during the run, in a separate process, and swap only what is better.
 
 Every ``every`` same-instant pairs (or when asked, e.g. from the window), a
-candidate is trained from the current model on the pairs logged so far, in its
-own low-priority process: acquisition never waits for it.  The newest
+candidate is trained from the current model on the pairs acquired up to that moment
+(once the writer has listed them), in its own low-priority process: acquisition
+never waits for it.  What a candidate learns from is fixed when it is started (those
+pairs, registered with the live camera registration once it is known; ``epochs`` of
+``samples_per_epoch`` crops), never by how fast the machine is.  The newest
 ``holdback`` same-instant pairs are held back from that training; the candidate
 and the current model are scored on them with the trust monitor's metric (PSNR
 against the registered simultaneous reference, affine-fitted, fixed data range),
@@ -44,7 +47,10 @@ class FineTuneOptions:
     lr: float = 2e-4  # gentler than training from scratch
     min_gain_db: float = 0.05  # a candidate must beat the current model by this
     threads: int = 1  # torch threads of the training process
-    nice: int = 15  # the training process's CPU priority (acquisition first)
+    nice: int = 15  # CPU priority of the training process and of the scoring
+    #: seconds a candidate waits for the writer to list the pairs it was started on,
+    #: and for the live camera registration (bounds for a hang, not a budget)
+    wait_s: float = 120.0
 
 
 class LiveFineTuner:
@@ -56,22 +62,27 @@ class LiveFineTuner:
         restorer: Any,
         model_path: Path,
         options: FineTuneOptions | None = None,
-        registration: Callable[[], Any] | None = None,
+        registration: Callable[[float], Any] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.restorer = restorer
         self.current = Path(model_path)
         self.options = options or FineTuneOptions()
-        self.registration = registration  # the live camera registration, once known
+        #: ``registration(timeout_s)``: the live camera registration, waited for
+        #: while it is being estimated (None: there is none)
+        self.registration = registration
         self.decisions: list[dict[str, Any]] = []
         self._count = 0
+        self._seen = 0  # pairs acquired so far (index of the newest + 1)
         self._next = self.options.every
         self._thread: threading.Thread | None = None
         self._process: Any = None
         self._stop = threading.Event()
+        self._ended = threading.Event()  # the run ended: its manifest is final
 
     # -- triggers (acquisition thread / GUI thread: cheap) ----------------------
     def on_pair(self, pair: Any) -> None:
+        self._seen = max(self._seen, pair.index + 1)
         if pair.metadata.get("simultaneous"):
             self._count += 1
         if self._count >= self._next and not self.busy:
@@ -92,12 +103,16 @@ class LiveFineTuner:
     def _start(self) -> None:
         k = len(self.decisions)
         self._thread = threading.Thread(
-            target=self._candidate, args=(k,), name="pairscope-finetune", daemon=True
+            target=self._candidate,
+            args=(k, self._seen),
+            name="pairscope-finetune",
+            daemon=True,
         )
         self._thread.start()
 
     def finish(self, timeout: float = 300.0) -> None:
         """Wait for a running candidate (then stop it) at the end of the run."""
+        self._ended.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self._stop.set()
@@ -107,15 +122,15 @@ class LiveFineTuner:
             self._thread.join(10)
 
     # -- one candidate (its own thread; training in a child process) -------------
-    def _candidate(self, k: int) -> None:
-        deprioritize_current_thread(15)
-        from .io import open_run
+    def _candidate(self, k: int, pairs: int) -> None:
+        """Candidate ``k`` on the first ``pairs`` pairs of the run."""
+        deprioritize_current_thread(self.options.nice)
         from .io._reader import same_instant
 
         t0 = time.perf_counter()
         record: dict[str, Any] = {"candidate": k}
         try:
-            records = open_run(self.run_dir).records
+            records = self._listed(pairs)
             same = [
                 i for i, r in enumerate(records) if r.get("lowdose") and same_instant(r)
             ]
@@ -154,6 +169,28 @@ class LiveFineTuner:
             f.flush()
             os.fsync(f.fileno())
 
+    def _listed(self, pairs: int) -> list[dict[str, Any]]:
+        """The manifest records of the first ``pairs`` pairs, once the writer has
+        listed them (it writes behind the acquisition); fewer only if the run
+        ends without them or ``wait_s`` passes."""
+        from .io import open_run
+
+        deadline = time.monotonic() + self.options.wait_s
+        while True:
+            ended = self._ended.is_set()  # read before the manifest
+            records = open_run(self.run_dir).records
+            if len(records) >= pairs or ended or self._stop.is_set():
+                return records[:pairs]
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "Fine-tuning: %d of %d pairs listed after %.0f s; training on those",
+                    len(records),
+                    pairs,
+                    self.options.wait_s,
+                )
+                return records
+            self._ended.wait(0.2)
+
     def _snapshot(self, records: list[dict[str, Any]], k: int) -> Path:
         """A run folder listing only the pairs to train on (the held-back ones are
         not in it); the image files are hard links (the manifest decides)."""
@@ -168,7 +205,13 @@ class LiveFineTuner:
                     shutil.copy2(src, snap / name)
         lines = "".join(json.dumps(r) + "\n" for r in records)
         (snap / L.MANIFEST).write_text(lines)
-        reg = self.registration() if self.registration is not None else None
+        # the live registration is estimated on a low-priority thread: wait for it
+        # rather than train on unregistered pairs when the machine is busy
+        reg = (
+            self.registration(self.options.wait_s)
+            if self.registration is not None
+            else None
+        )
         if reg is not None and not (snap / L.CALIBRATION).exists():
             from .io.calibration import save_calibration
 

@@ -140,7 +140,7 @@ def run_live(
             restorer,
             model_path,
             options.fine_tune,
-            registration=lambda: live_reg.registration if live_reg else None,
+            registration=lambda timeout: live_reg.wait(timeout) if live_reg else None,
         )
         acq.events.pairReady.connect(tuner.on_pair)
     bar = _progress(acq, sequence) if options.progress else None
@@ -250,13 +250,19 @@ class _LiveCalibration:
         self.registration = reg
         self.sink.reference_transform = partial(apply_registration, reg=reg)
 
+    def wait(self, timeout: float) -> Any:
+        """The registration, once estimated (waits up to ``timeout`` s while it is
+        being estimated); None before 4 same-instant pairs or if it failed."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.registration
+
     def finish(self, timeout: float = 120.0) -> None:
         """Wait for the estimate and store it with the run."""
         from .io.calibration import save_calibration
 
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self.registration is None:
+        if self.wait(timeout) is None:
             return
         try:
             save_calibration(self.run_dir, self.registration)

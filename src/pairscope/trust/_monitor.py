@@ -173,8 +173,12 @@ class TrustMonitor:
             )
             self._thread.start()
 
-    def finish(self, timeout: float = 30.0) -> TrustSummary:
-        """Check what is waiting, stop, write the summary and the plot."""
+    def finish(self, timeout: float = 300.0) -> TrustSummary:
+        """Check what is waiting, stop, write the summary and the plot.
+
+        The worker runs at the lowest priority, so on a busy machine the last checks
+        can take tens of seconds: ``timeout`` is a bound for a hang, not a budget.
+        """
         with self._cond:
             self._stop = True
             self._cond.notify_all()
