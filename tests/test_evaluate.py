@@ -305,6 +305,7 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # eight restorations of every pair
 def test_self_ensemble_is_scored_and_said(
     report, fresh_run: Path, tmp_path: Path
 ) -> None:

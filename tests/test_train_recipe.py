@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 import pairscope
 from pairscope.io._import import import_pairs
+from pairscope.io.calibration import Registration, save_calibration
 from pairscope.io.dataset import frames_independent
 from pairscope.train import TrainConfig, checkpoint_path, train
 from pairscope.train._trainer import _Schedule
@@ -37,6 +39,7 @@ def _import(demo_run: Path, folder: Path, *, shuffle_fields: bool) -> Path:
                         progress=False)  # fmt: skip
 
 
+@pytest.mark.slow  # two imports and two trainings
 def test_independence_is_measured_not_assumed(demo_run: Path, tmp_path: Path) -> None:
     timelapse = _import(demo_run, tmp_path / "a", shuffle_fields=False)
     snapshots = _import(demo_run, tmp_path / "b", shuffle_fields=True)
@@ -91,9 +94,11 @@ def test_minutes_end_training_with_the_rate_annealed(
 ) -> None:
     from pairscope.train import _trainer
 
+    run = Path(shutil.copytree(demo_run, tmp_path / "run"))
+    save_calibration(run, Registration(-0.7, 1.3))  # the demo rig's: not estimated
     monkeypatch.setattr(_trainer, "time", _Clock())
     cfg = TrainConfig(epochs=100_000, minutes=0.1, block_size=2, **TINY)
-    res = train([demo_run], tmp_path / "m.safetensors", cfg)
+    res = train([run], tmp_path / "m.safetensors", cfg)
     # 1 s epochs in a 6 s budget: the sixth ends it, not the 100 000 epochs
     assert len(res.history) == 6
     ckpt = torch.load(checkpoint_path(tmp_path / "m.safetensors"), weights_only=True)
