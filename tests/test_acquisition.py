@@ -298,3 +298,21 @@ def test_ctrl_c_on_the_python_api_stops_cleanly_and_keeps_every_pair(
     assert len(pairscope.open_run(summary.run_dir)) == summary.pairs
     assert again.status == "completed" and again.pairs == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_cancel_before_the_run_starts_acquires_nothing_and_says_cancelled(
+    demo_core, tmp_path: Path
+) -> None:
+    """A Ctrl-C while the rig is being set up (before :meth:`run`) is not lost:
+    the run is recorded 'cancelled' with no pair, and the next run is not."""
+    acq = PairedAcquisition(demo_core)
+    acq.cancel()
+    summary = acq.run(
+        useq.MDASequence(time_plan={"interval": 0.05, "loops": 200}),
+        writer=RunWriter(tmp_path),
+    )
+    assert summary.status == "cancelled" and summary.pairs == 0
+    info = json.loads((Path(summary.run_dir) / "run.json").read_text())
+    assert info["status"] == "cancelled"
+    again = acq.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
+    assert again.status == "completed" and again.pairs == 2

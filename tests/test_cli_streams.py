@@ -46,3 +46,45 @@ def test_sighup_stops_the_run_cleanly(tmp_path: Path) -> None:
     )
     assert proc.returncode == 129, err
     assert_cancelled_cleanly(out, err, manifest)
+
+
+def test_ctrl_c_while_the_rig_is_set_up_is_a_clean_cancel(tmp_path: Path) -> None:
+    """Ctrl-C as soon as the config is announced (the cores are loading, no
+    acquisition yet): the run stops, exit 130, no traceback, every pair listed
+    is readable; it is not ignored until the run completes."""
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "5000",
+            "--sensor", "64", "--no-restore", "--no-progress", "--headless",
+            "--out", str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the config's device code is announced
+    assert "imports Python device code" in first, first
+    os.kill(proc.pid, signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    for run_dir in tmp_path.iterdir():  # a run folder, where one was made
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "cancelled" and info["pairs_written"] < 5000
+        assert len(pairscope.open_run(run_dir)) == info["pairs_written"]
+
+
+def test_ctrl_c_before_a_command_handles_it_is_one_line(
+    monkeypatch, capsys
+) -> None:
+    """A KeyboardInterrupt while pairscope is still importing its command."""
+    from pairscope import cli
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["info", "missing.cfg"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "pairscope: interrupted (Ctrl-C)"

@@ -21,9 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     with _unbreakable_output():
-        _quiet_logging()
-        keep_frame_memory()
-        return _run(args)
+        try:
+            _quiet_logging()
+            keep_frame_memory()
+            return _run(args)
+        except KeyboardInterrupt:  # before a command installed its own handler
+            print("\npairscope: interrupted (Ctrl-C)", file=sys.stderr)
+            return 130
 
 
 def _run(args: argparse.Namespace) -> int:

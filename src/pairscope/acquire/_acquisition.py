@@ -131,9 +131,13 @@ class PairedAcquisition:
         status: Status = "completed"
         failed_trigger, message = None, ""
         t0 = time.perf_counter()
+        if self._cancel_before_start:
+            engine.cancel_requested.set()
+            self._cancel_before_start = False
         try:
             with self._ctrl_c_cancels():
-                self.core.mda.run(sequence)
+                if not engine.cancel_requested.is_set():
+                    self.core.mda.run(sequence)
         except (CameraFault, StageFault) as fault:
             status, failed_trigger, message = "failed", fault.trigger_index, str(fault)
         except SequenceOverflow as fault:
@@ -213,6 +217,7 @@ class PairedAcquisition:
     def cancel(self) -> None:
         """Stop after the current frame (a running hardware sequence stops too)."""
         self.cancel_calls += 1
+        self._cancel_before_start = self._engine is None
         if self._engine is not None:
             self._engine.cancel_requested.set()
         self.core.mda.cancel()
@@ -220,6 +225,9 @@ class PairedAcquisition:
     #: how often :meth:`cancel` was called (also after the run ended: a live
     #: window that stays open closes on a Ctrl-C that is not its own Stop)
     cancel_calls = 0
+    #: a cancel that came before :meth:`run` started its engine (a Ctrl-C while
+    #: the rig was being set up): the run starts, acquires nothing, is 'cancelled'
+    _cancel_before_start = False
 
     @contextmanager
     def _ctrl_c_cancels(self) -> Iterator[None]:

@@ -412,6 +412,8 @@ class _Stopper:
 
     def watch(self, acquisition: Any) -> None:
         self.acquisition = acquisition
+        if self.signal is not None:  # it came while the rig was being set up
+            acquisition.cancel()
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.signal is not None:  # a second Ctrl-C: still a clean stop
