@@ -85,3 +85,65 @@ def test_a_weak_model_is_replaced_by_a_better_candidate(tmp_path: Path) -> None:
         assert d["swapped"] == (gain >= 0.05)
     assert first["swapped"], f"an untrained model should lose: {first}"
     assert Path(first["model"]).is_file()
+
+
+def _training_children(run_dir: Path) -> list[int]:
+    """Processes still training a candidate of this run (from /proc)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "pairscope._finetune_child" in cmdline and str(run_dir) in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_ctrl_c_during_a_candidate_stops_it_at_once_and_keeps_every_pair(
+    tmp_path: Path,
+) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: pairscope stops the
+    run and the candidate in training, says so in finetune.jsonl, prints no
+    traceback, and leaves no training process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "pairscope.cli", "demo", "--frames", "5000",
+            "--sensor", "64", "--interval-ms", "0", "--headless", "--fine-tune",
+            "--no-progress", "--out", str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )  # fmt: skip
+    deadline = time.monotonic() + 300  # a bound for a hang, not a timing
+    logs: list[Path] = []
+    while not logs and time.monotonic() < deadline and proc.poll() is None:
+        logs = list(tmp_path.glob("*/finetune/candidate-0.log"))
+        time.sleep(0.2)
+    assert logs, f"no candidate started: {proc.communicate()[1]}"
+    run_dir = logs[0].parents[1]
+    os.killpg(proc.pid, signal.SIGINT)
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "cancelled"
+    assert len(pairscope.open_run(run_dir)) == info["pairs_written"] >= 100
+    decisions = [
+        json.loads(x) for x in (run_dir / "finetune.jsonl").read_text().splitlines()
+    ]
+    assert decisions and all(not d["swapped"] for d in decisions), decisions
+    # stopped with the run, or (a fast machine) decided before the Ctrl-C came
+    assert "stopped" in decisions[-1] or "candidate_score_db" in decisions[-1]
+    assert "error" not in decisions[-1], decisions[-1]
+    assert not _training_children(run_dir)

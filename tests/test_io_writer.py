@@ -216,6 +216,30 @@ def test_full_disk_on_a_tiny_tmpfs_still_finalises(tmp_path) -> None:
         assert not (writer.run_dir / ".space-reserve").exists()
 
 
+def test_full_disk_in_ome_zarr_is_the_same_one_line(tmp_path) -> None:
+    """tensorstore reports a full disk as ValueError RESOURCE_EXHAUSTED: the
+    writer words it as every full disk, and every listed pair reads back."""
+    with _tmpfs(tmp_path / "small", "1500k") as disk:
+        writer = RunWriter(
+            disk, commit_interval_s=0.01, reserve_bytes=256 << 10, format="ome-zarr"
+        )
+        writer.start(RUN_INFO)
+        deadline = time.monotonic() + WAIT_S
+        with pytest.raises(WriterError):  # 256² frames: a chunk fills the disk first
+            for k in range(10_000):
+                writer.submit(make_pair(k, size=256))
+                assert time.monotonic() < deadline, "the writer never refused a pair"
+                time.sleep(0.005)
+        with pytest.raises(WriterError) as err:
+            writer.close({"status": "completed"})
+        assert "the disk is full" in str(err.value), err.value
+        assert "RESOURCE_EXHAUSTED" not in str(err.value)
+        info = json.loads((writer.run_dir / "run.json").read_text())
+        assert info["status"] == "failed"
+        assert info["pairs_written"] == err.value.pairs_written > 0
+        _assert_listed_pairs_readable(writer.run_dir, info["pairs_written"])
+
+
 def test_folder_turned_read_only_mid_run(tmp_path) -> None:
     """chattr +i: nothing new can be created in the folder (root ignores chmod)."""
     writer = RunWriter(tmp_path, commit_interval_s=0.01)

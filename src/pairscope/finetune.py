@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -110,16 +111,45 @@ class LiveFineTuner:
         )
         self._thread.start()
 
-    def finish(self, timeout: float = 300.0) -> None:
-        """Wait for a running candidate (then stop it) at the end of the run."""
+    def finish(
+        self,
+        *,
+        cancelled: bool = False,
+        interrupted: Callable[[], bool] | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        """At the end of the run: a cancelled run stops its candidate at once; a
+        finished run waits for it (saying so) until ``interrupted()`` (a Ctrl-C
+        after the run) or ``timeout`` s, then stops it."""
         self._ended.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if cancelled:
+            self._stop.set()
+        elif self.busy:
+            logger.warning(
+                "Fine-tuning: waiting for candidate %d to be trained and scored "
+                "(Ctrl-C stops it; the run is saved)",
+                len(self.decisions),
+            )
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            if interrupted is not None and interrupted():
+                self._stop.set()
+            assert self._thread is not None
+            self._thread.join(0.2)
         self._stop.set()
-        if self._process is not None and self._process.is_alive():
-            self._process.terminate()
+        self._end_child()
         if self._thread is not None:
             self._thread.join(10)
+
+    def _end_child(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     # -- one candidate (its own thread; training in a child process) -------------
     def _candidate(self, k: int, pairs: int) -> None:
@@ -144,6 +174,8 @@ class LiveFineTuner:
             out = self.run_dir / "finetune" / f"candidate-{k}.safetensors"
             self._train(snapshot, out)
             record["train_s"] = round(time.perf_counter() - t0, 1)
+            if self._stop.is_set():
+                raise _Stopped("stopped: the run ended before it was scored")
             current = self._score(self.current, held, snapshot)
             candidate = self._score(out, held, snapshot)
             swapped = candidate >= current + self.options.min_gain_db
@@ -160,6 +192,9 @@ class LiveFineTuner:
                 self.restorer.swap_model(out)
                 self.current = out
             shutil.rmtree(snapshot, ignore_errors=True)
+        except _Stopped as stopped:
+            record.update(swapped=False, stopped=str(stopped))
+            logger.info("Fine-tuning candidate %d: %s", k, stopped)
         except Exception as exc:  # a failed candidate never touches the run
             record.update(swapped=False, error=" ".join(str(exc).split())[:300])
             logger.warning("Fine-tuning candidate %d: %s", k, record["error"])
@@ -235,21 +270,28 @@ class LiveFineTuner:
             "synthetic_fraction": 0.0,
             "independent_frames": True,
         }
-        ctx = mp.get_context("spawn")
-        self._process = ctx.Process(
-            target=_train_candidate,
-            args=(str(snapshot), str(out), config, o.nice),
-            name="pairscope-finetune-train",
-            daemon=True,
-        )
-        self._process.start()
-        while self._process.is_alive():
-            self._process.join(0.5)
-            if self._stop.is_set():
-                self._process.terminate()
-                raise RuntimeError("the run ended before the candidate was trained")
-        if self._process.exitcode != 0 or not out.is_file():
-            raise RuntimeError(f"training failed (exit code {self._process.exitcode})")
+        log = out.with_suffix(".log")
+        with open(log, "w", encoding="utf-8") as errors:
+            # its own session: a Ctrl-C or a closed terminal reaches pairscope,
+            # which stops the candidate itself, never the training mid-step
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "pairscope._finetune_child", str(snapshot),
+                 str(out), json.dumps(config), str(o.nice), str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )  # fmt: skip
+            while self._process.poll() is None:
+                if self._stop.wait(0.5):
+                    self._end_child()
+                    raise _Stopped("stopped: the run ended before it was trained")
+        code = self._process.returncode
+        if code != 0 or not out.is_file():
+            lines = log.read_text(errors="replace").strip().splitlines()
+            why = lines[-1] if lines else f"exit code {code}"
+            raise RuntimeError(f"training failed ({why}; the whole error: {log})")
+        log.unlink(missing_ok=True)
 
     def _score(self, model: Path, held: list[int], snapshot: Path) -> float:
         import numpy as np
@@ -271,14 +313,5 @@ class LiveFineTuner:
         return float(np.mean(scores))
 
 
-def _train_candidate(
-    snapshot: str, out: str, config: dict[str, Any], nice: int
-) -> None:
-    """Child process: train one candidate at low CPU priority."""
-    import contextlib
-
-    with contextlib.suppress(OSError):
-        os.nice(nice)
-    from .train import TrainConfig, train
-
-    train([snapshot], out, TrainConfig(**config))
+class _Stopped(Exception):
+    """The run ended (cancelled) before the candidate was trained."""

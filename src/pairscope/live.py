@@ -144,6 +144,7 @@ def run_live(
         )
         acq.events.pairReady.connect(tuner.on_pair)
     bar = _progress(acq, sequence) if options.progress else None
+    calls_before = acq.cancel_calls
     if on_started is not None:
         on_started(acq, restorer)
     if restorer is not None:
@@ -166,7 +167,11 @@ def run_live(
             )
     finally:
         if tuner is not None:  # the candidate in training finishes (or is stopped)
-            tuner.finish()
+            calls_at_end = acq.cancel_calls
+            tuner.finish(
+                cancelled=calls_at_end > calls_before,
+                interrupted=lambda: acq.cancel_calls > calls_at_end,
+            )
         if restorer is not None:
             restorer.stop()
         if trust is not None:

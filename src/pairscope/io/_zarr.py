@@ -18,6 +18,8 @@ tensorstore is used directly rather than through ome-writers 0.3.2, whose
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,27 @@ from ._writer import FrameRefused
 T_CAPACITY = 1 << 31  # declared t extent while writing (shrunk when finalised)
 
 
+_OS_ERROR = re.compile(r"os_error_code='(\d+)'")
+_FILE = re.compile(r'(?:writing|reading) local file "([^"]+)"')
+
+
+def _result(future: Any) -> Any:
+    """A tensorstore future's result; an OS failure it reports as ValueError (a
+    full disk is ``RESOURCE_EXHAUSTED ... [os_error_code='28']``) is raised as the
+    OSError it is, so the writer words it like every other full disk."""
+    try:
+        return future.result()
+    except ValueError as exc:
+        code = _OS_ERROR.search(str(exc))
+        if code is None:
+            raise
+        errno_ = int(code.group(1))
+        where = _FILE.search(str(exc))
+        raise OSError(
+            errno_, os.strerror(errno_), where.group(1) if where else None
+        ) from exc
+
+
 def _open(path: Path, *, create: dict[str, Any] | None = None) -> Any:
     import tensorstore as ts
 
@@ -40,7 +63,7 @@ def _open(path: Path, *, create: dict[str, Any] | None = None) -> Any:
     }
     if create is not None:
         spec.update(metadata=create, create=True)
-    return ts.open(spec).result()
+    return _result(ts.open(spec))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -113,7 +136,7 @@ class ZarrFrames:
         """Wait until every written frame is on disk (fsynced by tensorstore)."""
         pending, self._pending = self._pending, []
         for future in pending:
-            future.result()
+            _result(future)
 
     def close(self) -> None:
         self.sync()
@@ -132,7 +155,7 @@ def read_frame(
 ) -> np.ndarray:
     if role not in cache:
         cache[role] = _open(run_dir / L.ZARR_STORE / role / "0")
-    return np.asarray(cache[role][page].read().result())
+    return np.asarray(_result(cache[role][page].read()))
 
 
 def finalize_zarr(
@@ -165,9 +188,9 @@ def finalize_zarr(
         arr = _open(group / "0")
         n = len(pages)
         if arr.shape[0] != n:
-            arr.resize(
-                exclusive_max=[n, None, None], resize_metadata_only=True
-            ).result()
+            _result(
+                arr.resize(exclusive_max=[n, None, None], resize_metadata_only=True)
+            )
         chunks = group / "0" / "c"
         extra = [
             p for p in (chunks.iterdir() if chunks.is_dir() else [])

@@ -1,0 +1,37 @@
+"""A fine-tuning candidate's training, in its own process and session.
+
+``python -m pairscope._finetune_child SNAPSHOT OUT CONFIG_JSON NICE PARENT_PID``:
+trains one candidate at low CPU priority; ends itself if pairscope (the parent)
+is gone, so a killed run leaves no training behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+
+
+def _end_with_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+def main(argv: list[str]) -> int:
+    snapshot, out, config, nice, parent = argv
+    threading.Thread(target=_end_with_parent, args=(int(parent),), daemon=True).start()
+    with contextlib.suppress(OSError):
+        os.nice(int(nice))
+    from .train import TrainConfig, train
+
+    train([snapshot], out, TrainConfig(**json.loads(config)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
