@@ -27,8 +27,11 @@ def _start_burners(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
 
 
-def _run_suite(pytest_args: list[str]) -> tuple[int, str, float, float]:
-    """One run of the suite: exit status, summary line, wall seconds, peak load."""
+def _run_suite(
+    pytest_args: list[str], log: Path
+) -> tuple[int, str, float, float]:
+    """One run of the suite (its whole output in ``log``): exit status, summary
+    line, wall seconds, peak load."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     start = time.monotonic()
@@ -42,6 +45,7 @@ def _run_suite(pytest_args: list[str]) -> tuple[int, str, float, float]:
         lines.append(line.rstrip())
         peak_load = max(peak_load, os.getloadavg()[0])
     process.wait()
+    log.write_text("\n".join(lines) + "\n")
     seconds = time.monotonic() - start
     summary = next((line for line in reversed(lines) if " in " in line and "=" in line), "")
     failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
@@ -57,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         "--burners", type=int, default=os.cpu_count() or 2, help="CPU-bound processes (one per core)"
     )
     parser.add_argument("--no-idle", action="store_true", help="skip the idle baseline run")
+    parser.add_argument(
+        "--logs", type=Path, default=Path("suite-logs"), help="each run's output"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
+    args.logs.mkdir(parents=True, exist_ok=True)
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -68,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     idle_seconds = None
     if not args.no_idle:
         print("idle run ...", flush=True)
-        code, summary, seconds, load = _run_suite(args.pytest_args)
+        code, summary, seconds, load = _run_suite(args.pytest_args, args.logs / "idle.log")
         idle_seconds = seconds
         rows.append(("idle", code, summary, seconds, load))
     for index in range(args.runs):
         print(f"loaded run {index + 1} of {args.runs} ({args.burners} burners) ...", flush=True)
         burners = _start_burners(args.burners)
         try:
-            code, summary, seconds, load = _run_suite(args.pytest_args)
+            code, summary, seconds, load = _run_suite(
+                args.pytest_args, args.logs / f"loaded-{index + 1}.log"
+            )
         finally:
             for burner in burners:
                 burner.kill()
