@@ -30,6 +30,7 @@ from ..hardware import DetectorPair, Rig, find_detector_pair
 from ..sequence import check_sequence
 from ._engine import PairedEngine
 from ._pair import Pair
+from ._rig_model import rig_model_at_start
 from ._signals import PairedSignals, listener_failures
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class PairedAcquisition:
         cfg_hash = None
         if self.config_path and self.config_path.is_file():
             cfg_hash = hashlib.sha256(self.config_path.read_bytes()).hexdigest()
-        return {
+        info = {
             "pairscope_version": __version__,
             "config_path": str(self.config_path) if self.config_path else None,
             "config_sha256": cfg_hash,
@@ -101,6 +102,8 @@ class PairedAcquisition:
             "follower_free_running": engine_follower_free_runs(self),
             **self.extra_info,
         }
+        info["rig_model"] = rig_model_at_start(self.rig, info).to_json()
+        return info
 
     def run(
         self, sequence: MDASequence, *, writer: Any | None = None

@@ -133,7 +133,7 @@ class PairedEngine(MDAEngine):
         self.clock = RunClock()
         self._static = {
             "split_ratio": s.split_ratio or self._split_ratio(),
-            "light": _light_power_property(self.mmcore),
+            "light": light_power_property(self.mmcore),
         }
         self._stage = _stage_position(self.mmcore)
         if self.rig.multi_core and self.mode in (
@@ -1048,7 +1048,7 @@ def _float_prop(core: CMMCorePlus, label: str, prop: str) -> float | None:
         return None
 
 
-def _light_power_property(core: CMMCorePlus) -> tuple[str, str] | None:
+def light_power_property(core: CMMCorePlus) -> tuple[str, str] | None:
     """The shutter device's power property, if it has one (e.g. an LED's Power)."""
     shutter = core.getShutterDevice()
     if not shutter:

@@ -35,6 +35,7 @@ from pymmcore_plus import CMMCorePlus, DeviceType
 
 from ..config import AcquisitionSettings
 from ..errors import ConfigError
+from ..rig import DeclaredOptics, DeclaredPhotometry
 from ._core import create_core, load_config, release_core
 
 RIG_SUFFIXES = (".yaml", ".yml")
@@ -50,6 +51,9 @@ class CoreSpec(BaseModel):
     config: Path
     camera: str
     role: Role
+    #: the camera's photometry from its data sheet or EMVA 1288 report (else
+    #: pairscope measures it; never read from its Gain property)
+    photometry: DeclaredPhotometry | None = None
 
 
 class TriggerWiring(BaseModel):
@@ -91,6 +95,8 @@ class RigSpec(BaseModel):
     cores: tuple[CoreSpec, ...] = Field(min_length=2)
     trigger: TriggerWiring = TriggerWiring()
     pairing: AcquisitionSettings = AcquisitionSettings()
+    #: objective NA, emission wavelength, beam-splitter ratio (each optional)
+    optics: DeclaredOptics = DeclaredOptics()
 
     @model_validator(mode="after")
     def _roles(self) -> RigSpec:

@@ -288,6 +288,12 @@ def save_calibration(
     }
     if source is not None:
         data["source"] = source
+    try:  # keep what else was measured (the cameras' photometry)
+        kept = json.loads(path.read_text()).get("photometry")
+    except (OSError, ValueError, AttributeError):
+        kept = None
+    if kept is not None:
+        data["photometry"] = kept
     write_atomic(path, json.dumps(data, indent=2).encode())
     return path
 
