@@ -34,6 +34,11 @@ from ._networks import (
     default_preview_network,
     expected_shapes,
 )
+from ._rig_check import (
+    RigMismatchError,
+    check_model_for_rig,
+    log_rig_check,
+)
 from ._streaming import (
     RestoredFrame,
     RestorerSignals,
@@ -61,18 +66,21 @@ __all__ = [
     "RestoredFrame",
     "RestorerSignals",
     "RestorerStats",
+    "RigMismatchError",
     "StreamingRestorer",
     "TrainedRun",
     "UNet",
     "ValidationScores",
     "build_network",
     "check_compatible",
+    "check_model_for_rig",
     "check_params",
     "default_preview_network",
     "describe_model_file",
     "expected_shapes",
     "load_model",
     "loaded_from_network",
+    "log_rig_check",
     "model_sha256",
     "pick_device",
     "restore_tiled",

@@ -2,8 +2,8 @@
 
 A model file is a plain ``.safetensors`` file whose ``__metadata__`` holds one key,
 ``"pairscope"``, with the JSON dump of :class:`ModelInfo` (architecture, factor,
-normalisation, pixel sizes, provenance, metrics).  Pickle-based checkpoints are
-refused and never unpickled.
+normalisation, pixel sizes, provenance, metrics, and the rig model of the runs it
+was trained on).  Pickle-based checkpoints are refused and never unpickled.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .._files import write_atomic
+from ..rig._model import RigModel
 from ._networks import (
     ARCHITECTURES,
     MAX_FACTOR,
@@ -56,8 +57,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # format 1: no camera, noise fit, training or validation
+FORMAT_VERSION = 3
+# format 1: no camera, noise fit, training or validation; format 2: no rig model
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_KEY = "pairscope"
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # the JSON header; read only if within this
 MAX_PARAMETERS = 64_000_000  # network parameters built from a file, at most
@@ -145,7 +147,9 @@ class TrainedRun(BaseModel):
 
 
 class CameraModel(BaseModel):
-    """A camera as its device reported it: offset, gain and read noise."""
+    """A camera's offset, conversion gain (e-/ADU) and read noise: since format 3
+    its rig model's photometry (None where unknown; files of format 2 took them
+    from the device's properties)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -200,7 +204,9 @@ class ModelInfo(BaseModel):
     """Everything a model file records besides its weights.
 
     ``training`` is the JSON form of the :class:`pairscope.train.TrainConfig` that
-    made the model (with its ``version``); ``history`` one entry per epoch.
+    made the model (with its ``version``); ``history`` one entry per epoch;
+    ``rig_model`` the rig model of the (first) run it was trained on (None in files
+    from before format 3: the rig is unknown).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -225,6 +231,7 @@ class ModelInfo(BaseModel):
     training: dict[str, Any] | None = None
     validation: ValidationScores | None = None
     history: tuple[dict[str, float], ...] = ()
+    rig_model: RigModel | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelInfo:
@@ -711,12 +718,45 @@ def _fmt(value: float | None, spec: str = ".4g", unit: str = "") -> str:
     return "unknown" if value is None else f"{value:{spec}}{unit}"
 
 
+def describe_rig(rig: RigModel | None) -> list[str]:
+    """One or two lines for the rig a model was trained on (``pairscope info``)."""
+    if rig is None:
+        return [
+            "rig:          not recorded (a model from before format 3): its cameras "
+            "and photometry are unknown"
+        ]
+
+    def camera(role: str, name: str) -> str:
+        cam = rig.camera(role)
+        return (
+            f"{name} {cam.label or '?'} ({cam.camera_model or 'model unknown'}, "
+            f"{_fmt(cam.pixel_size_um, 'g', ' µm')}, binning {cam.binning})"
+        )
+
+    def photometry(role: str, name: str) -> str:
+        p = rig.camera(role).photometry
+        if not p.known:
+            return f"{name} unknown"
+        return f"{name} {p.e_per_adu:.4g} e-/ADU, offset {p.offset_adu:.4g} ADU ({p.source})"
+
+    return [
+        f"rig:          {rig.rig} ×{rig.factor} ({rig.mode}): "
+        + camera("lowdose", "low-dose")
+        + "; "
+        + camera("reference", "reference"),
+        "photometry:   "
+        + photometry("lowdose", "low-dose")
+        + "; "
+        + photometry("reference", "reference"),
+    ]
+
+
 def describe_model_file(path: str | Path) -> str:
     """A human-readable account of a model file: everything it records.
 
     Architecture, normalisation, pixel sizes, the camera models, the noise fit,
-    the training configuration, the validation scores and the runs it was trained
-    on.  The file is checked exactly as :func:`load_model` does.
+    the training configuration, the validation scores, the rig and the runs it was
+    trained on.  The file is checked exactly as :func:`load_model` does.
     """
     loaded = load_model(path)
     info = loaded.info
@@ -741,6 +781,7 @@ def describe_model_file(path: str | Path) -> str:
             f"{role + ' norm:':<14}{norm.mode}, ADU {norm.low:.1f} .. {norm.high:.1f} "
             f"(percentiles {norm.p_low:g} / {norm.p_high:g})"
         )
+    lines += describe_rig(info.rig_model)
     for role, cam in (
         ("low-dose cam:", info.lowdose_camera),
         ("ref. camera:", info.reference_camera),
