@@ -6,6 +6,12 @@
    bicubic, 5. write the model into the package and the evaluation into docs/.
 
     python scripts/train_demo_model.py --binning 2 --minutes 12
+
+``--metadata-only`` rewrites only the shipped model's metadata (no retraining, no
+download): the current model-file format and the rig model of a short demo run at
+that binning (the simulated demo camera, its declared photometry), so that the check
+of a model against a rig (``pairscope.restore.check_model_for_rig``) knows the
+bundled model was trained on the simulated demo camera.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
 from pairscope.io.calibration import estimate_registration, save_calibration
 from pairscope.live import MODELS_DIR
+from pairscope.restore import FORMAT_VERSION, CameraModel, load_model, save_model
+from pairscope.rig import rig_model_for_run
 from pairscope.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +59,26 @@ def acquire(out: Path, seed: int, binning: int, loops: int, positions) -> Path:
     return run
 
 
+def rewrite_metadata(binning: int) -> Path:
+    """Give the shipped ×``binning`` model the current format and the rig model of
+    a short demo run at that binning; its weights are kept bit for bit."""
+    path = MODELS_DIR / f"demo_x{binning}.safetensors"
+    model = load_model(path, expect_factor=binning)
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = rig_model_for_run(acquire(Path(tmp), 0, binning, 2, [(0.0, 0.0)]))
+    info = model.info.replace(
+        format_version=FORMAT_VERSION,
+        rig_model=rig,
+        lowdose_camera=CameraModel.from_rig(rig, "lowdose"),
+        reference_camera=CameraModel.from_rig(rig, "reference"),
+    )
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    save_model(path, model.network, info)
+    after = load_model(path, expect_factor=binning).network.state_dict()
+    assert all(bool((before[k] == after[k]).all()) for k in before), "weights changed"
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--binning", type=int, choices=(2, 4), default=2)
@@ -70,7 +98,16 @@ def main() -> None:
         action="store_true",
         help="re-run the evaluation of the shipped model (the demo is deterministic)",
     )
+    p.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="rewrite only the shipped model's metadata (format, rig model): no "
+        "training, no download",
+    )
     args = p.parse_args()
+    if args.metadata_only:
+        print(rewrite_metadata(args.binning))
+        return
     if args.evaluate_only:
         name = f"demo_x{args.binning}"
         with tempfile.TemporaryDirectory() as tmp:

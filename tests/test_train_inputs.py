@@ -60,7 +60,7 @@ def test_the_model_file_says_everything(trained: Path) -> None:
     assert config is not None and config.version == 1
     assert (config.width, config.depth, config.epochs, config.crop) == (4, 1, 3, 64)
     assert info.training == config.model_dump(mode="json")
-    # the demo cameras' device properties: offset 100 ADU, 0.5 e-/ADU, 1.6 e-
+    # the demo rig's declared photometry (never Gain): 100 ADU, 0.5 e-/ADU, 1.6 e-
     cam = info.lowdose_camera
     assert cam is not None and cam.camera == "LowDoseCam"
     assert (cam.offset_adu, cam.gain_e_per_adu, cam.read_noise_e) == (100, 0.5, 1.6)

@@ -158,6 +158,19 @@ class CameraModel(BaseModel):
     gain_e_per_adu: float | None = Field(None, gt=0)
     read_noise_e: float | None = Field(None, ge=0)
 
+    @classmethod
+    def from_rig(cls, rig: RigModel, role: str) -> CameraModel:
+        """The ``role`` camera of ``rig``: its label and photometry (None where
+        unknown), never a device's ``Gain`` property."""
+        cam = rig.camera(role)
+        p = cam.photometry
+        return cls(
+            camera=cam.label or None,
+            offset_adu=p.offset_adu,
+            gain_e_per_adu=p.e_per_adu,
+            read_noise_e=p.read_noise_e,
+        )
+
 
 class NoiseFit(BaseModel):
     """The photon-transfer fit of the low-dose camera (``pairscope.train.NoiseModel``)."""

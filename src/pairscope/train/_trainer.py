@@ -50,6 +50,7 @@ from pairscope.restore import (
     load_model,
     save_model,
 )
+from pairscope.rig import RigModel, rig_model_for_run
 
 from ._config import SYNTHETIC_ONLY, TrainConfig, TrainingError
 from ._crappify import CrappifiedDataset, can_simulate
@@ -513,27 +514,20 @@ def _val_psnr(
     return psnr(model_se), psnr(bicubic_se)
 
 
-def _camera(run: Run, role: str) -> CameraModel | None:
-    """The camera's offset / gain / read noise as its device properties said."""
-    label = run.info.get("detectors", {}).get(role)
-    if not isinstance(label, str):
+def _rig_model(run: Run) -> RigModel:
+    """The rig model of the (first) training run: recorded in the model file."""
+    try:
+        return rig_model_for_run(run)
+    except ValueError as exc:
+        raise TrainingError(f"{run.path}: {exc}") from None
+
+
+def _camera(rig: RigModel, role: str) -> CameraModel | None:
+    """The camera's offset / e-/ADU / read noise from the rig model's photometry
+    (None where unknown), never from the device's ``Gain`` property."""
+    if not rig.camera(role).label:
         return None
-    props = run.info.get("system_state", {}).get(label, {})
-
-    def number(key: str, positive: bool = False) -> float | None:
-        try:
-            value = float(props[key])
-        except (KeyError, TypeError, ValueError):
-            return None
-        ok = math.isfinite(value) and (value > 0 or not positive)
-        return value if ok else None
-
-    return CameraModel(
-        camera=label,
-        offset_adu=number("Offset"),
-        gain_e_per_adu=number("Gain", positive=True),
-        read_noise_e=number("ReadNoise_e"),
-    )
+    return CameraModel.from_rig(rig, role)
 
 
 def _noise_fit(model: NoiseModel | None) -> NoiseFit | None:
@@ -710,6 +704,7 @@ def _train(
     if not runs:
         raise TrainingError("no runs given: pass at least one run folder")
     factor = runs[0].factor
+    rig = _rig_model(runs[0])  # a damaged rig model: refused before training
     config = _resolve_independence(runs, config)
     _split(runs, config)  # too few pairs: refused before anything is built
     if noise is not None or config.synthetic_fraction > 0 or config.noise_fit:
@@ -893,7 +888,7 @@ def _train(
         model_path = out
         info = _save_final(
             out, net, config, norm, runs, train_set, val_set, val_loader, history,
-            best, noise, psf, device,
+            best, noise, psf, device, rig,
         )  # fmt: skip
     if world > 1:
         dist.barrier()
@@ -914,6 +909,7 @@ def _save_final(
     noise: NoiseModel | None,
     psf: PsfModel | None,
     device: torch.device,
+    rig: RigModel,
 ) -> ModelInfo:
     low_px, ref_px = train_set.pixel_sizes
     chosen = (
@@ -948,8 +944,8 @@ def _save_final(
             TrainedRun(path=str(r.path), sha256=_manifest_sha256(r.path)) for r in runs
         ),
         metrics={k: v for k, v in metrics.items() if math.isfinite(v)},
-        lowdose_camera=_camera(runs[0], "lowdose"),
-        reference_camera=_camera(runs[0], "reference"),
+        lowdose_camera=_camera(rig, "lowdose"),
+        reference_camera=_camera(rig, "reference"),
         noise_fit=_noise_fit(noise),
         psf_fit=None
         if psf is None
@@ -962,6 +958,7 @@ def _save_final(
         training=config.model_dump(mode="json"),
         validation=validation,
         history=tuple(history),
+        rig_model=rig,
     )
     save_model(out, net, info)
     return info
