@@ -185,3 +185,66 @@ def test_measured_photometry_is_read_back_but_a_declaration_stands(
     del info["rig_model"]  # unknown photometry: the measurement fills it
     (run_dir / "run.json").write_text(json.dumps(info))
     assert rig_model_for_run(run_dir).reference.photometry.e_per_adu == 0.8
+
+
+def test_calibrate_measures_both_cameras_of_a_demo_run_and_checks_the_declaration(
+    tmp_path: Path,
+) -> None:
+    """`pairscope calibrate RUN`: the registration and both cameras' photometry
+    (reference from its frames, low-dose against it), stored with the run."""
+    import subprocess
+    import sys
+
+    run_dir = acquire_demo_run(tmp_path, frames=8, sensor=256)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairscope.cli", "calibrate", str(run_dir),
+         "--max-pairs", "6"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("the frames agree") == 2, proc.stderr
+    stored = json.loads((run_dir / "calibration.json").read_text())["photometry"]
+    for role in ("lowdose", "reference"):
+        assert stored[role]["source"] == "measured"
+        assert stored[role]["e_per_adu"] == pytest.approx(0.5, rel=0.10)  # 6 pairs, 256²
+    assert "registration" in stored or "registration" in json.loads(
+        (run_dir / "calibration.json").read_text()
+    )
+
+
+def test_the_training_noise_fit_never_reads_the_gain_property(tmp_path: Path) -> None:
+    """A run from before the rig model whose cameras report Gain 0 (as DemoCamera
+    does): the reference photometry is measured from its frames, the fit holds."""
+    from pairscope.train import fit_noise_model
+
+    run_dir = acquire_demo_run(tmp_path, frames=8, sensor=256)
+    info = json.loads((run_dir / "run.json").read_text())
+    del info["rig_model"]
+    for label in ("LowDoseCam", "ReferenceCam"):
+        info["system_state"][label]["Gain"] = "0"
+    (run_dir / "run.json").write_text(json.dumps(info))
+    for line in (run_dir / "pairs.jsonl").read_text().splitlines():
+        assert "light_power" in json.loads(line)
+    nm = fit_noise_model([run_dir])
+    assert nm.reference_gain_e_per_adu == pytest.approx(0.5, rel=0.10)
+    assert nm.gain_e_per_adu == pytest.approx(0.5, rel=0.10)
+    assert nm.offset_adu == pytest.approx(100, abs=3)
+
+
+def test_the_noise_fit_of_a_cpp_run_is_one_clear_error(tmp_path: Path) -> None:
+    """No light-power property (light_power null) and noise-free DemoCamera waves:
+    no crash, one line saying why and what to do."""
+    from pairscope.train import fit_noise_model
+
+    with open_rig(CONFIGS / "cpp_democamera_rig.yaml") as rig:
+        summary = PairedAcquisition(rig, AcquisitionSettings(mode="triggered")).run(
+            useq.MDASequence(time_plan={"interval": 0, "loops": 6}),
+            writer=RunWriter(tmp_path),
+        )
+    run = pairscope.open_run(summary.run_dir)
+    assert run.records[0].get("light_power") is None
+    with pytest.raises(ValueError) as err:
+        fit_noise_model([run])
+    assert "photometry" in str(err.value) and "calibrate-camera" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -191,6 +191,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         f"per-pair scatter {reg.residual_px:.3f} px over {reg.n_pairs} pairs",
         file=sys.stderr,
     )
+    from .rig import calibrate_run_photometry
+
+    with open_run(args.run) as run:  # photometry: declared, else measured here
+        for line in calibrate_run_photometry(run, reg):
+            print(line, file=sys.stderr)
     print(path)
     return 0
 

@@ -22,7 +22,13 @@ from scipy.ndimage import convolve, gaussian_filter, uniform_filter
 
 from ._model import Photometry
 
-__all__ = ["PhotometryError", "photometry_from_frames", "photometry_from_series"]
+__all__ = [
+    "PhotometryError",
+    "paired_photon_transfer",
+    "photometry_from_frames",
+    "photometry_from_pairs",
+    "photometry_from_series",
+]
 
 _QUANT_VAR = 1 / 12  # variance added by rounding to integer ADU
 MIN_ELECTRONS_SPAN = 20.0  # the brightest bin must hold this many e- above dark
@@ -158,3 +164,114 @@ def photometry_from_frames(
             "photon-transfer fit"
         )
     return photometry
+
+
+def paired_photon_transfer(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    factor: int,
+    reference: Photometry,
+    registration: object | Sequence[object] | None = None,
+    *,
+    dark_lowdose: Sequence[np.ndarray] = (),
+    n_bins: int = 40,
+) -> tuple[Photometry, float]:
+    """The low-dose camera's photometry from same-instant pairs, and ``a``: low-dose
+    ADU per reference ADU above the offsets (see :func:`photometry_from_pairs`)."""
+    from .._binning import bin_sum
+    from ..io.calibration import Registration, apply_registration
+
+    if not pairs:
+        raise PhotometryError("no same-instant pairs to fit")
+    if reference.e_per_adu is None or reference.offset_adu is None:
+        raise PhotometryError("the reference camera's photometry is needed first")
+    if isinstance(registration, Sequence):  # one per pair (pairs of several runs)
+        regs = [r if isinstance(r, Registration) else Registration() for r in registration]
+    else:
+        one = registration if isinstance(registration, Registration) else Registration()
+        regs = [one] * len(pairs)
+    if len(regs) != len(pairs):
+        raise ValueError("one registration per pair, or one for all")
+    g_ref, off_ref = reference.e_per_adu, reference.offset_adu
+    var_ref = ((reference.read_noise_e or 0.0) / g_ref) ** 2
+    off_low, var_read = math.nan, math.nan
+    if len(dark_lowdose) > 0:
+        d = np.stack([np.asarray(f, np.float64) for f in dark_lowdose])
+        off_low = float(d.mean())
+        var_read = (
+            float(d.var(axis=0, ddof=1).mean()) if len(d) > 1 else float(d.var())
+        ) - _QUANT_VAR
+    f = factor
+    low_px, b_px, vb_px = [], [], []
+    gains: dict[object, float] = {}
+    for (low, ref), reg in zip(pairs, regs, strict=True):
+        if reg not in gains:
+            gains[reg] = _warp_bin_noise_gain(reg, f, np.asarray(ref).shape)
+        kappa = gains[reg]
+        m = math.ceil(max(abs(reg.shift_y_px), abs(reg.shift_x_px)) / f) + 2
+        sl = (slice(m, -m), slice(m, -m))
+        b = bin_sum(apply_registration(np.asarray(ref, np.float32) - off_ref, reg), f)
+        b = b[sl].astype(np.float64)
+        low_px.append(np.asarray(low, np.float64)[sl].ravel())
+        b_px.append(b.ravel())
+        vb_px.append((kappa * (np.maximum(b, 0) / f**2 / g_ref + var_ref)).ravel())
+    lo, b, vb = map(np.concatenate, (low_px, b_px, vb_px))
+    if b.var() <= vb.mean():
+        raise PhotometryError("the pairs show no specimen structure to fit against")
+    if math.isnan(off_low):  # errors-in-variables corrected regression
+        a = float(np.cov(lo, b)[0, 1] / (b.var() - vb.mean()))
+        off_low = float(lo.mean() - a * b.mean())
+    else:
+        a = float((lo.mean() - off_low) / b.mean())
+    resid = lo - off_low - a * b
+    order = np.argsort(b)
+    means, variances, weights = [], [], []
+    for chunk in np.array_split(order, n_bins):
+        if chunk.size < 100:
+            continue
+        v = resid[chunk].var() - a**2 * vb[chunk].mean() - _QUANT_VAR
+        means.append(lo[chunk].mean() - off_low)
+        variances.append(v)
+        weights.append(chunk.size / max(v, 1.0) ** 2)
+    x, y, w = map(np.asarray, (means, variances, weights))
+    if x.size < 3:
+        raise PhotometryError("too few pixels in the pairs for a photon-transfer fit")
+    if math.isnan(var_read):
+        slope, var_read = _line(x, y, w)
+    else:  # intercept known from the dark frames: fit the slope only
+        slope = float(np.sum(w * x * (y - var_read)) / np.sum(w * x * x))
+    method = f"paired photon transfer against the reference, {lo.size} pixels"
+    return _photometry(slope, off_low, var_read, method), a
+
+
+def photometry_from_pairs(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    factor: int,
+    reference: Photometry,
+    registration: object | None = None,
+    *,
+    dark_lowdose: Sequence[np.ndarray] = (),
+) -> Photometry:
+    """The dim low-dose camera's photometry from same-instant ``(low, ref)`` pairs.
+
+    The specimen moves, so each low-dose pixel's mean comes from the simultaneous
+    reference (its photometry known), registered and sum-binned by ``factor``:
+    ``μ ≈ offset + a·B``.  The residual's variance, less the reference's own noise
+    carried through warp and bin, against ``μ`` is the photon-transfer line.
+    Offset and read noise come from ``dark_lowdose`` frames when given, else from
+    an errors-in-variables regression and the line's intercept.
+    """
+    return paired_photon_transfer(
+        pairs, factor, reference, registration, dark_lowdose=dark_lowdose
+    )[0]
+
+
+def _warp_bin_noise_gain(reg: object, f: int, shape: tuple[int, ...]) -> float:
+    """Variance of ``bin(warp(noise))`` for unit white noise (``f²`` without warp)."""
+    from .._binning import bin_sum
+    from ..io.calibration import apply_registration
+
+    rng = np.random.default_rng(0)
+    n = min(128, shape[0], shape[1])
+    noise = rng.standard_normal((n, n)).astype(np.float32)
+    out = bin_sum(apply_registration(noise, reg), f)[4:-4, 4:-4]  # type: ignore[arg-type]
+    return float(out.var())

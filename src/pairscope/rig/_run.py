@@ -17,12 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._build import rig_model_from_info
+from ._build import PHOTOMETRY_FIX, rig_model_from_info
 from ._model import Photometry, RegistrationFacts, RigModel
 from ._photometry import PhotometryError, photometry_from_frames
 
 __all__ = [
     "DISAGREEMENT",
+    "calibrate_run_photometry",
     "measure_run_photometry",
     "photometry_disagreement",
     "rig_model_for_run",
@@ -143,3 +144,76 @@ def save_measured_photometry(run_dir: str | Path, measured: Mapping[str, Photome
     data = _calibration(run_dir)
     data["photometry"] = {role: p.model_dump(mode="json") for role, p in measured.items()}
     write_atomic(run_dir / CALIBRATION, json.dumps(data, indent=2).encode())
+
+
+def _same_instant_pairs(run: Any, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    idx = [
+        i
+        for i, r in enumerate(run.records)
+        if r.get("lowdose") and r.get("reference") and r.get("simultaneous") is not False
+        and not (r.get("light_power") is not None and float(r["light_power"]) == 0)
+    ]
+    step = max(1, len(idx) // max_pairs)
+    pairs = []
+    for i in idx[::step][:max_pairs]:
+        p = run[i]
+        if p.lowdose is not None and p.reference is not None:
+            pairs.append((np.asarray(p.lowdose), np.asarray(p.reference)))
+    return pairs
+
+
+def calibrate_run_photometry(
+    run: Any, registration: object | None, *, max_pairs: int = 16
+) -> list[str]:
+    """Measure both cameras' photometry from the run's frames, store it in
+    ``calibration.json`` and return one line per camera for the user: the
+    reference camera from its own frames, the dim low-dose one against the
+    registered reference (paired photon transfer).  A declaration in the rig file
+    stands; a measurement that contradicts it by > 20 % is reported."""
+    from ._photometry import photometry_from_pairs
+
+    declared_model = rig_model_from_info(run.info)
+    measured: dict[str, Photometry] = {}
+    lines: list[str] = []
+    light, dark = _frames(run, "reference", 8)
+    try:
+        measured["reference"] = photometry_from_frames(light, dark_frames=dark)
+    except PhotometryError as exc:
+        lines.append(f"reference camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}")
+    ref = declared_model.reference.photometry
+    reference = ref if ref.known else measured.get("reference")
+    if reference is not None:
+        _, dark_low = _frames(run, "lowdose", 8)
+        try:
+            measured["lowdose"] = photometry_from_pairs(
+                _same_instant_pairs(run, max_pairs),
+                int(declared_model.factor),
+                reference,
+                registration,
+                dark_lowdose=dark_low,
+            )
+        except PhotometryError as exc:
+            lines.append(f"lowdose camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}")
+    else:
+        lines.append(
+            "lowdose camera photometry: not measured (it needs the reference camera's)"
+        )
+    for role, photometry in measured.items():
+        declared = declared_model.camera(role).photometry
+        problem = (
+            photometry_disagreement(role, declared, photometry)
+            if declared.source == "declared"
+            else None
+        )
+        if problem is not None:
+            lines.append(f"warning: {problem}")
+        elif declared.source == "declared":
+            lines.append(
+                f"{role} camera photometry: declared {declared.describe()}; the frames "
+                f"agree ({photometry.e_per_adu:.4g} e-/ADU)"
+            )
+        else:
+            lines.append(f"{role} camera photometry: {photometry.describe()}")
+    if measured:
+        save_measured_photometry(run.path, measured)
+    return lines
