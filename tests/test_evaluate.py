@@ -277,6 +277,9 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
         sensor=128,
         props=[("LowDoseCam", "Offset", 300)],
     )
+    # the rig model is the only source of the camera's offset (never its device
+    # properties): this camera, at 300 ADU, declared as such in its rig file
+    _declare_lowdose_offset(other_cam, 300.0)
     format1 = Path(__file__).parent / "data" / "format1_demo_x2.safetensors"
     with pytest.raises(ModelMismatchError, match="dark floor"):  # no camera recorded
         evaluate(load_model(format1), [other_cam], tmp_path / "c")
@@ -303,6 +306,16 @@ def test_models_for_another_binning_pixel_size_or_camera_are_refused(
     err = capsys.readouterr().err
     assert code == 2 and "pairscope: error:" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _declare_lowdose_offset(run_dir: Path, offset: float) -> None:
+    """``run_dir``'s rig model as a rig file declaring the low-dose camera's offset
+    ``offset`` would have made it."""
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text())
+    photometry = info["rig_model"]["lowdose"]["photometry"]
+    photometry.update(offset_adu=offset, source="declared", method="a test rig file")
+    path.write_text(json.dumps(info))
 
 
 @pytest.mark.slow  # eight restorations of every pair

@@ -52,8 +52,9 @@ from .errors import PairscopeError
 from .io import Run, open_run
 from .io import _layout as L
 from .io.calibration import Registration, apply_registration, save_calibration
-from .restore import LoadedModel, StreamingRestorer, load_model
+from .restore import LoadedModel, StreamingRestorer, check_model_for_rig, load_model
 from .restore._model_file import check_compatible
+from .rig import RigModel, rig_model_for_run
 from .sim import ground_truth
 from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
 from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
@@ -116,8 +117,10 @@ def manifest_sha256(run: Run) -> str:
     return hashlib.sha256((run.path / "pairs.jsonl").read_bytes()).hexdigest()
 
 
-def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
-    """Refuse ``loaded`` for ``run`` on another binning, pixel size or camera."""
+def check_model_for_run(loaded: LoadedModel, run: Run) -> list[str]:
+    """Refuse ``loaded`` for ``run`` on another binning, pixel size or camera (the
+    run's rig model: never a device's ``Gain`` property); return the warnings of
+    :func:`pairscope.restore.check_model_for_rig` where it has any."""
     info = loaded.info
     rec = next(
         (r for r in run.records if r.get("reference") and r.get("lowdose")), None
@@ -134,23 +137,23 @@ def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
         )
     except ValueError as e:
         raise ModelMismatchError(f"{run.path}: {e}") from None
-    props = run.info.get("system_state", {}).get(
-        run.info.get("detectors", {}).get("lowdose", ""), {}
-    )
+    rig = _rig_model(run)
+    warnings = _check_model_for_rig(loaded, rig, run)  # factor, pixel size, e-/ADU
+    # the offset the model's fixed normalisation assumes (unknown: not compared)
     cam = getattr(info, "lowdose_camera", None)
-    checks = (
-        ("offset", getattr(cam, "offset_adu", None), props.get("Offset"), 0.05, 5.0),
-        ("gain", getattr(cam, "gain_e_per_adu", None), props.get("Gain"), 0.10, 0.0),
-    )
-    for what, have, run_value, rtol, atol in checks:
-        if have is None or run_value is None:
-            continue
-        if not math.isclose(float(have), float(run_value), rel_tol=rtol, abs_tol=atol):
-            raise ModelMismatchError(
-                f"model {info.name!r} was trained on a low-dose camera with {what} "
-                f"{float(have):g} but {run.path} has {float(run_value):g}: use a model "
-                "trained on this camera, or fine-tune one (pairscope train --init)"
-            )
+    have, photometry = getattr(cam, "offset_adu", None), rig.lowdose.photometry
+    offset = photometry.offset_adu
+    if (
+        have is not None
+        and offset is not None
+        and not math.isclose(have, offset, rel_tol=0.05, abs_tol=5.0)
+    ):
+        raise ModelMismatchError(
+            f"model {info.name!r} was trained on a low-dose camera with offset "
+            f"{have:g} but {run.path} has {offset:g} ADU ({photometry.source}: "
+            f"{photometry.method or 'rig model'}): use a model trained on this "
+            "camera, or fine-tune one (pairscope train --init)"
+        )
     norm = info.input_norm
     if cam is None and norm.mode == "fixed" and (norm.low, norm.high) != (0.0, 1.0):
         # no camera recorded (format 1): the dark floor of the data must match the
@@ -165,6 +168,24 @@ def check_model_for_run(loaded: LoadedModel, run: Run) -> None:
                 f"model {info.name!r} was trained with it at {info.input_norm.low:.0f} "
                 "(another camera offset or gain): use a model trained on this camera"
             )
+    return warnings
+
+
+def _rig_model(run: Run) -> RigModel:
+    """The run's rig model; a damaged or newer one is the run's problem, in one line."""
+    try:
+        return rig_model_for_run(run)
+    except ValueError as e:
+        raise ModelMismatchError(f"{run.path}: {e}") from None
+
+
+def _check_model_for_rig(loaded: LoadedModel, rig: RigModel, run: Run) -> list[str]:
+    """:func:`pairscope.restore.check_model_for_rig`'s warnings; its refusal is a
+    :class:`ModelMismatchError` naming the run."""
+    try:
+        return check_model_for_rig(loaded.info, rig, path=loaded.path)
+    except ValueError as e:
+        raise ModelMismatchError(f"{run.path}: {e}") from None
 
 
 def score_rows(
@@ -239,7 +260,8 @@ def evaluate(
     out = Path(out)
     opened = [r if isinstance(r, Run) else open_run(r) for r in runs]
     for run in opened:
-        check_model_for_run(loaded, run)
+        for warning in check_model_for_run(loaded, run):
+            logger.warning("%s: %s", run.path, warning)
     trained = {t.sha256: t.path for t in loaded.info.trained_on}
     training_runs = [str(r.path) for r in opened if manifest_sha256(r) in trained]
     jobs, sequential = [], 0
@@ -267,8 +289,9 @@ def evaluate(
     tally = M.TwoPointTally()
     calibrations: dict[str, TrustCalibration] = {}
     example: dict[str, Any] = {}
-    ray = rayleigh_um or _rayleigh_um(opened[0])
+    ray = rayleigh_um or _rig_model(opened[0]).optics.rayleigh_um
     pixel_um: dict[str, float] = {}
+    pixel_sizes: dict[str, tuple[float, float]] = {}
     for run, i in progress_bar(
         jobs, desc="evaluating", unit="pair", disable=not progress
     ):
@@ -276,19 +299,15 @@ def evaluate(
         if key not in calibrations:
             calibrations[key] = calibration_for_run(run)
             store_registration(run, calibrations[key].registration)
+            pixel_sizes[key] = _pixel_sizes(run, run.records[i], run.factor)
         cal = calibrations[key]
         monitor.calibration = cal
         pair = run[i]
         restored = restorer.restore_now(pair.lowdose)
         rows, target = frame_rows(run, i, cal, restored)
         crop = crop_of(cal, target.shape)
-        px = float(pair.metadata["reference"].get("pixel_size_um") or 1.0)
-        pixel_um = {
-            "reference": px,
-            "lowdose": float(
-                pair.metadata["lowdose"].get("pixel_size_um") or px * cal.factor
-            ),
-        }
+        px, low_px = pixel_sizes[key]
+        pixel_um = {"reference": px, "lowdose": low_px}
         scores = score_rows({k: v[crop] for k, v in rows.items()}, target[crop], px)
         for name, s in scores.items():
             for metric, value in s.items():
@@ -364,10 +383,18 @@ def store_registration(run: Run, reg: Registration) -> Path | None:
     return path
 
 
-def _rayleigh_um(run: Run) -> float | None:
-    hub = run.info.get("system_state", {}).get("DemoHub", {})
-    r = hub.get("RayleighDistance_um")
-    return float(r) if r is not None else None
+def _pixel_sizes(run: Run, record: dict[str, Any], factor: int) -> tuple[float, float]:
+    """Reference and low-dose pixel sizes (µm): the rig model's, else the pair's
+    record, else 1 (unknown: the FRC axis is then in pixels)."""
+    rig = _rig_model(run)
+    ref = rig.reference.pixel_size_um or (record.get("reference") or {}).get(
+        "pixel_size_um"
+    )
+    px = float(ref or 1.0)
+    low = rig.lowdose.pixel_size_um or (record.get("lowdose") or {}).get(
+        "pixel_size_um"
+    )
+    return px, float(low or px * factor)
 
 
 def _frame_targets(

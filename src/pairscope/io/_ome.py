@@ -7,7 +7,11 @@ references: the T index counts the reference frames, and the ``pairscope/pair-in
 MapAnnotation maps every plane to its pair); otherwise the planes are listed along T
 in acquisition order.  Every plane carries DeltaT, exposure time and stage position;
 channels name their detector; the instrument lists the cameras (and the objective's
-NA where the config knows it).  The two detector files are one multi-file OME
+NA where the rig model or the config knows it).  A camera's photometry (offset, e⁻/ADU,
+read noise) comes from the run's rig model (``run.json`` ``rig_model``) and is written
+only where it is known: the detector's ``Offset`` and the image's map annotation.  A
+camera's ``Gain`` property is never written (on real cameras it is an EM gain, an
+analog step or a mode index, not a conversion gain).  The two detector files are one multi-file OME
 dataset: both carry the same XML, with ``TiffData/UUID/@FileName`` naming the file
 that holds each plane.  Plain ``xml.etree`` (fast for 10 000s of planes); the tests
 validate the result against the OME schema with ome-types.
@@ -297,17 +301,6 @@ def _device_props(state: Any) -> Iterable[dict[str, Any]]:
                 yield from _device_props(v)
 
 
-def _camera_props(state: Any, camera: str) -> dict[str, Any]:
-    if isinstance(state, dict):
-        if isinstance(state.get(camera), dict):
-            return state[camera]
-        for v in state.values():
-            found = _camera_props(v, camera)
-            if found:
-                return found
-    return {}
-
-
 def _props(info: dict[str, Any], *names: str) -> float | None:
     """The first numeric device property called one of ``names`` in run.json."""
     for props in _device_props(info.get("system_state") or {}):
@@ -319,6 +312,45 @@ def _props(info: dict[str, Any], *names: str) -> float | None:
             if math.isfinite(v) and v > 0:
                 return v
     return None
+
+
+def _rig_model(info: dict[str, Any]) -> Any:
+    """The run's recorded rig model, or ``None`` (none recorded, or unreadable: the
+    OME is written without its facts)."""
+    if not isinstance(info.get("rig_model"), dict):
+        return None
+    from ..rig import rig_model_from_info
+
+    try:
+        return rig_model_from_info(info)
+    except ValueError:
+        return None
+
+
+def _photometry_of(rig: Any, role: str, camera: str) -> Any:
+    """The known photometry of ``camera`` (its role's in the rig model), or ``None``."""
+    if rig is None:
+        return None
+    cams = [rig.camera(r) for r in ("lowdose", "reference")]
+    ordered = [c for c in cams if c.role == role] + [c for c in cams if c.role != role]
+    for cam in ordered:
+        if cam.label == camera and cam.photometry.known:
+            return cam.photometry
+    return None
+
+
+def _photometry_entries(photometry: Any) -> dict[str, str]:
+    if photometry is None:
+        return {}
+    out = {
+        "photometry_e_per_adu": _num(photometry.e_per_adu),
+        "photometry_offset_adu": _num(photometry.offset_adu),
+    }
+    if photometry.read_noise_e is not None:
+        out["photometry_read_noise_e"] = _num(photometry.read_noise_e)
+    method = f": {photometry.method}" if photometry.method else ""
+    out["photometry_source"] = f"{photometry.source}{method}"
+    return out
 
 
 def build_ome_xml(
@@ -340,18 +372,23 @@ def build_ome_xml(
             "Creator": f"pairscope {info.get('pairscope_version', '')}".strip(),
         },
     )
-    state = info.get("system_state") or {}
-    na = _props(info, "NumericalAperture", "NA", "LensNA")
-    emission = _props(info, "EmissionWavelength_nm", "EmissionWavelength")
-    cameras = sorted({pl.camera for img in images for pl in img.planes})
+    rig = _rig_model(info)
+    optics = rig.optics if rig is not None else None
+    na = getattr(optics, "numerical_aperture", None) or _props(
+        info, "NumericalAperture", "NA", "LensNA"
+    )
+    emission = getattr(optics, "wavelength_nm", None) or _props(
+        info, "EmissionWavelength_nm", "EmissionWavelength"
+    )
+    roles = {pl.camera: img.role for img in images for pl in img.planes}
+    cameras = sorted(roles)
     detector_id = {cam: f"Detector:{i}" for i, cam in enumerate(cameras)}
     instrument = ET.SubElement(root, "Instrument", ID="Instrument:0")
     for cam in cameras:
         attrs = {"ID": detector_id[cam], "Model": cam}
-        props = _camera_props(state, cam)
-        for key in ("Gain", "Offset"):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                attrs[key] = _num(float(props[key]))
+        photometry = _photometry_of(rig, roles[cam], cam)
+        if photometry is not None:  # the rig model's, never a device property
+            attrs["Offset"] = _num(photometry.offset_adu)
         ET.SubElement(instrument, "Detector", attrs)
     if na is not None:
         ET.SubElement(instrument, "Objective", ID="Objective:0", LensNA=_num(na))
@@ -375,6 +412,9 @@ def build_ome_xml(
             emission=emission,
             channel_names=channel_names,
             description=(description or {}).get(img.role, ""),
+            photometry=_photometry_entries(
+                _photometry_of(rig, img.role, img.planes[0].camera)
+            ),
         )
     root.append(annotations)
     ET.indent(root, space=" ")
@@ -405,6 +445,7 @@ def _image(
     emission: float | None,
     channel_names: list[str],
     description: str,
+    photometry: dict[str, str],
 ) -> None:
     first = img.planes[0]
     el = ET.SubElement(root, "Image", ID=f"Image:{i}", Name=img.name)
@@ -495,6 +536,7 @@ def _image(
         "manifest": L.MANIFEST,
         **{f"linked_file_{r}": f for r, (f, _u) in files.items() if r != img.role},
         "status": str(info.get("status", "")),
+        **photometry,
     }
     for key, text in linked.items():
         ET.SubElement(value, "M", K=key).text = text

@@ -60,11 +60,17 @@ _QUANT_VAR = 1 / 12  # rounding to integer ADU
 
 @dataclass(frozen=True, slots=True)
 class CameraNoise:
-    """Poisson-Gaussian model of one camera: ``var = (mean - offset)/gain + (read/gain)²``."""
+    """Poisson-Gaussian model of one camera: ``var = (mean - offset)/gain + (read/gain)²``.
+
+    ``photometry_source``: where the figures come from (the rig model's ``declared``
+    or ``measured``, or ``rough estimate``); ``photometry_method`` how.
+    """
 
     gain_e_per_adu: float
     offset_adu: float
     read_noise_e: float
+    photometry_source: str = ""
+    photometry_method: str = ""
 
     def variance(self, mean_adu: np.ndarray) -> np.ndarray:
         """Expected variance (ADU²) of pixels whose expectation is ``mean_adu``."""

@@ -64,9 +64,13 @@ class TrustSummary:
     checked: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # newer pair arrived before the check started
-    calibrating: int = 0  # before the registration was known
+    calibrating: int = 0  # before the calibration was made (failed ones included)
     unmatched: int = 0  # restored frame whose pair was no longer kept
     errors: int = 0
+    restored: int = 0  # restored frames handed to the monitor
+    calibration_failed: int = 0  # of ``calibrating``: the calibration failed
+    #: why fewer pairs were checked than restored ("" when every one was)
+    why: str = ""
     files: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +83,14 @@ class TrustSummary:
         return (
             f"trust: {self.checked} checked (ok {v.get('ok', 0)}, warn "
             f"{v.get('warn', 0)}, alarm {v.get('alarm', 0)}), {self.skipped} skipped"
+        )
+
+    def shortfall(self) -> str:
+        """One line when no pair was checked or a check failed, else ""."""
+        if self.checked and not self.errors:
+            return ""
+        return f"trust: {self.checked} of {self.restored} restored pairs checked" + (
+            f": {self.why}" if self.why else ""
         )
 
 
@@ -128,6 +140,10 @@ class TrustMonitor:
         self._write_lock = threading.Lock()
         #: why results stopped being written ("" while they are)
         self.write_error = ""
+        #: why the live calibration could not be made (the last reason), and the
+        #: first failed check's
+        self.calibration_error = ""
+        self._first_error = ""
 
     # -- listeners (any thread; quick; never raise) -----------------------------
     def on_pair(self, pair: Any) -> None:
@@ -153,6 +169,7 @@ class TrustMonitor:
         """Queue the check of ``frame`` with its pair (newest wins)."""
         try:
             with self._cond:
+                self._counts["restored"] += 1
                 pair = self._pairs.pop(frame.index, None)
                 if pair is None:
                     self._counts["unmatched"] += 1
@@ -192,7 +209,10 @@ class TrustMonitor:
                     self._file.close()
                 except OSError as exc:
                     self._cannot_write(exc)
-        return self.write_summary()
+        summary = self.write_summary()
+        if line := summary.shortfall():
+            logger.warning("%s", line)
+        return summary
 
     # -- synchronous use (evaluate, benchmarks) ------------------------------------
     def check(
@@ -221,14 +241,46 @@ class TrustMonitor:
 
     def summary(self) -> TrustSummary:
         with self._cond:
-            return TrustSummary(
+            s = TrustSummary(
                 checked=sum(self._verdicts.values()),
                 verdicts={k: self._verdicts.get(k, 0) for k in ("ok", "warn", "alarm")},
                 skipped=self._counts["skipped"],
                 calibrating=self._counts["calibrating"],
                 unmatched=self._counts["unmatched"],
                 errors=self._counts["errors"],
+                restored=self._counts["restored"],
+                calibration_failed=self._counts["calibration_failed"],
             )
+        s.why = self._why(s)
+        return s
+
+    def _why(self, s: TrustSummary) -> str:
+        """Why fewer pairs were checked than restored, in words ("" if none)."""
+        if s.restored == 0:
+            if s.checked:  # synchronous use: check() without listeners
+                return ""
+            return (
+                "no restored frame reached the trust monitor (the restorer "
+                "skipped or failed them, or the run had no low-dose frame)"
+            )
+        reasons = []
+        if s.calibration_failed:
+            reasons.append(
+                f"{s.calibration_failed} while the calibration failed "
+                f"({self.calibration_error})"
+            )
+        if waiting := s.calibrating - s.calibration_failed:
+            reasons.append(
+                f"{waiting} while calibrating (the registration needs "
+                f"{self._n_cal} pairs of one instant with a reference first)"
+            )
+        if s.skipped:
+            reasons.append(f"{s.skipped} skipped (a newer pair came while it was busy)")
+        if s.unmatched:
+            reasons.append(f"{s.unmatched} whose pair was no longer kept")
+        if s.errors:
+            reasons.append(f"{s.errors} checks failed (the first: {self._first_error})")
+        return "; ".join(reasons)
 
     def write_summary(self) -> TrustSummary:
         """Write ``quality_summary.json`` and ``quality.png``; return the counts.
@@ -285,11 +337,9 @@ class TrustMonitor:
                 if job is None:
                     return
             pair, frame = job
+            if self.calibration is None and not self._try_calibrate():
+                continue
             try:
-                if self.calibration is None and not self._calibrate(pair):
-                    with self._cond:
-                        self._counts["calibrating"] += 1
-                    continue
                 meta = pair.metadata or {}
                 self.check(
                     pair.index,
@@ -298,15 +348,41 @@ class TrustMonitor:
                     pair.reference,
                     simultaneous=same_instant(meta),
                 )
-            except Exception:
-                logger.warning(
-                    "trust check of pair %s failed", pair.index, exc_info=True
-                )
+            except Exception as exc:  # one line for the first, the rest counted
                 with self._cond:
                     self._counts["errors"] += 1
+                    first = not self._first_error
+                    if first:
+                        self._first_error = f"pair {pair.index}: {exc!r}"
+                if first:
+                    logger.warning("trust check of pair %s failed: %r", pair.index, exc)
+                logger.debug("trust check of pair %s failed", pair.index, exc_info=True)
 
-    def _calibrate(self, pair: Any) -> bool:
-        """Registration from the first reference pairs, noise from ``run.json``."""
+    def _try_calibrate(self) -> bool:
+        """Calibrate if enough pairs are in; a failure is said once (one line, its
+        reason kept for the summary) and the next pairs are tried."""
+        try:
+            if self._calibrate():
+                return True
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+            if not self.calibration_error:
+                logger.warning(
+                    "trust: calibration failed (%s); trying again on the next pairs",
+                    reason,
+                )
+            logger.debug("trust calibration failed", exc_info=True)
+            self.calibration_error = reason
+            with self._cond:
+                self._cal_pairs.clear()  # collect fresh pairs
+                self._counts["calibration_failed"] += 1
+        with self._cond:
+            self._counts["calibrating"] += 1  # failed ones included
+        return False
+
+    def _calibrate(self) -> bool:
+        """Registration from the first reference pairs, photometry from the rig
+        model (what it lacks measured on the same pairs)."""
         with self._cond:
             pairs = list(self._cal_pairs)
         if len(pairs) < self._n_cal:
@@ -320,13 +396,8 @@ class TrustMonitor:
         if info is None:
             p = self.out_dir / "run.json"
             info = json.loads(p.read_text()) if p.is_file() else {}
-        ref_meta = pairs[0][2].get("reference") or {}
         self.calibration = calibration_from_info(
-            info,
-            factor,
-            reg,
-            reference_pixel_um=ref_meta.get("pixel_size_um"),
-            frames=(pairs[0][0], pairs[0][1]),
+            info, factor, reg, frames=[(lo, ref) for lo, ref, _ in pairs]
         )
         with self._cond:
             self._cal_pairs.clear()
