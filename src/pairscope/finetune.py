@@ -12,6 +12,12 @@ against the registered simultaneous reference, affine-fitted, fixed data range),
 and the restorer hot-swaps to the candidate only if it scores at least
 ``min_gain_db`` higher.  Every decision is one line of ``finetune.jsonl`` in the
 run folder; candidates are kept under ``finetune/``.
+
+The starting model is checked against the run's rig model once, as the first
+candidate starts (or at once, given ``rig`` or a run folder that has its
+``run.json``): another factor or pixel size is refused, each warning logged once
+(:func:`pairscope.restore.check_model_for_rig`).  Candidates are trained on the
+run's own pairs, so they record this rig's model.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._threads import deprioritize_current_thread
 from .io import _layout as L
+
+if TYPE_CHECKING:
+    from .rig import RigModel
 
 logger = logging.getLogger(__name__)
 LOG = "finetune.jsonl"
@@ -64,6 +73,7 @@ class LiveFineTuner:
         model_path: Path,
         options: FineTuneOptions | None = None,
         registration: Callable[[float], Any] | None = None,
+        rig: RigModel | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.restorer = restorer
@@ -80,6 +90,28 @@ class LiveFineTuner:
         self._process: Any = None
         self._stop = threading.Event()
         self._ended = threading.Event()  # the run ended: its manifest is final
+        self._rig_checked = False
+        if rig is not None or (self.run_dir / L.RUN_INFO).is_file():
+            self.check_rig(rig)  # a model that does not fit: refused at once
+
+    def check_rig(self, rig: RigModel | None = None) -> list[str]:
+        """Check the starting model against ``rig`` (else the run's rig model),
+        once: raises ``RigMismatchError`` for another factor or pixel size; the
+        warnings are logged unless the live restorer already said them."""
+        from .restore import check_model_for_rig, load_model
+        from .rig import rig_model_for_run
+
+        if self._rig_checked:
+            return []
+        rig = rig if rig is not None else rig_model_for_run(self.run_dir)
+        lines = check_model_for_rig(
+            load_model(self.current).info, rig, path=self.current
+        )
+        self._rig_checked = True
+        if getattr(self.restorer, "rig_warnings", None) is None:
+            for line in dict.fromkeys(lines):
+                logger.warning("Fine-tuning: %s", line)
+        return lines
 
     # -- triggers (acquisition thread / GUI thread: cheap) ----------------------
     def on_pair(self, pair: Any) -> None:
@@ -160,6 +192,7 @@ class LiveFineTuner:
         t0 = time.perf_counter()
         record: dict[str, Any] = {"candidate": k}
         try:
+            self.check_rig()  # the run.json is written by now
             records = self._listed(pairs)
             same = [
                 i for i, r in enumerate(records) if r.get("lowdose") and same_instant(r)

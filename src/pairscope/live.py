@@ -91,7 +91,7 @@ def run_live(
     acq.extra_info.update(extra_info or {})
     model_path = options.model or bundled_model_path(acq.detectors.factor)
     if restorer is None and options.restore:
-        restorer = _load_restorer(acq, options.model)
+        restorer = _load_restorer(acq, options.model, sequence)
     writer = RunWriter(options.out, format=options.format)
     predictions = None
     if restorer is not None:
@@ -190,8 +190,14 @@ def run_live(
     return summary
 
 
-def _load_restorer(acq: PairedAcquisition, model: Path | None) -> Any:
-    from .restore import StreamingRestorer, load_model
+def _load_restorer(
+    acq: PairedAcquisition, model: Path | None, sequence: MDASequence | None = None
+) -> Any:
+    """The restorer of ``model`` (else the bundled one), checked against the rig
+    model this run will record (:func:`pairscope.restore.check_model_for_rig`):
+    refused for another factor or pixel size, each warning logged once."""
+    from .restore import StreamingRestorer, load_model, log_rig_check
+    from .rig import RigModel
 
     factor = acq.detectors.factor
     path = model or bundled_model_path(factor)
@@ -202,8 +208,16 @@ def _load_restorer(acq: PairedAcquisition, model: Path | None) -> Any:
             factor,
         )
         return None
-    pixel = acq.detectors.lowdose_pixel_um
-    loaded = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
+    if sequence is None:
+        pixel = acq.detectors.lowdose_pixel_um
+        loaded = load_model(path, expect_factor=factor, expect_pixel_size_um=pixel)
+    else:
+        loaded = load_model(path)
+        rig = RigModel.model_validate(acq.run_info(sequence)["rig_model"])
+        lines = log_rig_check(loaded.info, rig, path=path, log=logger.warning)
+        restorer = StreamingRestorer(loaded)
+        restorer.rig_warnings = tuple(lines)  # said: fine-tuning does not repeat them
+        return restorer
     return StreamingRestorer(loaded)
 
 

@@ -11,6 +11,7 @@ SHA-256) plus ``restored.jsonl`` and ``restore.json``.  GPU when there is one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +27,8 @@ from .io import Run, open_run
 from .io import _layout as L
 
 __all__ = ["OutputExistsError", "RestoreResult", "restore", "restore_run"]
+
+logger = logging.getLogger(__name__)
 
 
 class OutputExistsError(PairscopeError, FileExistsError):
@@ -101,7 +104,11 @@ def restore_run(
 ) -> RestoreResult:
     """Restore every low-dose frame of ``run`` into ``out`` (module doc).
 
-    Refuses (``ModelFileError``) a model for another binning or pixel size,
+    The model is checked against the run's rig model
+    (:func:`pairscope.restore.check_model_for_rig`): refused
+    (``RigMismatchError``, a ``ModelFileError``) for another binning or pixel size,
+    each warning (photometry, camera model, a model trained on the demo camera, an
+    unknown rig) logged once.  Refuses
     (:class:`OutputExistsError`) an ``out`` that already holds restored frames, and
     (:class:`~pairscope.errors.OutputError`) a second restore into the same ``out``
     while one runs.  Frames are written under ``.partial`` names and renamed once
@@ -110,14 +117,22 @@ def restore_run(
     (:class:`~pairscope.errors.RestorationError`) leaves nothing at all.
     """
     from ._files import OutputLock, make_parents, remove_empty
-    from .restore import load_model
+    from .restore import check_compatible, load_model, log_rig_check
+    from .rig import rig_model_for_run
 
     run = run if isinstance(run, Run) else open_run(run)
     indices = run.with_lowdose()
     if not indices:
         raise ValueError(f"{run.path} has no low-dose frames to restore")
     low_px = run.records[indices[0]]["lowdose"].get("pixel_size_um")
-    loaded = load_model(model, expect_factor=run.factor, expect_pixel_size_um=low_px)
+    loaded = load_model(model)
+    log_rig_check(loaded.info, rig_model_for_run(run), path=model, log=logger.warning)
+    check_compatible(  # the frames' own pixel size, where the rig model has none
+        loaded.info,
+        expect_factor=run.factor,
+        expect_pixel_size_um=low_px,
+        path=model,
+    )
     out = Path(out)
     tiff = out / L.PREDICTION_TIFF
     made = make_parents(tiff)  # the output folder, where it is new

@@ -67,8 +67,8 @@ def _refusals(info: ModelInfo, rig: RigModel, path: Path | None) -> None:
     if info.factor != rig.factor:
         raise RigMismatchError(
             path,
-            f"{_name(info)} restores ×{info.factor} but this rig bins ×{rig.factor} "
-            f"({rig.lowdose.label or 'low-dose camera'}): {_TRAIN}, or pass --model "
+            f"{_name(info)} restores ×{info.factor} but this rig's binning factor is "
+            f"×{rig.factor} ({rig.lowdose.label or 'low-dose camera'}): {_TRAIN}, or pass --model "
             f"with a ×{rig.factor} model",
         )
     have = info.lowdose_pixel_size_um

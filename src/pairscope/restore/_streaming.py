@@ -311,6 +311,9 @@ class StreamingRestorer:
             max(1, (os.cpu_count() or 1) - 1) if num_threads is None else num_threads
         )
         self.events = RestorerSignals()
+        #: the warning lines of its model's check against the rig it restores
+        #: (:func:`~pairscope.restore.check_model_for_rig`), once checked and said
+        self.rig_warnings: tuple[str, ...] | None = None
         self._engine = _Engine(as_loaded(model), self)
         self._next_engine: _Engine | None = None
         self._infer_lock = threading.Lock()
