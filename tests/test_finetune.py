@@ -14,6 +14,7 @@ from pairscope.finetune import FineTuneOptions
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.live import LiveOptions, bundled_model_path, run_live
 from pairscope.restore import load_model, save_model
+from pairscope.rig import rig_model_for_run
 
 KEYS = {
     "pairs_trained_on",
@@ -85,6 +86,9 @@ def test_a_weak_model_is_replaced_by_a_better_candidate(tmp_path: Path) -> None:
         assert d["swapped"] == (gain >= 0.05)
     assert first["swapped"], f"an untrained model should lose: {first}"
     assert Path(first["model"]).is_file()
+    # the candidate records the rig it was fine-tuned on: this run's
+    rig = load_model(first["model"]).info.rig_model
+    assert rig is not None and rig.lowdose == rig_model_for_run(run_dir).lowdose
 
 
 def _training_children(run_dir: Path) -> list[int]:
