@@ -19,6 +19,9 @@ Rig file (version 1)::
       follower_property: TriggerMode
       follower_value: External
     pairing: {mode: triggered}   # pairscope.config.AcquisitionSettings
+    camera_calibration:          # optional: 'pairscope calibrate-camera' hooks
+      dark: [[Lamp, State, 0]]   # [device, property, value] before the dark series
+      flat: [[Lamp, State, 1]]   # ... and before the flat series (restored after)
 """
 
 from __future__ import annotations
@@ -85,6 +88,22 @@ class TriggerWiring(BaseModel):
         return self
 
 
+Setting = tuple[str, str, str | int | float]
+
+
+class CameraCalibration(BaseModel):
+    """Device settings ``pairscope calibrate-camera`` applies before its dark and
+    its flat series (after each series' exposure is set) and restores afterwards:
+    ``[device, property, value]`` each (on real hardware the dark series closes the
+    shutter and the flats need a uniform slide; these are for what that cannot do).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dark: tuple[Setting, ...] = ()
+    flat: tuple[Setting, ...] = ()
+
+
 class RigSpec(BaseModel):
     """The rig file (YAML), versioned."""
 
@@ -97,6 +116,7 @@ class RigSpec(BaseModel):
     pairing: AcquisitionSettings = AcquisitionSettings()
     #: objective NA, emission wavelength, beam-splitter ratio (each optional)
     optics: DeclaredOptics = DeclaredOptics()
+    camera_calibration: CameraCalibration = CameraCalibration()
 
     @model_validator(mode="after")
     def _roles(self) -> RigSpec:
