@@ -13,6 +13,7 @@ of the wrong camera, or of none, fails.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -300,3 +301,21 @@ def test_a_damaged_stored_file_is_one_warning_and_ignored(
         caplog.clear()
         assert read_stored_photometry(stored) is None
         assert len(caplog.records) == 1 and says in caplog.records[0].getMessage()
+
+
+def test_without_yes_it_says_what_to_do_and_waits_for_enter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig_file = _rig_copy(tmp_path / "rig")
+    stored = rig_file.with_name("cpp_democamera_rig.photometry.json")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no one at the keyboard
+    assert cli.main(["calibrate-camera", str(rig_file)]) == 2
+    out, err = capsys.readouterr()
+    assert "pass --yes" in _error_line(err) and not out and not stored.exists()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert cli.main(["calibrate-camera", str(rig_file), "--role", "reference"]) == 0
+    out, err = capsys.readouterr()
+    assert "uniform specimen" in err and "Press Enter" in err
+    assert out.strip() == str(stored)  # stdout is the result's path only
+    data = read_stored_photometry(stored)
+    assert data is not None and set(data.cameras) == {"reference"}

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ..acquire._rig_state import RigState
     from ..hardware import Rig, RigCore
-    from ..rig import Photometry
+    from ..rig import DeclaredPhotometry, Photometry
 
 DEFAULT_EXPOSURES_MS = (5.0, 10.0, 20.0, 40.0)
 MIN_LEVELS = 3
@@ -185,7 +185,7 @@ def _set_exposure(rc: RigCore, ms: float) -> None:
     except RuntimeError as exc:
         raise ValueError(
             f"camera {rc.camera!r} ({rc.role}) refuses a {ms:g} ms exposure: "
-            f"{' '.join(str(exc).split())}"
+            f"{_words(exc)}"
         ) from None
     if abs(got - ms) > 0.01 * ms + 1e-3:
         raise ValueError(
@@ -194,9 +194,24 @@ def _set_exposure(rc: RigCore, ms: float) -> None:
         )
 
 
+def _words(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _set(core: CMMCorePlus, device: str, prop: str, value: str) -> None:
+    from ..errors import ConfigError
+
+    try:
+        core.setProperty(device, prop, value)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"{device} refuses {prop} = {value!r}: {_words(exc)}"
+        ) from None
+
+
 def _apply(settings: Sequence[Setting]) -> None:
     for core, device, prop, value in settings:
-        core.setProperty(device, prop, value)
+        _set(core, device, prop, value)
 
 
 def _capture(rig: Rig, settings: Sequence[Setting]) -> RigState:
@@ -229,26 +244,41 @@ def _put_back(state: RigState, settings: Sequence[Setting]) -> None:
     keys = {(id(c), d, p) for c, d, p, _ in settings}
     for core, device, prop, value in state.properties:
         if (id(core), device, prop) in keys:
-            core.setProperty(device, prop, value)
+            _set(core, device, prop, value)
 
 
 def _light(rig: Rig, on: bool) -> None:
     """The primary core's shutter open (flats) or closed (darks), autoshutter off."""
+    from ..errors import ConfigError
+
     core = rig.primary.core
     shutter = core.getShutterDevice()
     if shutter:
-        core.setAutoShutter(False)
-        core.setShutterOpen(shutter, on)
+        try:
+            core.setAutoShutter(False)
+            core.setShutterOpen(shutter, on)
+        except RuntimeError as exc:
+            what = "open" if on else "close"
+            raise ConfigError(
+                f"shutter {shutter!r} does not {what}: {_words(exc)}"
+            ) from None
 
 
 def _snap(rc: RigCore) -> np.ndarray:
     import numpy as np
 
+    from ..errors import PairscopeError
+
     core = rc.core
-    if core.getCameraDevice() != rc.camera:
-        core.setCameraDevice(rc.camera)
-    core.snapImage()
-    return np.array(core.getImage(), copy=True)
+    try:
+        if core.getCameraDevice() != rc.camera:
+            core.setCameraDevice(rc.camera)
+        core.snapImage()
+        return np.array(core.getImage(), copy=True)
+    except RuntimeError as exc:
+        raise PairscopeError(
+            f"camera {rc.camera!r} ({rc.role}) delivered no frame: {_words(exc)}"
+        ) from None
 
 
 def _top(rc: RigCore) -> int | None:
@@ -451,13 +481,30 @@ def _say(message: str) -> None:
 
 def _wait_for_enter(message: str) -> None:
     _say(message)
+    print("Press Enter to start (Ctrl-C to stop) ", end="", file=sys.stderr, flush=True)
     try:
-        input("Press Enter to start (Ctrl-C to stop) ")
+        input()  # the prompt on stderr: stdout is the result file's path
     except EOFError:
+        print(file=sys.stderr)
         raise ValueError(
             "no one to press Enter (the input is not a terminal): put the specimen "
             "in place and pass --yes"
         ) from None
+
+
+def _declared_note(
+    declared: DeclaredPhotometry | None, measured: Photometry, role: str
+) -> str | None:
+    """What a run will use where the rig file also declares this camera."""
+    if declared is None:
+        return None
+    from ..rig import photometry_disagreement
+
+    line = photometry_disagreement(role, declared.photometry("the rig file"), measured)
+    return line or (
+        f"the rig file declares the {role} camera's photometry "
+        f"({declared.e_per_adu:.4g} e-/ADU): runs keep the declaration"
+    )
 
 
 def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
@@ -490,6 +537,10 @@ def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
     confirm = _say if args.yes else _wait_for_enter
     with open_rig(rig_file, announce=_say) as rig:
         series = acquire_series(rig, roles, levels, args.frames, confirm=confirm)
+        spec = rig.spec
+    declared: dict[str, DeclaredPhotometry | None] = (
+        {c.role: c.photometry for c in spec.cores} if spec is not None else {}
+    )
     results = [(s, fit_series(s)) for s in series]
     store(out, rig_file, results)
     png = plot_photon_transfer(results, out.with_suffix(".png"))
@@ -499,6 +550,8 @@ def _cmd_calibrate_camera(args: argparse.Namespace) -> int:
             f"binning {s.binning}): {p.describe()}",
             file=sys.stderr,
         )
+        if (line := _declared_note(declared.get(s.role), p, s.role)) is not None:
+            _say(line)
     _say(f"photon-transfer plot: {png}")
     if out.resolve() != default.resolve():
         _say(
