@@ -31,7 +31,7 @@ from pairscope.restore import (
     load_model,
     save_model,
 )
-from pairscope.rig import Photometry, RigModel, rig_model_for_run
+from pairscope.rig import Photometry, RigModel, rig_model_for_run, rig_model_from_info
 from pairscope.train import TrainConfig, train
 
 ROOT = Path(__file__).parents[1]
@@ -172,6 +172,17 @@ def test_the_check_warns_with_both_numbers_on_other_photometry(run: Path) -> Non
     assert check_model_for_rig(info, near) == []
     unknown = _rig_with(rig, "lowdose", photometry=Photometry())
     assert check_model_for_rig(info, unknown) == []
+
+
+def test_a_run_from_before_the_rig_model_is_not_taken_for_another_camera(
+    run: Path,
+) -> None:
+    """No camera model recorded (and photometry unknown): nothing to warn about."""
+    info = json.loads((run / "run.json").read_text())
+    del info["rig_model"]
+    rig = rig_model_from_info(info)
+    assert rig.lowdose.camera_model is None
+    assert check_model_for_rig(load_model(bundled_model_path(2)).info, rig) == []
 
 
 def test_the_bundled_model_on_a_cpp_democamera_run_says_it_was_trained_on_the_demo(

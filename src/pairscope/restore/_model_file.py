@@ -735,8 +735,8 @@ def describe_rig(rig: RigModel | None) -> list[str]:
     """One or two lines for the rig a model was trained on (``pairscope info``)."""
     if rig is None:
         return [
-            "rig:          not recorded (a model from before format 3): its cameras "
-            "and photometry are unknown"
+            "rig:          not recorded (made before pairscope recorded it, or saved "
+            "without it): its cameras and photometry are unknown"
         ]
 
     def camera(role: str, name: str) -> str:

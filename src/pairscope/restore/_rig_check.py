@@ -93,14 +93,15 @@ def _warnings(info: ModelInfo, rig: RigModel) -> list[str]:
     trained = info.rig_model
     if trained is None:
         return [
-            f"{_name(info)} records no rig model (a file from before format 3): the "
-            "rig it was trained on is unknown, so its cameras and photometry are not "
-            f"checked against this rig; to be sure, {_TRAIN}"
+            f"{_name(info)} records no rig model (made before pairscope recorded "
+            "one, or saved without it): the rig it was trained on is unknown, so its "
+            f"cameras and photometry are not checked against this rig; to be sure, "
+            f"{_TRAIN}"
         ]
     lines: list[str] = []
-    here = rig.lowdose.camera_model or rig.lowdose.label or "an unknown camera"
+    here = rig.lowdose.camera_model  # None: not recorded (a run from before it)
     demo = trained.lowdose.camera_model == SIM_DEMO_CAMERA
-    if demo and rig.lowdose.camera_model != SIM_DEMO_CAMERA:
+    if demo and here is not None and here != SIM_DEMO_CAMERA:
         lines.append(_demo_sentence(info, here))
     for role, name in (("lowdose", "low-dose"), ("reference", "reference")):
         was, now = trained.camera(role), rig.camera(role)
