@@ -30,7 +30,7 @@ from ..io.calibration import (
     load_registration,
     registration_from_pairs,
 )
-from ..rig import Photometry, PhotometryError, RigModel
+from ..rig import PHOTOMETRY_FIX, Photometry, PhotometryError, RigModel
 from ._checks import CameraNoise, TrustCalibration
 from ._monitor_util import central as _central
 
@@ -130,8 +130,9 @@ def noise_for_rig(
     measure: bool = True,
 ) -> tuple[CameraNoise, CameraNoise, str]:
     """Both cameras' noise figures (module doc) and the one warning to give ("" when
-    the rig model knows both).  ``factor``: the binning ratio; ``pairs``: same-instant ``(low, ref)`` frames to
-    measure from; ``measure=False`` goes straight to the rough estimate."""
+    the rig model knows both).  ``factor``: the binning ratio; ``pairs``:
+    same-instant ``(low, ref)`` frames to measure from; ``measure=False`` goes
+    straight to the rough estimate (and says nothing)."""
     pairs = list(pairs)[:MEASURE_FRAMES]
     if not pairs and not rig.photometry_known:
         raise ValueError("the rig model has no photometry and there are no frames")
@@ -176,21 +177,14 @@ def _warning(rig: RigModel, said: dict[str, str]) -> str:
         f"the {_ROLE_NAMES[role]} camera {rig.camera(role).label!r}: {what}"
         for role, what in said.items()
     ]
-    fix = (
-        next((m.fix for m in rig.missing if m.what.endswith("photometry")), None)
-        or _photometry_fix()
+    fix = next(
+        (m.fix for m in rig.missing if m.what.endswith("photometry")), PHOTOMETRY_FIX
     )
     return (
         "trust: the rig model has no photometry for "
         + "; for ".join(parts)
         + f". Fix: {fix}"
     )
-
-
-def _photometry_fix() -> str:
-    from ..rig._build import PHOTOMETRY_FIX
-
-    return PHOTOMETRY_FIX
 
 
 def rayleigh_of(rig: RigModel) -> tuple[float, str]:

@@ -67,6 +67,7 @@ class TrustSummary:
     calibrating: int = 0  # before the calibration was made (failed ones included)
     unmatched: int = 0  # restored frame whose pair was no longer kept
     errors: int = 0
+    pairs: int = 0  # acquired pairs with a low-dose frame (live)
     restored: int = 0  # restored frames handed to the monitor
     calibration_failed: int = 0  # of ``calibrating``: the calibration failed
     #: why fewer pairs were checked than restored ("" when every one was)
@@ -86,8 +87,9 @@ class TrustSummary:
         )
 
     def shortfall(self) -> str:
-        """One line when no pair was checked or a check failed, else ""."""
-        if self.checked and not self.errors:
+        """One line when no pair was checked or a check failed, else "" (also when
+        nothing was handed to check: no pair came)."""
+        if (self.checked and not self.errors) or not (self.pairs or self.restored):
             return ""
         return f"trust: {self.checked} of {self.restored} restored pairs checked" + (
             f": {self.why}" if self.why else ""
@@ -150,6 +152,7 @@ class TrustMonitor:
         """Keep a reference to ``pair`` until its restored frame arrives."""
         try:
             with self._cond:
+                self._counts["pairs"] += pair.lowdose is not None
                 self._pairs[pair.index] = pair
                 while len(self._pairs) > self._keep:
                     self._pairs.popitem(last=False)
@@ -248,6 +251,7 @@ class TrustMonitor:
                 calibrating=self._counts["calibrating"],
                 unmatched=self._counts["unmatched"],
                 errors=self._counts["errors"],
+                pairs=self._counts["pairs"],
                 restored=self._counts["restored"],
                 calibration_failed=self._counts["calibration_failed"],
             )
@@ -256,22 +260,24 @@ class TrustMonitor:
 
     def _why(self, s: TrustSummary) -> str:
         """Why fewer pairs were checked than restored, in words ("" if none)."""
-        if s.restored == 0:
-            if s.checked:  # synchronous use: check() without listeners
-                return ""
-            return (
-                "no restored frame reached the trust monitor (the restorer "
-                "skipped or failed them, or the run had no low-dose frame)"
-            )
+        if s.restored == 0:  # nothing handed ("") or check() used directly
+            if s.pairs and not s.checked:
+                return (
+                    f"the restorer restored none of the {s.pairs} pairs (it skips "
+                    "what it cannot keep up with, and a frame it fails on)"
+                )
+            return ""
         reasons = []
-        if s.calibration_failed:
+        if s.pairs > s.restored:
+            reasons.append(f"the restorer restored {s.restored} of {s.pairs} pairs")
+        if s.calibration_failed:  # the pairs in between were collected to retry
             reasons.append(
-                f"{s.calibration_failed} while the calibration failed "
-                f"({self.calibration_error})"
+                f"calibration failed: {self.calibration_error} (tried "
+                f"{s.calibration_failed} times)"
             )
-        if waiting := s.calibrating - s.calibration_failed:
+        elif s.calibrating:
             reasons.append(
-                f"{waiting} while calibrating (the registration needs "
+                f"{s.calibrating} before the calibration (the registration needs "
                 f"{self._n_cal} pairs of one instant with a reference first)"
             )
         if s.skipped:
