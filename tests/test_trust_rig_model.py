@@ -263,3 +263,25 @@ def test_a_run_whose_checks_cannot_be_made_says_why_in_one_line(
     assert len(ends) == 2 and empty.checked == 0  # nothing came: nothing to say
     assert _summary(tmp_path / "a")["why"] == summary.why
     assert not _problems(caplog)
+
+
+def test_a_legacy_demo_run_measures_both_cameras(
+    demo_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a rig model the demo's noisy frames are measured, not guessed: the
+    reference from its own frames, the low-dose camera against the reference (the
+    simulated sensors are 0.5 e-/ADU, offset 100), said once."""
+    run = tmp_path / "legacy"
+    shutil.copytree(demo_run, run)
+    info = json.loads((run / "run.json").read_text())
+    del info["rig_model"]
+    (run / "run.json").write_text(json.dumps(info))
+    with caplog.at_level(logging.WARNING):
+        cal = calibration_for_run(pairscope.open_run(run))
+    for noise in (cal.lowdose, cal.reference):
+        assert noise.photometry_source == "measured", noise
+        assert noise.gain_e_per_adu == pytest.approx(0.5, rel=0.2)
+        assert noise.offset_adu == pytest.approx(100.0, abs=5.0)
+    assert "against the reference" in cal.lowdose.photometry_method
+    said = [r.getMessage() for r in caplog.records if NO_PHOTOMETRY in r.getMessage()]
+    assert len(said) == 1 and "measured" in said[0] and "rough" not in said[0]
