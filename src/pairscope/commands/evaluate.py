@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="Rayleigh distance 0.61 λ/NA for the table's Rayleigh units "
-        "(demo runs record it)",
+        "(default: from the run's rig model, where its optics are known)",
     )
     p.add_argument(
         "--self-ensemble",
