@@ -268,6 +268,12 @@ def _live(args: argparse.Namespace) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    stopper = _Stopper()  # before the rig is opened: a Ctrl-C then is not lost
+    with stopper.installed():
+        return _demo(args, stopper)
+
+
+def _demo(args: argparse.Namespace, stopper: _Stopper) -> int:
     import useq
 
     from ..config import AcquisitionSettings
@@ -308,7 +314,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if args.mode is None and single is False:
             overrides.pop("mode", None)
         settings = AcquisitionSettings.resolve(base, overrides)
-        return _run(rig, settings, sequence, path, args, extra)
+        return _run(rig, settings, sequence, path, args, extra, stopper)
 
 
 def _demo_cameras(core: Any) -> list[str]:
@@ -351,6 +357,12 @@ def _apply_fault(rig: Any, fault: str, frames: int, time_plan: dict[str, Any]) -
 
 
 def _cmd_acquire(args: argparse.Namespace) -> int:
+    stopper = _Stopper()  # before the rig is opened: a Ctrl-C then is not lost
+    with stopper.installed():
+        return _acquire(args, stopper)
+
+
+def _acquire(args: argparse.Namespace, stopper: _Stopper) -> int:
     from ..config import AcquisitionSettings
     from ..sequence import load_sequence
 
@@ -369,7 +381,7 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
             file_layer,
             typed_overrides(args),
         )
-        return _run(rig, settings, sequence, args.rig, args, {})
+        return _run(rig, settings, sequence, args.rig, args, {}, stopper)
 
 
 def _run(
@@ -379,27 +391,26 @@ def _run(
     path: Path,
     args: argparse.Namespace,
     extra: dict[str, Any],
+    stopper: _Stopper,
 ) -> int:
     from dataclasses import replace
 
     from ..live import run_live
 
-    stopper = _Stopper()
     codes: list[int] = []
 
     def finished(summary: Any) -> None:  # as soon as the run ends
         codes.append(report(summary, stopper.signal))
 
-    with stopper.installed():
-        summary = run_live(
-            rig,
-            settings,
-            sequence,
-            config_path=path,
-            options=replace(_live(args), on_finished=finished),
-            on_started=lambda acq, _: stopper.watch(acq),
-            extra_info=extra,
-        )
+    summary = run_live(
+        rig,
+        settings,
+        sequence,
+        config_path=path,
+        options=replace(_live(args), on_finished=finished),
+        on_started=lambda acq, _: stopper.watch(acq),
+        extra_info=extra,
+    )
     return codes[0] if codes else report(summary, stopper.signal)
 
 
