@@ -262,17 +262,11 @@ class LiveFineTuner:
     def _snapshot(self, records: list[dict[str, Any]], k: int) -> Path:
         """A run folder listing only the pairs to train on (the held-back ones are
         not in it); the image files are hard links (the manifest decides)."""
-        snap = self.run_dir / "finetune" / f"snapshot-{k}"
-        snap.mkdir(parents=True, exist_ok=True)
-        for name in (L.LOWDOSE_TIFF, L.REFERENCE_TIFF, L.RUN_INFO, L.CALIBRATION):
-            src = self.run_dir / name
-            if src.exists() and not (snap / name).exists():
-                try:
-                    os.link(src, snap / name)
-                except OSError:
-                    shutil.copy2(src, snap / name)
-        lines = "".join(json.dumps(r) + "\n" for r in records)
-        (snap / L.MANIFEST).write_text(lines)
+        from .io import snapshot_run
+
+        snap = snapshot_run(
+            self.run_dir, self.run_dir / "finetune" / f"snapshot-{k}", records
+        )  # either format: the image data are shared
         # the live registration is estimated on a low-priority thread: wait for it
         # rather than train on unregistered pairs when the machine is busy
         reg = (
