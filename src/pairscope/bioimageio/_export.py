@@ -420,9 +420,12 @@ def export_bioimageio(
 
 
 def _package_name(name: str) -> str:
-    """bioimage.io names allow letters, digits, spaces and ``_-()``."""
+    """bioimage.io names allow letters, digits, spaces and ``_-()``, 5 to 128 of
+    them: a short name ("cpp") becomes "pairscope cpp"."""
     clean = "".join(c if c.isalnum() or c in " _-()" else "-" for c in name).strip()
-    return (clean or "pairscope model")[:128]
+    if len(clean) < 5:
+        clean = f"pairscope {clean}".strip()
+    return clean[:128]
 
 
 def _version() -> str:
