@@ -304,3 +304,26 @@ def test_a_legacy_demo_run_measures_both_cameras(
     assert "against the reference" in cal.lowdose.photometry_method
     said = [r.getMessage() for r in caplog.records if NO_PHOTOMETRY in r.getMessage()]
     assert len(said) == 1 and "measured" in said[0] and "rough" not in said[0]
+
+
+def test_a_live_run_registers_its_cameras_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preview, the trust monitor and the run folder share one live camera
+    registration (it was estimated twice per run): the real estimator, counted."""
+    from pairscope.io import calibration as cal
+
+    calls: list[int] = []
+    real = cal.registration_from_pairs
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cal, "registration_from_pairs", counted)
+    run_dir = _live(demo_rig_path(), tmp_path, 12, monkeypatch)
+    s = _summary(run_dir)
+    assert s["checked"] > 0, s
+    stored = json.loads((run_dir / "calibration.json").read_text())["registration"]
+    assert s["calibration"]["registration"] == stored
+    assert len(calls) == 1, f"the cameras were registered {len(calls)} times"

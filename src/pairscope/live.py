@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,12 @@ from .io import RunWriter
 from .io._predictions import PredictionWriter
 
 logger = logging.getLogger(__name__)
+#: modes whose pairs are of one instant: the live registration comes from them
+_SAME_INSTANT_MODES = (
+    PairingMode.TRIGGERED,
+    PairingMode.SIMULTANEOUS,
+    PairingMode.MULTI_CAMERA,
+)
 MODELS_DIR = Path(__file__).parent / "models"
 
 
@@ -121,15 +128,24 @@ def run_live(
     from .preview import connect_preview
 
     link = connect_preview(sink, acquisition_events=acq.events, restorer=restorer)
+    calibration = None  # one camera registration: preview, trust and fine-tuning
+    if acq.detectors.mode is not PairingMode.ALTERNATING:
+        calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
+        acq.events.pairReady.connect(calibration.on_pair)
     trust = None
     if restorer is not None:  # checks every restored pair: quality.jsonl (issue 9)
         from .trust import attach_trust_monitor
 
-        trust = attach_trust_monitor(acq.events, restorer, writer.run_dir, sink=sink)
-    calibration = None
-    if acq.detectors.mode is not PairingMode.ALTERNATING:
-        calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
-        acq.events.pairReady.connect(calibration.on_pair)
+        trust = attach_trust_monitor(
+            acq.events,
+            restorer,
+            writer.run_dir,
+            sink=sink,
+            # the run's one registration where its pairs are of one instant
+            registration=calibration.wait
+            if calibration is not None and acq.detectors.mode in _SAME_INSTANT_MODES
+            else None,
+        )
     tuner = None
     if options.fine_tune is not None and restorer is not None and model_path:
         from .finetune import LiveFineTuner
@@ -240,6 +256,7 @@ class _LiveCalibration:
         self.pairs: list[tuple[Any, Any]] = []
         self.registration: Any = None
         self._thread: threading.Thread | None = None
+        self._started = threading.Event()  # the estimate is under way
 
     def on_pair(self, pair: Any) -> None:  # acquisition thread: keep references only
         if self._thread is not None or not pair.metadata.get("simultaneous"):
@@ -250,6 +267,7 @@ class _LiveCalibration:
                 target=self._estimate, name="pairscope-calibration", daemon=True
             )
             self._thread.start()
+            self._started.set()
 
     def _estimate(self) -> None:
         from .io.calibration import apply_registration, registration_from_pairs
@@ -270,18 +288,20 @@ class _LiveCalibration:
         self.sink.reference_transform = partial(apply_registration, reg=reg)
 
     def wait(self, timeout: float) -> Any:
-        """The registration, once estimated (waits up to ``timeout`` s while it is
-        being estimated); None before 4 same-instant pairs or if it failed."""
+        """The registration, once estimated (waits up to ``timeout`` s for the 4
+        same-instant pairs and the estimate); None if it has not come or failed."""
+        deadline = time.monotonic() + timeout
+        self._started.wait(timeout)
         thread = self._thread
         if thread is not None:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         return self.registration
 
     def finish(self, timeout: float = 120.0) -> None:
         """Wait for the estimate and store it with the run."""
         from .io.calibration import save_calibration
 
-        if self.wait(timeout) is None:
+        if self._thread is None or self.wait(timeout) is None:
             return
         try:
             save_calibration(self.run_dir, self.registration)

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: how long the monitor waits for the run's live camera registration (a bound
+#: for a busy machine: it is estimated at low priority from the first pairs)
+REGISTRATION_WAIT_S = 60.0
 
 QUALITY_FILE = "quality.jsonl"
 SUMMARY_FILE = "quality_summary.json"
@@ -119,8 +123,12 @@ class TrustMonitor:
         run_info: dict[str, Any] | None = None,
         calibration_pairs: int = 4,
         keep_pairs: int = 64,
+        registration: Callable[[float], Any] | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
+        #: ``registration(timeout_s)``: the run's one live camera registration
+        #: (None: it failed); without it the monitor estimates its own
+        self._registration = registration
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / QUALITY_FILE
         self.calibration = calibration
@@ -396,8 +404,12 @@ class TrustMonitor:
         from ..io.calibration import registration_from_pairs
 
         factor = pairs[0][1].shape[-1] // pairs[0][0].shape[-1]
-        crops = [_central(lo, ref, factor) for lo, ref, _ in pairs]
-        reg = registration_from_pairs(crops, factor, fit_scale=False)
+        reg = None
+        if self._registration is not None:  # the run's one live registration
+            reg = self._registration(REGISTRATION_WAIT_S)
+        if reg is None:  # none (no same-instant pairs yet, or it failed): our own
+            crops = [_central(lo, ref, factor) for lo, ref, _ in pairs]
+            reg = registration_from_pairs(crops, factor, fit_scale=False)
         info = self._run_info
         if info is None:
             p = self.out_dir / "run.json"
@@ -435,6 +447,7 @@ def attach_trust_monitor(
     sink: Any | None = None,
     calibration: TrustCalibration | None = None,
     thresholds: Thresholds | None = None,
+    registration: Callable[[float], Any] | None = None,
 ) -> TrustMonitor:
     """Check every restored pair of a live run; call ``finish()`` at the end.
 
@@ -442,7 +455,9 @@ def attach_trust_monitor(
     the restored frames; a ``sink`` with ``on_quality`` (the preview) gets every
     :class:`CheckResult`.  Results go to ``run_dir/quality.jsonl``.
     """
-    monitor = TrustMonitor(run_dir, calibration=calibration, thresholds=thresholds)
+    monitor = TrustMonitor(
+        run_dir, calibration=calibration, thresholds=thresholds, registration=registration
+    )
     # plain functions: psygnal holds bound methods only weakly
     acquisition_events.pairReady.connect(lambda p: monitor.on_pair(p))
     restorer.events.restored.connect(lambda f: monitor.on_restored(f))
