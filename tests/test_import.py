@@ -87,6 +87,9 @@ def test_plain_stacks_with_options(stacks, demo_run, tmp_path) -> None:
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["pairs_written"] == 12
     assert info["system_state"]["ImportedLowDose"]["Gain"] == "0.5"
+    low = info["rig_model"]["lowdose"]["photometry"]
+    assert (low["e_per_adu"], low["offset_adu"], low["source"]) == (0.5, 100, "declared")
+    assert low["method"] == "pairscope import --gain/--offset"
 
 
 def test_ome_tiff_inputs_supply_the_options(demo_run, tmp_path) -> None:
@@ -106,6 +109,37 @@ def test_ome_tiff_inputs_supply_the_options(demo_run, tmp_path) -> None:
     demo_state = original.info["system_state"]["LowDoseCam"]
     assert float(state["Offset"]) == float(demo_state["Offset"])
     assert float(state["Gain"]) == float(demo_state["Gain"])
+    # the photometry pairscope recorded with the run, not a detector's Gain
+    photometry = run.info["rig_model"]["reference"]["photometry"]
+    assert photometry["e_per_adu"] == 0.5 and "OME metadata" in photometry["method"]
+
+
+def test_a_detector_gain_in_foreign_ome_metadata_is_not_taken_as_e_per_adu(
+    demo_run, tmp_path
+) -> None:
+    """An OME-TIFF from another tool whose Detector says Gain="7" (an EM gain, an
+    analog step): pairscope asks for --gain instead of reading 7 as e-/ADU."""
+    import ome_types
+    import tifffile
+    from ome_types import model as om
+
+    from pairscope.io._import import ImportError_
+
+    for name, px in (("lowdose", 0.2), ("reference", 0.1)):
+        with tifffile.TiffFile(demo_run / f"{name}.ome.tif") as tif:
+            frames = tif.asarray()
+        path = tmp_path / f"{name}.ome.tif"
+        tifffile.imwrite(path, frames, ome=True, metadata={"axes": "TYX"})
+        ome = ome_types.from_xml(tifffile.tiffcomment(path))
+        ome.instruments = [om.Instrument(detectors=[om.Detector(
+            id="Detector:0", gain=7.0, offset=100.0, model="EMCCD")])]  # fmt: skip
+        pixels = ome.images[0].pixels
+        pixels.physical_size_x = pixels.physical_size_y = px
+        pixels.channels[0].detector_settings = om.DetectorSettings(id="Detector:0")
+        tifffile.tiffcomment(path, ome.to_xml().encode())
+    with pytest.raises(ImportError_, match="--gain"):
+        import_pairs(tmp_path / "lowdose.ome.tif", tmp_path / "reference.ome.tif",
+                     tmp_path / "out", offset=100, progress=False)  # fmt: skip
 
 
 @pytest.mark.slow

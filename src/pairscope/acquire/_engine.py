@@ -93,6 +93,20 @@ class PairedEngine(MDAEngine):
         self._runner_t0: float | None = None
         #: cameras that delivered fewer frames than asked: label -> (got, asked)
         self.short_cameras: dict[str, tuple[int, int]] = {}
+        #: the low-dose camera's unbinned pixel size, fixed as the run starts (its
+        #: detected size is at the binning then): a binning changed mid-run scales
+        #: the recorded pixel size, it does not change the sensor
+        low_px = detectors.lowdose_pixel_um
+        self._low_unbinned_um = (
+            None
+            if low_px is None
+            else low_px
+            / max(
+                settings.binning
+                or camera_binning(self._core("lowdose"), detectors.lowdose),
+                1,
+            )
+        )
 
     # -- cores and cameras -----------------------------------------------------
     @property
@@ -454,7 +468,7 @@ class PairedEngine(MDAEngine):
         if self.mode is PairingMode.ALTERNATING and ref_px is not None:
             unbinned = ref_px
         elif label == self.detectors.lowdose and low_px is not None:
-            unbinned = low_px / max(self.settings.binning or binning, 1)
+            unbinned = self._low_unbinned_um
         elif ref_px is not None:
             unbinned = ref_px / max(binning, 1)
         rec["binning"] = binning

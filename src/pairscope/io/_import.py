@@ -4,8 +4,9 @@ Inputs: TIFF or OME-TIFF stacks, or OME-Zarr images (0.4 / 0.5; the image group)
 
 Frame ``i`` of the low-dose stack pairs with frame ``i`` of the reference stack.
 Physical facts come from the options or, for OME-TIFF inputs, from their metadata
-(``PhysicalSizeX``, the detector's ``Offset`` and ``Gain`` (read as e⁻/ADU), the
-``DetectorSettings`` binning, planes' ``ExposureTime``); the options win.  Nothing
+(``PhysicalSizeX``, the ``DetectorSettings`` binning, planes' ``ExposureTime``, and
+the photometry pairscope recorded in its map annotation — never a detector's
+``Gain``); the options win.  Nothing
 is guessed: a fact that neither gives is an error naming the option to pass.  The
 binning is the reference/low-dose size ratio when not given.
 """
@@ -26,6 +27,7 @@ import tifffile
 from .. import __version__
 from .._files import make_parents, remove_empty
 from ..errors import PairscopeError
+from ._ome import IMAGE_NS
 from ._tifflog import tifffile_problems
 from ._writer import RunWriter
 
@@ -175,9 +177,17 @@ class _Stack:
         for inst in ome.instruments:
             for det in inst.detectors:
                 if det.id == settings.id:
-                    self.offset = None if det.offset is None else float(det.offset)
-                    self.gain = float(det.gain) if det.gain else None
                     self.camera = det.model
+        # photometry only where pairscope recorded it (a detector's Gain is an EM
+        # gain, an analog step or a mode index, never taken as e-/ADU)
+        refs = {r.id for r in ome.images[0].annotation_refs}
+        annotations = ome.structured_annotations
+        for ann in annotations.map_annotations if annotations is not None else []:
+            if ann.id in refs and ann.namespace == IMAGE_NS:
+                values = {m.k: m.value for m in ann.value.ms}
+                self.gain = _positive(values.get("photometry_e_per_adu"))
+                offset = values.get("photometry_offset_adu")
+                self.offset = None if offset is None else float(offset)
 
     @classmethod
     def _open_zarr(cls, path: Path, option: str) -> _Stack:
@@ -391,6 +401,9 @@ def import_pairs(
             },
             "sequence": {},
         }
+        info["rig_model"] = _rig_model(
+            info, (g, off, gain is not None), (ref_g, ref_off, reference_gain is not None)
+        )
         made = make_parents(Path(out) / "run")  # folders for the run, if missing
         try:
             writer = RunWriter(out, name="import")
@@ -423,6 +436,36 @@ def import_pairs(
     finally:
         low.close()
         ref.close()
+
+
+def _positive(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _rig_model(
+    info: dict[str, Any],
+    low: tuple[float, float, bool],
+    ref: tuple[float, float, bool],
+) -> dict[str, Any]:
+    """The imported run's rig model: the photometry the import was given (an
+    option, or the file's OME metadata), declared."""
+    from ..rig import DeclaredPhotometry, build_rig_model
+
+    def declared(figures: tuple[float, float, bool]) -> DeclaredPhotometry:
+        gain, offset, from_option = figures
+        where = "pairscope import --gain/--offset" if from_option else (
+            "pairscope import: the stack's OME metadata"
+        )
+        return DeclaredPhotometry(e_per_adu=gain, offset_adu=offset, reference=where)
+
+    model = build_rig_model(
+        info, declared_photometry={"lowdose": declared(low), "reference": declared(ref)}
+    )
+    return model.to_json()
 
 
 def _frame_info(
