@@ -41,7 +41,9 @@ def test_free_running_cameras_pair_every_same_instant_partner(
     assert_real_pixels(run)
     audit = audit_pairing(run.records)
     assert audit.lowdose_frames == audit.reference_frames == 200  # nothing dropped
-    assert audit.partners_existed >= 150
+    # enough partners for the test to mean something (fewer are judged to exist when
+    # a busy machine delays the receive times the audit goes by)
+    assert audit.partners_existed >= 100
     assert audit.ratio >= 0.99, audit
     for rec in run.records:
         for role in ("lowdose", "reference"):

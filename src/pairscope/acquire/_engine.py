@@ -841,7 +841,11 @@ class PairedEngine(MDAEngine):
     def _timeout_ms(self) -> float:
         if self.settings.frame_timeout_ms is not None:
             return self.settings.frame_timeout_ms
-        return 3 * (max(self._exposures()) + self._period_ms(0.0)) + 2000.0
+        # every camera silent this long is a fault; longer than the wait for a
+        # follower's missed triggers (2 periods + STOP_MARGIN_S), and than a
+        # starved camera thread on a loaded machine (2.4 s measured)
+        slack_ms = 1000.0 * (STOP_MARGIN_S + 2.0)
+        return 3 * (max(self._exposures()) + self._period_ms(0.0)) + slack_ms
 
     # -- pairs ------------------------------------------------------------------------
     def _emit(
@@ -932,7 +936,7 @@ class PairedEngine(MDAEngine):
             event_index=dict(event.index),
             lowdose=low,
             reference=ref,
-            simultaneous=bool(both and simultaneous(low, ref)),  # type: ignore[arg-type]
+            simultaneous=bool(both and _same_instant(low, ref)),  # type: ignore[arg-type]
             exposure_overlap_ms=overlap_ms(low, ref) if both else None,  # type: ignore[arg-type]
             split_ratio=self._static.get("split_ratio"),
             light_power=_float_prop(self.mmcore, *light) if light else None,
@@ -1085,3 +1089,13 @@ def _stage_position(
     except Exception:  # a stage that cannot report must not stop the run
         logger.warning("Could not read the stage position", exc_info=True)
     return (x, y, z)
+
+
+def _same_instant(low: FrameRecord, ref: FrameRecord) -> bool:
+    """Both frames are of one instant: where both cameras report the trigger they
+    read, by that (their own evidence: a busy machine's late reads cannot blur it);
+    otherwise their exposure windows overlap by half the shorter exposure."""
+    a, b = low.get("camera_trigger_index"), ref.get("camera_trigger_index")
+    if a is not None and b is not None:
+        return a == b
+    return simultaneous(low, ref)
