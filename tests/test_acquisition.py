@@ -275,26 +275,36 @@ def test_ctrl_c_on_the_python_api_stops_cleanly_and_keeps_every_pair(
     import signal
     import threading
 
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with open_rig(DEMO_RIG) as rig:
         for rc in rig.cores:
             rc.core.setProperty(rc.camera, "SensorSize", 64)
         assert rig.spec is not None
         acq = PairedAcquisition(rig, rig.spec.pairing)
+        listed = threading.Event()
         seen: list[int] = []
+        handler: list[object] = []
 
-        def interrupt(pair: object) -> None:
+        def count(pair: object) -> None:
             seen.append(1)
-            if len(seen) == 5:  # as a terminal's Ctrl-C: to the main thread
+            if len(seen) == 5:
+                handler.append(signal.getsignal(signal.SIGINT))
+                listed.set()
+
+        def ctrl_c() -> None:  # as a terminal's Ctrl-C: to the main thread
+            if listed.wait(120):
                 signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
-        acq.events.pairReady.connect(interrupt)
+        acq.events.pairReady.connect(count)
+        threading.Thread(target=ctrl_c, daemon=True).start()
         summary = acq.run(
             useq.MDASequence(time_plan={"interval": 0, "loops": 400}),
             writer=RunWriter(tmp_path),
         )
-        acq.events.pairReady.disconnect(interrupt)
+        acq.events.pairReady.disconnect(count)
         again = acq.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
-    assert summary.status == "cancelled" and 5 <= summary.pairs < 400
+    why = f"{len(seen)} pairs seen; SIGINT handler during the run: {handler}"
+    assert summary.status == "cancelled" and 5 <= summary.pairs < 400, why
     assert len(pairscope.open_run(summary.run_dir)) == summary.pairs
     assert again.status == "completed" and again.pairs == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

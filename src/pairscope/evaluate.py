@@ -50,14 +50,26 @@ from ._targets import (
 )
 from .errors import PairscopeError
 from .io import Run, open_run
-from .io import _layout as L
+from .io import layout as L
 from .io.calibration import Registration, apply_registration, save_calibration
-from .restore import LoadedModel, StreamingRestorer, check_model_for_rig, load_model
-from .restore._model_file import check_compatible
+from .restore import (
+    LoadedModel,
+    StreamingRestorer,
+    check_compatible,
+    check_model_for_rig,
+    load_model,
+)
 from .rig import RigModel, rig_model_for_run
 from .sim import ground_truth
-from .trust import QUALITY_FILE, TrustMonitor, calibration_for_run
-from .trust._checks import DATA_RANGE, SSIM_SIGMA_PX, TrustCalibration, _margin
+from .trust import (
+    DATA_RANGE,
+    QUALITY_FILE,
+    SSIM_SIGMA_PX,
+    TrustCalibration,
+    TrustMonitor,
+    calibration_for_run,
+    registration_margin,
+)
 
 __all__ = [
     "BASELINES",
@@ -234,7 +246,7 @@ def frame_rows(
 
 def crop_of(cal: TrustCalibration, shape: tuple[int, int]) -> tuple[slice, slice]:
     """The common crop: away from edges the registration filled in."""
-    m = _margin(cal)
+    m = registration_margin(cal)
     if min(shape) <= 4 * m:
         return (slice(None), slice(None))
     return (slice(m, -m), slice(m, -m))

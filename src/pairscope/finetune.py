@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._threads import deprioritize_current_thread
-from .io import _layout as L
+from .io import layout as L
 
 if TYPE_CHECKING:
     from .rig import RigModel
@@ -187,7 +187,7 @@ class LiveFineTuner:
     def _candidate(self, k: int, pairs: int) -> None:
         """Candidate ``k`` on the first ``pairs`` pairs of the run."""
         deprioritize_current_thread(self.options.nice)
-        from .io._reader import same_instant
+        from .io import same_instant
 
         t0 = time.perf_counter()
         record: dict[str, Any] = {"candidate": k}
@@ -325,8 +325,7 @@ class LiveFineTuner:
 
         from .io import open_run
         from .offline import restore
-        from .trust import calibration_for_run
-        from .trust._checks import check_pair
+        from .trust import calibration_for_run, check_pair
 
         run = open_run(self.run_dir)
         cal = calibration_for_run(open_run(snapshot), fit_noise=False)

@@ -29,8 +29,7 @@ from ._threads import deprioritize_current_thread
 from .acquire import AcquisitionSummary, PairedAcquisition
 from .config import AcquisitionSettings, PairingMode
 from .hardware import Rig
-from .io import RunWriter
-from .io._predictions import PredictionWriter
+from .io import PredictionWriter, RunWriter
 
 logger = logging.getLogger(__name__)
 #: modes whose pairs are of one instant: the live registration comes from them

@@ -24,7 +24,7 @@ import numpy as np
 from ._files import os_reason
 from .errors import OutputError, PairscopeError
 from .io import Run, open_run
-from .io import _layout as L
+from .io import layout as L
 
 __all__ = ["OutputExistsError", "RestoreResult", "restore", "restore_run"]
 
@@ -171,9 +171,7 @@ def _restore_into(
 
     from ._progress import progress as progress_bar
     from .errors import RestorationError
-    from .io._finalize import json_default, write_json
-    from .io._predictions import finalize_predictions
-    from .io._writer import _PageFile
+    from .io import PageFile, finalize_predictions, json_default, write_json
     from .restore import StreamingRestorer
 
     restorer = StreamingRestorer(
@@ -182,7 +180,7 @@ def _restore_into(
     t0 = time.perf_counter()
     part_tiff = out / (L.PREDICTION_TIFF + PARTIAL)
     part_index = out / (L.PREDICTION_INDEX + PARTIAL)
-    pages = _PageFile(part_tiff)  # replaces what an interrupted restore left
+    pages = PageFile(part_tiff)  # replaces what an interrupted restore left
     try:
         with open(part_index, "w", encoding="utf-8") as index:
             bar = progress_bar(

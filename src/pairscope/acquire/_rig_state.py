@@ -65,6 +65,7 @@ class RigState:
         worker.start()
         worker.join(timeout_s)
         if worker.is_alive():
+            self._abandoned = True  # what it meets later (a core closed) is not news
             logger.warning(
                 "Could not put the rig's settings back within %.0f s: a device "
                 "does not answer (a hung camera?). Check binning, exposure and "
@@ -72,21 +73,31 @@ class RigState:
                 timeout_s,
             )
 
+    _abandoned = False  # the run went on without waiting for this restore
+
     def _restore(self) -> None:
         for core, label, prop, value in self.properties:
-            _try(partial(core.setProperty, label, prop, value), f"{label}.{prop}")
+            self._try(partial(core.setProperty, label, prop, value), f"{label}.{prop}")
         for core, label, exposure in self.exposures:
-            _try(partial(core.setExposure, label, exposure), label)
+            self._try(partial(core.setExposure, label, exposure), label)
         for core, shutter, was_open, auto in self.shutters:
-            _try(partial(core.setShutterOpen, shutter, was_open), shutter)
-            _try(partial(core.setAutoShutter, auto), "AutoShutter")
+            self._try(partial(core.setShutterOpen, shutter, was_open), shutter)
+            self._try(partial(core.setAutoShutter, auto), "AutoShutter")
         for core, camera in self.cameras:
-            if camera and core.getCameraDevice() != camera:
-                _try(partial(core.setCameraDevice, camera), camera)
+            try:
+                current = core.getCameraDevice()
+            except Exception:  # the core was closed meanwhile
+                current = None
+            if camera and current != camera:
+                self._try(partial(core.setCameraDevice, camera), camera)
 
-
-def _try(action: Callable[[], object], what: str) -> None:
-    try:
-        action()
-    except Exception:  # one device that refuses must not keep the rest changed
-        logger.warning("Could not restore %s after the run", what, exc_info=True)
+    def _try(self, action: Callable[[], object], what: str) -> None:
+        try:
+            action()
+        except Exception:  # one device that refuses must not keep the rest changed
+            if self._abandoned:  # already said: the settings may not be back
+                logger.debug("Could not restore %s after the run", what, exc_info=True)
+            else:
+                logger.warning(
+                    "Could not restore %s after the run", what, exc_info=True
+                )

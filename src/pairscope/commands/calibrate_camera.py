@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
     from pymmcore_plus import CMMCorePlus
 
-    from ..acquire._rig_state import RigState
+    from ..acquire import RigState
     from ..hardware import Rig, RigCore
     from ..rig import DeclaredPhotometry, Photometry
 
@@ -217,7 +217,7 @@ def _apply(settings: Sequence[Setting]) -> None:
 def _capture(rig: Rig, settings: Sequence[Setting]) -> RigState:
     """What the calibration changes, as found: every core's camera and shutter, the
     cameras' exposures and the rig file's calibration settings."""
-    from ..acquire._rig_state import RigState
+    from ..acquire import RigState
 
     state = RigState()
     for rc in rig.cores:
@@ -317,7 +317,7 @@ def acquire_series(
     place, or turn the light off where there is no shutter); it may wait.
     """
     from .._progress import progress
-    from ..acquire._rig_model import camera_model
+    from ..acquire import camera_model
 
     levels = check_exposures(exposures_ms, frames)
     cams = _cameras(rig, roles)

@@ -68,7 +68,7 @@ class _Steps:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pairscope.bioimageio._export import (
+    from pairscope.bioimageio import (
         EXPORT_STEPS,
         INSTALL_EXTRA,
         ExportExtraMissing,
@@ -91,7 +91,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             on_step=say,
         )
         if args.test:
-            from pairscope.bioimageio._test import test_package
+            from pairscope.bioimageio import test_package
 
             say("test")
             status = test_package(out)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from pairscope.bioimageio._import import import_bioimageio
+    from pairscope.bioimageio import import_bioimageio
     from pairscope.restore import describe_model_file
 
     model = import_bioimageio(args.package, args.out, force=args.force)

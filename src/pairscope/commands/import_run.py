@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from ..io._import import import_pairs
+    from ..io import import_pairs
 
     run_dir = import_pairs(
         args.lowdose,

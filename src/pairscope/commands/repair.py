@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_repair(args: argparse.Namespace) -> int:
-    from ..io._repair import repair_run
+    from ..io import repair_run
 
     for run in args.runs:
         report = repair_run(run)

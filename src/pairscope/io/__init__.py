@@ -1,10 +1,30 @@
 """Run folders: the crash-safe writer and the reader (no torch, no Qt here).
 
-The torch ``Dataset`` of pairs lives in :mod:`pairscope.io.dataset`.
+The torch ``Dataset`` of pairs lives in :mod:`pairscope.io.dataset`; the names of
+a run folder's files in :mod:`pairscope.io.layout`.
 """
 
-from ._reader import Run, RunPair, open_run
+from ._finalize import json_default, write_json
+from ._import import import_pairs
+from ._predictions import PredictionWriter, finalize_predictions
+from ._reader import Run, RunPair, open_run, same_instant
+from ._repair import repair_run
 from ._snapshot import snapshot_run
-from ._writer import RunWriter, new_run_dir
+from ._writer import PageFile, RunWriter, new_run_dir
 
-__all__ = ["Run", "RunPair", "RunWriter", "new_run_dir", "open_run", "snapshot_run"]
+__all__ = [
+    "PageFile",
+    "PredictionWriter",
+    "Run",
+    "RunPair",
+    "RunWriter",
+    "finalize_predictions",
+    "import_pairs",
+    "json_default",
+    "new_run_dir",
+    "open_run",
+    "repair_run",
+    "same_instant",
+    "snapshot_run",
+    "write_json",
+]

@@ -22,8 +22,8 @@ import tifffile
 
 from .._files import write_atomic
 from ..errors import DamagedRunError
-from . import _layout as L
 from . import _ome
+from . import layout as L
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .._files import OutputLock
-from . import _layout as L
+from . import layout as L
 
 
 class RunLock(OutputLock):

@@ -34,7 +34,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import tifffile
 
-from . import _layout as L
+from . import layout as L
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 PAIR_NS = "pairscope/pair-index"

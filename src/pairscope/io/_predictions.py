@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _layout as L
 from . import _ome
+from . import layout as L
 from ._finalize import read_info, read_manifest
-from ._writer import _PageFile
+from ._writer import PageFile
 
 logger = logging.getLogger(__name__)
 PREDICTION_INDEX = L.PREDICTION_INDEX
@@ -43,7 +43,7 @@ def finalize_predictions(
 
     ``run_dir``: the run the predictions belong to (default: ``folder``);
     ``tiff_name``, ``index_name``: the files as written (the XML names the file
-    :data:`~pairscope.io._layout.PREDICTION_TIFF` they become).  Returns the
+    :data:`~pairscope.io.layout.PREDICTION_TIFF` they become).  Returns the
     number of planes described.
     """
     folder = Path(folder)
@@ -109,7 +109,7 @@ class PredictionWriter:
 
     def __init__(self, run_dir: str | Path, *, max_queue: int = 8) -> None:
         self.run_dir = Path(run_dir)
-        self._file = _PageFile(self.run_dir / L.PREDICTION_TIFF)
+        self._file = PageFile(self.run_dir / L.PREDICTION_TIFF)
         self._index = open(self.run_dir / PREDICTION_INDEX, "a", encoding="utf-8")  # noqa: SIM115
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.dropped = 0

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from . import _layout as L
+from . import layout as L
 
 logger = logging.getLogger(__name__)
 

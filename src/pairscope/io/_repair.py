@@ -18,7 +18,7 @@ import tifffile
 
 from .._files import READ_ONLY_ERRNOS, os_reason
 from ..errors import DamagedRunError, OutputError, PairscopeError
-from . import _layout as L
+from . import layout as L
 from ._finalize import FinalizeReport, finalize_run, read_info, read_manifest
 from ._lock import RunLock, lock_holder
 from ._tifflog import tifffile_problems

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _layout as L
+from . import layout as L
 
 __all__ = ["snapshot_run"]
 

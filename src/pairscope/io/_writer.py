@@ -34,7 +34,7 @@ import tifffile
 
 from .._files import os_reason
 from ..errors import WriterError
-from . import _layout as L
+from . import layout as L
 from ._finalize import finalize_run, json_default, read_manifest, write_json
 from ._lock import RunLock
 
@@ -180,7 +180,7 @@ def _pwrite_all(fd: int, data: Any, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-class _PageFile:
+class PageFile:
     """A BigTIFF that grows one page per frame."""
 
     def __init__(self, path: Path) -> None:
@@ -334,7 +334,7 @@ class RunWriter:
                     store = self.run_dir / L.ZARR_STORE
                     self._files[role] = ZarrFrames(store, role)
                 else:
-                    self._files[role] = _PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
+                    self._files[role] = PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
         except Exception as exc:
             self._error = self._fail(exc)
             self._abort_files()

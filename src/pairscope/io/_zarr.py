@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _layout as L
 from . import _ome
+from . import layout as L
 from ._writer import FrameRefused
 
 T_CAPACITY = 1 << 31  # declared t extent while writing (shrunk when finalised)
@@ -81,7 +81,7 @@ def _group(path: Path, attributes: dict[str, Any]) -> None:
 
 
 class ZarrFrames:
-    """One detector's frames as ``run.ome.zarr/<role>/0`` (the ``_PageFile`` API)."""
+    """One detector's frames as ``run.ome.zarr/<role>/0`` (the ``PageFile`` API)."""
 
     def __init__(self, store: Path, role: str) -> None:
         self.store, self.role = store, role

@@ -31,7 +31,7 @@ import scipy.optimize
 from .._binning import bin_sum
 from .._files import write_atomic
 from .._progress import progress as progress_bar
-from . import _layout as L
+from . import layout as L
 from ._reader import Run, open_run
 
 logger = logging.getLogger(__name__)

@@ -13,10 +13,12 @@ from ._consistency import (
 from ._frc import FRCCurve, frc_curve, frc_resolution
 from ._intensity import affine_fit, percentile_normalize, psnr, ssim
 from ._plots import (
+    new_figure,
     plot_frc_curves,
     plot_metrics_over_time,
     plot_side_by_side,
     plot_two_point,
+    save_figure,
 )
 from ._two_point import (
     RAYLEIGH_DIP_RATIO,
@@ -44,6 +46,7 @@ __all__ = [
     "consistency_residual",
     "frc_curve",
     "frc_resolution",
+    "new_figure",
     "percentile_normalize",
     "plot_frc_curves",
     "plot_metrics_over_time",
@@ -51,6 +54,7 @@ __all__ = [
     "plot_two_point",
     "psnr",
     "reblur_and_bin",
+    "save_figure",
     "smallest_resolved_separation",
     "ssim",
     "two_point_report",

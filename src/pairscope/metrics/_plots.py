@@ -29,7 +29,7 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -38,7 +38,7 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: PathLike) -> Path:
+def save_figure(fig: Figure, path: PathLike) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=120)
@@ -63,7 +63,7 @@ def plot_metrics_over_time(
         The written file.
     """
     metrics = sorted({m for d in per_frame.values() for m in d})
-    fig = _figure((6.0, 2.4 * max(len(metrics), 1)))
+    fig = new_figure((6.0, 2.4 * max(len(metrics), 1)))
     axes = fig.subplots(max(len(metrics), 1), 1, sharex=True, squeeze=False)[:, 0]
     for ax, metric in zip(axes, metrics, strict=False):
         for method, d in per_frame.items():
@@ -72,7 +72,7 @@ def plot_metrics_over_time(
         ax.set_ylabel(metric)
         ax.legend(fontsize="small")
     axes[-1].set_xlabel("frame")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_frc_curves(
@@ -93,7 +93,7 @@ def plot_frc_curves(
     -------
     Path
     """
-    fig = _figure((6.0, 4.0))
+    fig = new_figure((6.0, 4.0))
     ax = fig.add_subplot()
     for name, c in curves.items():
         res = frc_resolution(c, threshold)
@@ -103,7 +103,7 @@ def plot_frc_curves(
     ax.set_ylabel("FRC")
     ax.set_ylim(-0.1, 1.05)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_side_by_side(
@@ -137,13 +137,13 @@ def plot_side_by_side(
         reference = "reference" if "reference" in crops else next(iter(crops))
     vmin, vmax = np.percentile(np.asarray(crops[reference], float), percentiles)
     n = len(crops)
-    fig = _figure((2.6 * n, 2.9))
+    fig = new_figure((2.6 * n, 2.9))
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (name, img) in zip(axes, crops.items(), strict=True):
         ax.imshow(np.asarray(img), cmap="gray", vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize="small")
         ax.set_axis_off()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_two_point(
@@ -167,7 +167,7 @@ def plot_two_point(
     -------
     Path
     """
-    fig = _figure((6.0, 4.0))
+    fig = new_figure((6.0, 4.0))
     ax = fig.add_subplot()
     for name, d in fractions.items():
         seps = sorted(d)
@@ -177,4 +177,4 @@ def plot_two_point(
     ax.set_ylabel("fraction resolved")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..io import _layout as L
-from ..io._reader import Run, open_run
+from ..io import Run, open_run
+from ..io import layout as L
 from ..io.calibration import Registration, load_registration
 
 LayerData = tuple[Any, dict[str, Any], str]

@@ -28,7 +28,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .._files import write_atomic
-from ..rig._model import RigModel
+from ..rig import RigModel
 from ._networks import (
     ARCHITECTURES,
     MAX_FACTOR,
@@ -694,7 +694,7 @@ def _load_package(
     expect_pixel_size_um: float | None,
     rtol: float,
 ) -> LoadedModel:
-    from pairscope.bioimageio._import import import_bioimageio
+    from pairscope.bioimageio import import_bioimageio
 
     model = import_bioimageio(path)
     check_compatible(

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ..rig._model import RigModel
+from ..rig import RigModel
 from ._model_file import ModelFileError, ModelInfo
 
 __all__ = [

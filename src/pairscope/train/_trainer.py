@@ -34,8 +34,7 @@ from tqdm import tqdm
 from pairscope._files import OutputLock, make_parents, remove_empty, write_atomic
 from pairscope._progress import progress as progress_bar
 from pairscope.errors import OutputError
-from pairscope.io import Run
-from pairscope.io._reader import same_instant
+from pairscope.io import Run, same_instant
 from pairscope.io.dataset import PairDataset, frames_independent, split_blocks
 from pairscope.restore import (
     CameraModel,

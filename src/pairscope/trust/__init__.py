@@ -7,11 +7,14 @@ Nothing here imports Qt or torch.
 
 from ._calibrate import calibration_for_run, calibration_from_info
 from ._checks import (
+    DATA_RANGE,
+    SSIM_SIGMA_PX,
     CameraNoise,
     CheckResult,
     Thresholds,
     TrustCalibration,
     check_pair,
+    registration_margin,
 )
 from ._monitor import (
     QUALITY_FILE,
@@ -22,7 +25,9 @@ from ._monitor import (
 )
 
 __all__ = [
+    "DATA_RANGE",
     "QUALITY_FILE",
+    "SSIM_SIGMA_PX",
     "CameraNoise",
     "CheckResult",
     "Thresholds",
@@ -34,4 +39,5 @@ __all__ = [
     "calibration_for_run",
     "calibration_from_info",
     "check_pair",
+    "registration_margin",
 ]

@@ -35,7 +35,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, uniform_filter
 
 from .._binning import bin_sum
-from ..io._reader import same_instant
+from ..io import same_instant
 from ..io.calibration import Registration, apply_registration
 from ..metrics import affine_fit, psnr, ssim, upsample
 
@@ -158,7 +158,8 @@ class CheckResult:
         return out
 
 
-def _margin(cal: TrustCalibration) -> int:
+def registration_margin(cal: TrustCalibration) -> int:
+    """Pixels at the frame edge that the registration leaves without data."""
     r = cal.registration
     return math.ceil(max(abs(r.shift_y_px), abs(r.shift_x_px))) + 2 * cal.factor
 
@@ -221,7 +222,7 @@ def check_pair(
 
     # -- data consistency (no reference needed)
     cons_map = _consistency(rest, low, cal, metrics)
-    lm = max(1, _margin(cal) // f)
+    lm = max(1, registration_margin(cal) // f)
     inner = cons_map[lm:-lm, lm:-lm] if cons_map.shape[0] > 4 * lm else cons_map
     metrics["consistency_chi2"] = float(inner.mean())
     smooth = gaussian_filter(inner, CONSISTENCY_SIGMA_PX, mode="reflect")
@@ -301,7 +302,7 @@ def _reference_checks(
     metrics: dict[str, float | bool | None],
 ) -> np.ndarray:
     ref = apply_registration(np.asarray(reference, np.float32), cal.registration)
-    m = _margin(cal)
+    m = registration_margin(cal)
     crop = (
         (slice(m, -m), slice(m, -m)) if min(ref.shape) > 4 * m else (slice(None),) * 2
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..metrics._plots import _figure, _save
+from ..metrics import new_figure, save_figure
 from ._checks import Thresholds
 
 VERDICT_COLOURS = {"ok": "#2a9d3f", "warn": "#e0a100", "alarm": "#d62828"}
@@ -27,7 +27,7 @@ def plot_quality(
     lines: Sequence[dict[str, Any]], path: str | Path, thresholds: Thresholds
 ) -> Path:
     """One panel per metric against the pair index; threshold lines dashed."""
-    fig = _figure((9, 7))
+    fig = new_figure((9, 7))
     axes = fig.subplots(len(PANELS), 1, sharex=True)
     x = [ln["pair"] for ln in lines]
     colours = [VERDICT_COLOURS.get(ln["verdict"], "k") for ln in lines]
@@ -54,4 +54,4 @@ def plot_quality(
         + "  (dashed: warn level, dotted: alarm level)",
         fontsize=9,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
