@@ -24,7 +24,8 @@ class Lockstep:
 
     ``then``: another ``on_started(acquisition, restorer)`` to call first (its
     listeners run before the wait).  With ``monkeypatch``, the trust monitor that
-    ``run_live`` attaches is waited for too.
+    ``run_live`` attaches is waited for too, and the helper threads keep the
+    acquisition's priority.
     """
 
     def __init__(
@@ -39,7 +40,23 @@ class Lockstep:
         self._restored = 0  # restored frames the monitor has been handed
         self._lock = threading.Lock()
         if monkeypatch is not None:
+            import pairscope.live
+            import pairscope.preview._headless
+            import pairscope.restore._streaming
             import pairscope.trust
+            import pairscope.trust._monitor
+
+            # paced, the helpers' priority is not under test: at nice 10-19 beside
+            # CPU-bound processes they get ~1 % of a core and a run takes minutes
+            for module in (
+                pairscope.live,
+                pairscope.preview._headless,
+                pairscope.restore._streaming,
+                pairscope.trust._monitor,
+            ):
+                monkeypatch.setattr(
+                    module, "deprioritize_current_thread", lambda *_a, **_k: None
+                )
 
             attach = pairscope.trust.attach_trust_monitor
 

@@ -36,6 +36,17 @@ NOT_DECLARED = {"measured", "rough estimate"}
 NO_PHOTOMETRY = "the rig model has no photometry for"
 
 
+@pytest.fixture(autouse=True)
+def _monitor_at_full_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor's priority is not under test here: at nice 19 beside CPU-bound
+    processes its worker gets ~1 % of a core (a 12-pair check took over 300 s)."""
+    import pairscope.trust._monitor
+
+    monkeypatch.setattr(
+        pairscope.trust._monitor, "deprioritize_current_thread", lambda *_a: None
+    )
+
+
 def _problems(caplog: pytest.LogCaptureFixture) -> list[str]:
     """Log records that carry a traceback or a division by zero."""
     return [
@@ -111,6 +122,7 @@ def cpp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(summary.run_dir)
 
 
+@pytest.mark.timeout(1800)  # paced: 40 restored 512² frames on 2 busy cores
 def test_a_live_run_on_the_cpp_rig_checks_its_pairs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
