@@ -41,11 +41,13 @@ def _run_suite(
     peak_load = 0.0
     lines: list[str] = []
     assert process.stdout is not None
-    for line in process.stdout:
-        lines.append(line.rstrip())
-        peak_load = max(peak_load, os.getloadavg()[0])
+    with log.open("w") as out:  # written as it comes: a stopped benchmark keeps it
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            out.write(line)
+            out.flush()
+            peak_load = max(peak_load, os.getloadavg()[0])
     process.wait()
-    log.write_text("\n".join(lines) + "\n")
     seconds = time.monotonic() - start
     summary = next((line for line in reversed(lines) if " in " in line and "=" in line), "")
     failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
