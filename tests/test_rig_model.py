@@ -248,3 +248,20 @@ def test_the_noise_fit_of_a_cpp_run_is_one_clear_error(tmp_path: Path) -> None:
         fit_noise_model([run])
     assert "photometry" in str(err.value) and "calibrate-camera" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_device_figure_out_of_range_is_not_taken_for_the_optics(
+    tmp_path: Path,
+) -> None:
+    """A device reporting an NA of 2.5 or a wavelength in µm: not the optics' figure
+    (it failed the run's start with a validation error), said missing instead."""
+    from pairscope.rig import build_rig_model
+
+    run_dir = acquire_demo_run(tmp_path, frames=2, sensor=128)
+    info = json.loads((run_dir / "run.json").read_text())
+    info["system_state"]["DemoHub"]["NumericalAperture"] = "2.5"
+    info["system_state"]["DemoHub"]["EmissionWavelength_nm"] = "0.52"
+    model = build_rig_model(info)
+    assert model.optics.numerical_aperture is None
+    assert model.optics.wavelength_nm is None
+    assert any("objective NA" in m.what for m in model.missing)

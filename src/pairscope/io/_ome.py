@@ -20,7 +20,6 @@ validate the result against the OME schema with ome-types.
 from __future__ import annotations
 
 import contextlib
-import math
 import mmap
 import os
 import struct
@@ -291,38 +290,18 @@ def _num(v: Any) -> str:
     return repr(float(v)) if not isinstance(v, str) else v
 
 
-def _device_props(state: Any) -> Iterable[dict[str, Any]]:
-    """Every ``{property: value}`` dict in a (possibly per-core nested) system state."""
-    if isinstance(state, dict):
-        if any(not isinstance(v, dict) for v in state.values()):
-            yield state
-        for v in state.values():
-            if isinstance(v, dict):
-                yield from _device_props(v)
-
-
-def _props(info: dict[str, Any], *names: str) -> float | None:
-    """The first numeric device property called one of ``names`` in run.json."""
-    for props in _device_props(info.get("system_state") or {}):
-        for n in names:
-            try:
-                v = float(props[n])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if math.isfinite(v) and v > 0:
-                return v
-    return None
-
-
 def _rig_model(info: dict[str, Any]) -> Any:
-    """The run's recorded rig model, or ``None`` (none recorded, or unreadable: the
-    OME is written without its facts)."""
-    if not isinstance(info.get("rig_model"), dict):
-        return None
-    from ..rig import rig_model_from_info
+    """The run's rig model: the recorded one, else (none recorded, or unreadable)
+    one built from the rest of run.json, photometry unknown; ``None`` if neither
+    can be had (the OME is written without its facts)."""
+    from ..rig import build_rig_model, rig_model_from_info
 
     try:
         return rig_model_from_info(info)
+    except ValueError:
+        pass
+    try:
+        return build_rig_model(info)
     except ValueError:
         return None
 
@@ -374,12 +353,8 @@ def build_ome_xml(
     )
     rig = _rig_model(info)
     optics = rig.optics if rig is not None else None
-    na = getattr(optics, "numerical_aperture", None) or _props(
-        info, "NumericalAperture", "NA", "LensNA"
-    )
-    emission = getattr(optics, "wavelength_nm", None) or _props(
-        info, "EmissionWavelength_nm", "EmissionWavelength"
-    )
+    na = getattr(optics, "numerical_aperture", None)
+    emission = getattr(optics, "wavelength_nm", None)
     roles = {pl.camera: img.role for img in images for pl in img.planes}
     cameras = sorted(roles)
     detector_id = {cam: f"Detector:{i}" for i, cam in enumerate(cameras)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,26 +74,47 @@ class DeclaredOptics(BaseModel):
     split_ratio: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
 
 
-#: device properties that report the optics (the demo hub's names and common ones)
-_NA_PROPS = ("NumericalAperture", "NA", "LensNA")
-_WAVELENGTH_PROPS = ("EmissionWavelength_nm", "Wavelength_nm", "Wavelength")
-_SPLIT_PROPS = ("SplitFraction",)
+#: device properties that report the optics (the demo hub's names and common
+#: ones), and the range a figure must be in to be taken (a wavelength in µm, an
+#: NA of 0: not the optics' figure)
+_NA_PROPS = ("NumericalAperture", "NA", "LensNA"), (0.0, 1.7)
+_WAVELENGTH_PROPS = (
+    ("EmissionWavelength_nm", "EmissionWavelength", "Wavelength_nm", "Wavelength"),
+    (100.0, 2000.0),
+)
+_SPLIT_PROPS = ("SplitFraction",), (0.0, 1.0)
 
 
-def _number(props: Mapping[str, Any], names: tuple[str, ...]) -> float | None:
+def _number(
+    props: Mapping[str, Any], wanted: tuple[tuple[str, ...], tuple[float, float]]
+) -> float | None:
+    names, (low, high) = wanted
     for name in names:
         try:
             value = float(props[name])
         except (KeyError, TypeError, ValueError):
             continue
-        if math.isfinite(value) and value > 0:
+        if math.isfinite(value) and low < value <= high:
             return value
     return None
 
 
-def _device_number(state: Mapping[str, Any], names: tuple[str, ...]) -> float | None:
-    for props in state.values():
-        if isinstance(props, Mapping) and (v := _number(props, names)) is not None:
+def _device_props(state: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every ``{property: value}`` mapping of a system state (per device, or
+    nested per core)."""
+    for value in state.values():
+        if isinstance(value, Mapping):
+            if any(not isinstance(v, Mapping) for v in value.values()):
+                yield value
+            yield from _device_props(value)
+
+
+def _device_number(
+    state: Mapping[str, Any], wanted: tuple[tuple[str, ...], tuple[float, float]]
+) -> float | None:
+    """The first device property of ``wanted``'s names in its range."""
+    for props in _device_props(state):
+        if (v := _number(props, wanted)) is not None:
             return v
     return None
 
