@@ -29,6 +29,13 @@ def same_instant(record: dict[str, Any] | None) -> bool:
     return a is None or b is None or a == b
 
 
+def is_dark(record: dict[str, Any] | None) -> bool:
+    """Whether a pair was logged with the light off (``light_power`` 0; a rig
+    without a light-power property records none: not dark)."""
+    power = (record or {}).get("light_power")
+    return power is not None and float(power) == 0
+
+
 @dataclass(frozen=True, slots=True)
 class RunPair:
     """One pair read back from disk (``lowdose`` is ``None`` when its frame was lost,

@@ -43,6 +43,7 @@ __all__ = [
     "load_registration",
     "registration_or_estimate",
     "save_calibration",
+    "save_photometry",
 ]
 
 
@@ -281,20 +282,37 @@ def save_calibration(
 
     ``source`` (optional) says what estimated the registration.
     """
-    path = Path(run_path) / L.CALIBRATION
     data: dict[str, Any] = {
         "registration": asdict(reg),
         "convention": __doc__.split("\n\n")[1],
     }
     if source is not None:
         data["source"] = source
-    try:  # keep what else was measured (the cameras' photometry)
-        kept = json.loads(path.read_text()).get("photometry")
-    except (OSError, ValueError, AttributeError):
-        kept = None
-    if kept is not None:
-        data["photometry"] = kept
-    write_atomic(path, json.dumps(data, indent=2).encode())
+    # what else was measured (the cameras' photometry) stays
+    return _write_calibration(run_path, data, keep=("photometry",))
+
+
+def save_photometry(run_path: str | Path, photometry: dict[str, Any]) -> Path:
+    """Store the cameras' measured photometry (per role, as JSON) in the run's
+    ``calibration.json``, beside the registration; return its path."""
+    return _write_calibration(run_path, {"photometry": photometry}, keep=None)
+
+
+def _write_calibration(
+    run_path: str | Path, data: dict[str, Any], *, keep: tuple[str, ...] | None
+) -> Path:
+    """Write ``data`` as ``calibration.json`` atomically, with the ``keep`` keys of
+    the file there (``None``: all of them) that ``data`` does not replace."""
+    path = Path(run_path) / L.CALIBRATION
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    merged = {k: v for k, v in old.items() if keep is None or k in keep}
+    merged.update(data)
+    write_atomic(path, json.dumps(merged, indent=2).encode())
     return path
 
 

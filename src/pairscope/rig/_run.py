@@ -9,7 +9,6 @@ gain mode, or the camera's settings changed).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..io import is_dark
+from ..io import layout as L
 from ._build import PHOTOMETRY_FIX, rig_model_from_info
 from ._model import Photometry, RegistrationFacts, RigModel
 from ._photometry import PhotometryError, photometry_from_frames
@@ -33,18 +34,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DISAGREEMENT = 0.20  # relative difference of e-/ADU that is reported
-CALIBRATION = "calibration.json"
-
-
-def _calibration(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CALIBRATION
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def rig_model_for_run(run: Any) -> RigModel:
@@ -80,7 +69,7 @@ def rig_model_for_run(run: Any) -> RigModel:
                 try:
                     model = model.with_photometry(role, Photometry.model_validate(entry))
                 except ValueError:
-                    logger.warning("%s: ignoring a damaged %s photometry", CALIBRATION, role)
+                    logger.warning("%s: ignoring a damaged %s photometry", L.CALIBRATION, role)
     return model
 
 
@@ -102,23 +91,20 @@ def photometry_disagreement(
 
 
 def _frames(run: Any, role: str, max_frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Up to ``max_frames`` illuminated frames of one camera, and its dark frames
-    (pairs logged with the light power at 0)."""
+    """The first ``max_frames`` illuminated frames of one camera, and its dark
+    frames (pairs logged with the light power at 0)."""
     light: list[np.ndarray] = []
     dark: list[np.ndarray] = []
     idx = [i for i, r in enumerate(run.records) if r.get(role)]
     for i in idx:
-        rec = run.records[i]
-        power = rec.get("light_power")
-        is_dark = power is not None and float(power) == 0
-        if not is_dark and len(light) >= max_frames:
+        off = is_dark(run.records[i])
+        if not off and len(light) >= max_frames:
             continue
         frame = getattr(run[i], role)
         if frame is None:
             continue
-        (dark if is_dark else light).append(np.asarray(frame))
-    step = max(1, len(light) // max_frames)
-    return light[::step][:max_frames], dark[:max_frames]
+        (dark if off else light).append(np.asarray(frame))
+    return light, dark[:max_frames]
 
 
 def measure_run_photometry(
@@ -138,21 +124,16 @@ def measure_run_photometry(
 def save_measured_photometry(run_dir: str | Path, measured: Mapping[str, Photometry]) -> None:
     """Store measured photometry in the run's ``calibration.json`` (kept beside the
     registration; read back by :func:`rig_model_for_run`)."""
-    from .._files import write_atomic
+    from ..io.calibration import save_photometry
 
-    run_dir = Path(run_dir)
-    data = _calibration(run_dir)
-    data["photometry"] = {role: p.model_dump(mode="json") for role, p in measured.items()}
-    write_atomic(run_dir / CALIBRATION, json.dumps(data, indent=2).encode())
+    save_photometry(
+        run_dir, {role: p.model_dump(mode="json") for role, p in measured.items()}
+    )
 
 
 def _same_instant_pairs(run: Any, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    idx = [
-        i
-        for i, r in enumerate(run.records)
-        if r.get("lowdose") and r.get("reference") and r.get("simultaneous") is not False
-        and not (r.get("light_power") is not None and float(r["light_power"]) == 0)
-    ]
+    """Up to ``max_pairs`` illuminated pairs of one instant, spread over the run."""
+    idx = [i for i in run.same_instant_pairs() if not is_dark(run.records[i])]
     step = max(1, len(idx) // max_pairs)
     pairs = []
     for i in idx[::step][:max_pairs]:

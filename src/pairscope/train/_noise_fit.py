@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairscope.io import Run, open_run
+from pairscope.io import Run, is_dark, open_run
 from pairscope.io.calibration import Registration, registration_or_estimate
 from pairscope.rig import (
     PHOTOMETRY_FIX,
@@ -84,8 +84,7 @@ def fit_noise_model(
         reg = Registration() if is_dark_run else registration_or_estimate(run)
         for i in range(len(run)):
             rec = run.records[i]
-            power = rec.get("light_power")  # None: the rig has no light-power property
-            dark = is_dark_run or (power is not None and float(power) == 0)
+            dark = is_dark_run or is_dark(rec)
             if not dark and (
                 not rec.get("reference") or rec.get("simultaneous") is False
             ):
