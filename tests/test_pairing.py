@@ -286,3 +286,21 @@ def test_the_core_receive_time_is_placed_on_the_run_clock() -> None:
     assert got is not None and abs(got - clock.ms()) < 1000  # a bound for a hang only
     assert received_ms({"TimeReceivedByCore": "not a time"}, clock) is None
     time.sleep(0)
+
+
+def test_the_trigger_both_cameras_report_decides_the_same_instant() -> None:
+    """Where both cameras say which trigger they read, that decides (a busy
+    machine's learned clocks may put their windows apart); else the windows do."""
+    from pairscope.acquire._engine import _same_instant
+
+    def frame(window: tuple[float, float], trigger: int | None) -> dict:
+        rec = {"exposure_window_ms": list(window), "exposure_ms": window[1] - window[0]}
+        if trigger is not None:
+            rec["camera_trigger_index"] = trigger
+        return rec
+
+    apart, together = ((0.0, 20.0), (40.0, 90.0)), ((0.0, 20.0), (1.0, 51.0))
+    assert _same_instant(frame(apart[0], 7), frame(apart[1], 7))  # type: ignore[arg-type]
+    assert not _same_instant(frame(together[0], 7), frame(together[1], 8))  # type: ignore[arg-type]
+    assert _same_instant(frame(together[0], None), frame(together[1], 8))  # type: ignore[arg-type]
+    assert not _same_instant(frame(apart[0], 7), frame(apart[1], None))  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ from useq import MDAEvent, MDASequence
 from ..config import AcquisitionSettings, PairingMode
 from ..errors import CameraFault, ConfigError, SequenceOverflow, StageFault
 from ..hardware import DetectorPair, Rig, camera_binning
+from ..io import same_trigger
 from ._pair import Pair, PairMetadata
 from ._pairing import FramePairer, StreamFrame
 from ._rig_state import RigState
@@ -1095,7 +1096,5 @@ def _same_instant(low: FrameRecord, ref: FrameRecord) -> bool:
     """Both frames are of one instant: where both cameras report the trigger they
     read, by that (their own evidence: a busy machine's late reads cannot blur it);
     otherwise their exposure windows overlap by half the shorter exposure."""
-    a, b = low.get("camera_trigger_index"), ref.get("camera_trigger_index")
-    if a is not None and b is not None:
-        return a == b
-    return simultaneous(low, ref)
+    same = same_trigger(low, ref)
+    return simultaneous(low, ref) if same is None else same

@@ -7,7 +7,7 @@ a run folder's files in :mod:`pairscope.io.layout`.
 from ._finalize import json_default, write_json
 from ._import import import_pairs
 from ._predictions import PredictionWriter, finalize_predictions
-from ._reader import Run, RunPair, is_dark, open_run, same_instant
+from ._reader import Run, RunPair, is_dark, open_run, same_instant, same_trigger
 from ._repair import repair_run
 from ._snapshot import snapshot_run
 from ._writer import PageFile, RunWriter, new_run_dir
@@ -26,6 +26,7 @@ __all__ = [
     "open_run",
     "repair_run",
     "same_instant",
+    "same_trigger",
     "snapshot_run",
     "write_json",
 ]

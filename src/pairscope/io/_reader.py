@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,14 @@ def same_instant(record: dict[str, Any] | None) -> bool:
     rec = record or {}
     if rec.get("simultaneous") is False:
         return False
-    low, ref = rec.get("lowdose") or {}, rec.get("reference") or {}
+    return same_trigger(rec.get("lowdose") or {}, rec.get("reference") or {}) is not False
+
+
+def same_trigger(low: Mapping[str, Any], ref: Mapping[str, Any]) -> bool | None:
+    """Whether two frames' cameras read the same trigger (``camera_trigger_index``,
+    the cameras' own report); ``None`` where either does not report one."""
     a, b = low.get("camera_trigger_index"), ref.get("camera_trigger_index")
-    return a is None or b is None or a == b
+    return None if a is None or b is None else a == b
 
 
 def is_dark(record: dict[str, Any] | None) -> bool:
