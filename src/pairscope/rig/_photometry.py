@@ -142,18 +142,18 @@ def photometry_from_frames(
     else:
         offset = float(np.percentile(mean, 0.5))
     order = np.argsort(mean)
-    xs, ys, ws = [], [], []
+    xs, ys = [], []
     for chunk in np.array_split(order, n_bins):
         if chunk.size < 200:
             continue
         v = float(np.median(var[chunk]) / 0.4549) - _QUANT_VAR  # χ²₁ median → mean
         xs.append(float(mean[chunk].mean()) - offset)
         ys.append(v)
-        ws.append(1.0)  # unweighted: bright bins set the slope (structure leaks into dim ones)
-    x, y, w = map(np.asarray, (xs, ys, ws))
+    x, y = np.asarray(xs), np.asarray(ys)
     if x.size < 3 or np.ptp(x) <= 0:
         raise PhotometryError("the frames hold one level only: no photon-transfer fit")
-    slope, intercept = _line(x, y, w)
+    # unweighted: the bright bins set the slope (structure leaks into the dim ones)
+    slope, intercept = _line(x, y, np.ones_like(x))
     photometry = _photometry(
         slope, offset, intercept, f"photon transfer of {len(frames)} run frames"
     )
