@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIN = "while True:\n    pass\n"
+# pytest's last line, with or without -q's missing "=" frame
+SUMMARY = re.compile(r"\d+ (passed|failed|errors?)\b.* in [\d.]+s")
 
 
 def _start_burners(count: int) -> list[subprocess.Popen[bytes]]:
@@ -49,7 +52,7 @@ def _run_suite(
             peak_load = max(peak_load, os.getloadavg()[0])
     process.wait()
     seconds = time.monotonic() - start
-    summary = next((line for line in reversed(lines) if " in " in line and "=" in line), "")
+    summary = next((line for line in reversed(lines) if SUMMARY.search(line)), "")
     failures = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     for line in failures:
         print(f"    {line}", flush=True)
@@ -73,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     print(f"commit {commit}, {os.cpu_count()} cores, pytest -q {' '.join(args.pytest_args)}")
     rows: list[tuple[str, int, str, float, float]] = []
     idle_seconds = None
