@@ -30,16 +30,27 @@ def _start_burners(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
 
 
-def _run_suite(
-    pytest_args: list[str], log: Path
-) -> tuple[int, str, float, float]:
+def _run_suite(pytest_args: list[str], log: Path) -> tuple[int, str, float, float]:
     """One run of the suite (its whole output in ``log``): exit status, summary
     line, wall seconds, peak load."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     start = time.monotonic()
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     peak_load = 0.0
     lines: list[str] = []
@@ -63,34 +74,53 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="loaded runs (default 3)")
     parser.add_argument(
-        "--burners", type=int, default=os.cpu_count() or 2, help="CPU-bound processes (one per core)"
+        "--burners",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="CPU-bound processes (one per core)",
     )
-    parser.add_argument("--no-idle", action="store_true", help="skip the idle baseline run")
+    parser.add_argument(
+        "--no-idle", action="store_true", help="skip the idle baseline run"
+    )
     parser.add_argument(
         "--logs", type=Path, default=Path("suite-logs"), help="each run's output"
     )
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    parser.add_argument(
+        "pytest_args", nargs="*", help="extra pytest arguments (after --)"
+    )
     args = parser.parse_args(argv)
     args.logs.mkdir(parents=True, exist_ok=True)
 
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     commit += " (with uncommitted changes)" if dirty else ""
-    print(f"commit {commit}, {os.cpu_count()} cores, pytest -q {' '.join(args.pytest_args)}")
+    print(
+        f"commit {commit}, {os.cpu_count()} cores, pytest -q {' '.join(args.pytest_args)}"
+    )
     rows: list[tuple[str, int, str, float, float]] = []
     idle_seconds = None
     if not args.no_idle:
         print("idle run ...", flush=True)
-        code, summary, seconds, load = _run_suite(args.pytest_args, args.logs / "idle.log")
+        code, summary, seconds, load = _run_suite(
+            args.pytest_args, args.logs / "idle.log"
+        )
         idle_seconds = seconds
         rows.append(("idle", code, summary, seconds, load))
     for index in range(args.runs):
-        print(f"loaded run {index + 1} of {args.runs} ({args.burners} burners) ...", flush=True)
+        print(
+            f"loaded run {index + 1} of {args.runs} ({args.burners} burners) ...",
+            flush=True,
+        )
         burners = _start_burners(args.burners)
         try:
             code, summary, seconds, load = _run_suite(
