@@ -126,7 +126,8 @@ def test_layers_carry_micrometre_units_for_the_scale_bar(tmp_path, monkeypatch) 
 
 
 def test_units_are_ones_napari_understands() -> None:
-    pint = pytest.importorskip("pint")
+    import pint
+
     from pairscope.napari._reader import UNITS
 
     registry = pint.get_application_registry()

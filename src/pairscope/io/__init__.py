@@ -10,7 +10,8 @@ from ._predictions import PredictionWriter, finalize_predictions
 from ._reader import Run, RunPair, is_dark, open_run, same_instant, same_trigger
 from ._repair import repair_run
 from ._snapshot import snapshot_run
-from ._writer import PageFile, RunWriter, new_run_dir
+from ._tiff import PageFile
+from ._writer import RunWriter, new_run_dir
 
 __all__ = [
     "PageFile",

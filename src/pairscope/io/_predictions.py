@@ -24,7 +24,7 @@ import numpy as np
 from . import _ome
 from . import layout as L
 from ._finalize import read_info, read_manifest
-from ._writer import PageFile
+from ._tiff import PageFile
 
 logger = logging.getLogger(__name__)
 PREDICTION_INDEX = L.PREDICTION_INDEX

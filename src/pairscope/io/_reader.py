@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from . import layout as L
+from ._storage import storage_of
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ def same_instant(record: dict[str, Any] | None) -> bool:
     rec = record or {}
     if rec.get("simultaneous") is False:
         return False
-    return same_trigger(rec.get("lowdose") or {}, rec.get("reference") or {}) is not False
+    return (
+        same_trigger(rec.get("lowdose") or {}, rec.get("reference") or {}) is not False
+    )
 
 
 def same_trigger(low: Mapping[str, Any], ref: Mapping[str, Any]) -> bool | None:
@@ -67,8 +69,8 @@ class Run:
             json.loads(info_path.read_text()) if info_path.is_file() else {}
         )
         self.records, self.damaged_lines = _read_manifest(self.path / L.MANIFEST)
-        self._tiffs: dict[str, tifffile.TiffFile] = {}
-        self._zarr: dict[str, Any] = {}
+        self.storage = storage_of(self.path, self.info)
+        self._handles: dict[str, Any] = {}  # the storage's open files / arrays
 
     def __len__(self) -> int:
         return len(self.records)
@@ -128,20 +130,11 @@ class Run:
         self.close()
 
     def close(self) -> None:
-        tiffs = getattr(self, "_tiffs", {})  # absent if __init__ failed
-        for tif in tiffs.values():
-            tif.close()
-        tiffs.clear()
+        if hasattr(self, "_handles"):  # absent if __init__ failed
+            self.storage.close_cache(self._handles)
 
     def _page(self, role: str, page: int) -> np.ndarray:
-        if (self.path / L.ZARR_STORE).is_dir():
-            from ._zarr import read_frame
-
-            return read_frame(self.path, role, page, self._zarr)
-        if role not in self._tiffs:
-            name = L.LOWDOSE_TIFF if role == "lowdose" else L.REFERENCE_TIFF
-            self._tiffs[role] = tifffile.TiffFile(self.path / name)
-        return self._tiffs[role].pages[page].asarray()
+        return self.storage.read_frame(self.path, role, page, self._handles)
 
     def _factor_from_data(self) -> int:
         for i in self.with_reference()[:1]:

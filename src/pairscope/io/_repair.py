@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import tifffile
-
 from .._files import READ_ONLY_ERRNOS, os_reason
 from ..errors import DamagedRunError, OutputError, PairscopeError
 from . import layout as L
 from ._finalize import FinalizeReport, finalize_run, read_info, read_manifest
 from ._lock import RunLock, lock_holder
+from ._storage import storage_of
 from ._tifflog import tifffile_problems
 
 FINAL = ("completed", "cancelled", "cancelled", "failed")
@@ -50,7 +49,7 @@ class RepairReport:
         out = [f"{self.run_dir}: status was {self.status_before!r}"]
         if not self.changed:
             out.append(
-                f"already finalised ({f.pairs} pairs listed, OME-XML present): "
+                f"already finalised ({f.pairs} pairs listed, OME metadata present): "
                 "nothing to do"
             )
             return out
@@ -71,7 +70,7 @@ class RepairReport:
             out.append(f"removed leftovers: {', '.join(removed)}")
         images = ", ".join(f"{n} {r} image(s)" for r, n in f.images.items())
         out.append(
-            f"wrote OME-XML ({images or 'no images'}); status now {self.status!r}"
+            f"wrote the OME metadata ({images or 'no images'}); status now {self.status!r}"
         )
         return out
 
@@ -85,21 +84,7 @@ def _is_final(run_dir: Path, info: dict) -> bool:
     records, _good, damaged = read_manifest(run_dir / L.MANIFEST)
     if damaged or info.get("pairs_written") != len(records):
         return False
-    if (run_dir / L.ZARR_STORE).is_dir():
-        from ._zarr import is_final
-
-        return is_final(run_dir, records)
-    for role in L.ROLES:
-        pages = [r[role]["page"] for r in records if r.get(role)]
-        if not pages:
-            continue
-        try:
-            with tifffile.TiffFile(run_dir / L.TIFF_OF_ROLE[role]) as tif:
-                if not tif.is_ome or len(tif.pages) != len(pages):
-                    return False
-        except Exception:
-            return False
-    return True
+    return storage_of(run_dir, info).is_final(run_dir, records)
 
 
 def _check_manifest_whole(run_dir: Path, info: dict) -> None:

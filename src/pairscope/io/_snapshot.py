@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from . import layout as L
+from ._finalize import read_info
+from ._storage import storage_of
 
 __all__ = ["snapshot_run"]
 
@@ -42,11 +44,13 @@ def snapshot_run(
     The pairs listed must be on disk (the writer lists a pair once it is)."""
     run_dir, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (L.LOWDOSE_TIFF, L.REFERENCE_TIFF, L.RUN_INFO, L.CALIBRATION):
-        if (run_dir / name).is_file():
-            _link(run_dir / name, dest / name)
-    if (run_dir / L.ZARR_STORE).is_dir():
-        _link_tree(run_dir / L.ZARR_STORE, dest / L.ZARR_STORE)
+    info = read_info(run_dir)
+    data = storage_of(run_dir, info).data_paths(run_dir)
+    for path in (*data, run_dir / L.RUN_INFO, run_dir / L.CALIBRATION):
+        if path.is_dir():
+            _link_tree(path, dest / path.name)
+        elif path.is_file():
+            _link(path, dest / path.name)
     lines = "".join(json.dumps(r) + "\n" for r in records)
     (dest / L.MANIFEST).write_text(lines)
     return dest

@@ -1,6 +1,7 @@
-"""Crash-safe paired-data writer: one BigTIFF per detector plus a pairs manifest.
+"""Crash-safe paired-data writer: each detector's frames plus a pairs manifest.
 
-Frames are appended as TIFF pages while they arrive and fsynced; only then is the
+The frames go to the run's storage (:mod:`pairscope.io._storage`: a BigTIFF per
+detector, or an OME-Zarr store) while they arrive and are made durable; only then is the
 pair's line appended to ``pairs.jsonl`` and fsynced, so every manifest line names
 frames that are readable after a ``kill -9``.  Work is group-committed: the pairs
 arriving within ``commit_interval_s`` cost one fsync per file.
@@ -17,26 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, cast
-
-import numpy as np
-import tifffile
+from typing import Any
 
 from .._files import os_reason
 from ..errors import WriterError
 from . import layout as L
 from ._finalize import finalize_run, json_default, read_manifest, write_json
 from ._lock import RunLock
+from ._storage import FrameFile, FrameRefused, storage_named
 
 logger = logging.getLogger(__name__)
 _STOP = object()
@@ -66,174 +65,6 @@ def new_run_dir(root: str | Path, name: str = "run") -> Path:
     )
 
 
-class FrameRefused(ValueError):
-    """A frame the format cannot hold, refused before any of its bytes were written."""
-
-
-class _StagedFile(io.RawIOBase):
-    """A new file whose writes are staged in memory and committed in a few syscalls.
-
-    tifffile seeks and writes a dozen times per page; every such call releases and
-    re-takes the GIL, and against a CPU-bound acquisition thread each re-take waits
-    for Python's switch interval (the "convoy effect"), which slowed acquisition by
-    5-10 %.  Staged, a commit is one ``pwrite`` of the new bytes, ``pwrite`` patches
-    of earlier bytes (the previous page's next-IFD offset) and one ``fsync``.
-    """
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._disk = 0  # bytes committed
-        self._tail = bytearray()  # staged bytes from offset self._disk on
-        self._patches: list[tuple[int, bytes]] = []  # staged bytes below self._disk
-        self._pos = 0
-        self._committed = 0  # file size at the last commit
-        self._unsynced = False  # frame bytes written directly, not yet fsynced
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos}.get(whence)
-        if base is None:  # SEEK_END
-            base = self._disk + len(self._tail)
-        self._pos = base + offset
-        return self._pos
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        n = len(view)
-        end = self._disk + len(self._tail)
-        if n >= _DIRECT_BYTES and self._pos >= end:
-            # a frame's pixels, appended: new bytes nothing links to yet, so they
-            # may go to the file now (no copy); commit fsyncs before any patch
-            self._tail.extend(bytes(self._pos - end))
-            _pwrite_all(self._fd, self._tail, self._disk)
-            _pwrite_all(self._fd, view, self._disk + len(self._tail))
-            self._disk += len(self._tail) + n
-            self._tail = bytearray()
-            self._pos += n
-            self._unsynced = True
-            return n
-        below = max(0, min(n, self._disk - self._pos))  # part over committed bytes
-        if below:
-            self._patches.append((self._pos, bytes(view[:below])))
-        i = self._pos + below - self._disk
-        if i > len(self._tail):
-            self._tail.extend(bytes(i - len(self._tail)))
-        self._tail[i : i + n - below] = view[below:]
-        self._pos += n
-        return n
-
-    def commit(self) -> None:
-        """New bytes first, then the patches that link to them: a failure midway
-        leaves the committed file intact (no pointer into missing bytes)."""
-        if self._tail or self._unsynced:
-            _pwrite_all(self._fd, self._tail, self._disk)
-            os.fsync(self._fd)
-            self._disk += len(self._tail)
-            self._tail = bytearray()
-            self._unsynced = False
-        for offset, patch in self._patches:
-            _pwrite_all(self._fd, patch, offset)
-        self._patches.clear()
-        os.fsync(self._fd)
-        self._committed = self._disk
-
-    def abort(self) -> None:
-        """Drop what is staged (never committed, never listed) and close."""
-        if not self.closed:
-            self._tail = bytearray()
-            self._patches.clear()
-            with contextlib.suppress(OSError):  # uncommitted bytes: give space back
-                os.ftruncate(self._fd, self._committed)
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            super().close()
-
-    def close(self) -> None:
-        """Commit what is staged and close; if that fails the staged bytes are lost
-        (the manifest never listed them) and the error is raised."""
-        if not self.closed:
-            try:
-                self.commit()
-            finally:
-                self._tail = bytearray()  # a new one: a failed write may hold a view
-                self._patches.clear()
-                os.close(self._fd)
-                super().close()
-
-
-_DIRECT_BYTES = 1 << 20  # writes this large skip the in-memory staging
-
-
-def _pwrite_all(fd: int, data: Any, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
-class PageFile:
-    """A BigTIFF that grows one page per frame."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = _StagedFile(path)
-        # a binary file object to tifffile (io.RawIOBase is not typing.IO[bytes])
-        self._tif = tifffile.TiffWriter(cast(IO[bytes], self._file), bigtiff=True)
-        self.pages = 0
-        self.shape: tuple[int, int] | None = None
-        self.dtype: np.dtype | None = None
-        self.pixel_size_um: float | None = None
-
-    def write(self, frame: np.ndarray, pixel_size_um: float | None) -> int:
-        if frame.ndim != 2:
-            raise FrameRefused(
-                f"a frame of shape {frame.shape} reached the writer; pairscope "
-                "writes 2-D (mono) frames"
-            )
-        kwargs: dict[str, Any] = {}
-        if pixel_size_um:
-            kwargs = {
-                "resolution": (1e4 / pixel_size_um, 1e4 / pixel_size_um),
-                "resolutionunit": "CENTIMETER",
-            }
-            self.pixel_size_um = pixel_size_um
-        self._tif.write(
-            frame,
-            photometric="minisblack",
-            description=L.IN_PROGRESS_DESCRIPTION if self.pages == 0 else None,
-            metadata=None,
-            contiguous=False,
-            **kwargs,
-        )
-        self.shape = self.shape or (int(frame.shape[0]), int(frame.shape[1]))
-        self.dtype = self.dtype or frame.dtype
-        self.pages += 1
-        return self.pages - 1
-
-    def sync(self) -> None:
-        self._tif.filehandle.flush()
-        self._file.commit()
-
-    def close(self) -> None:
-        try:
-            self._tif.close()
-        finally:
-            self._file.close()
-
-    def abort(self) -> None:
-        """Close without committing: the file stays as its last commit left it."""
-        self._file.abort()
-
-
 class RunWriter:
     """Writes pairs to a new run folder on its own thread, behind a bounded queue.
 
@@ -253,18 +84,8 @@ class RunWriter:
         reserve_bytes: int = 4 << 20,
         format: str = "ome-tiff",
     ) -> None:
-        if format not in L.FORMATS:
-            raise ValueError(
-                f"unknown run format {format!r}; choose one of {', '.join(L.FORMATS)}"
-            )
-        if format == "ome-zarr":
-            try:
-                import tensorstore  # noqa: F401
-            except ImportError as exc:
-                raise ValueError(
-                    "--format ome-zarr needs tensorstore: pip install "
-                    "'pairscope[zarr]' (or use the default ome-tiff)"
-                ) from exc
+        self._storage = storage_named(format)  # an unknown format: ValueError
+        self._storage.check_available()
         self.format = format
         self.run_dir = new_run_dir(root, name)
         self._lock = RunLock(self.run_dir)
@@ -289,7 +110,7 @@ class RunWriter:
         self._written = 0
         self._submitted = 0
         self._lost = 0
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, FrameFile] = {}
         self._manifest: Any = None
         self._info: dict[str, Any] = {}
 
@@ -328,13 +149,7 @@ class RunWriter:
             write_json(self.run_dir / L.RUN_INFO, self._info)
             self._reserve()
             for role in L.ROLES:
-                if self.format == "ome-zarr":
-                    from ._zarr import ZarrFrames
-
-                    store = self.run_dir / L.ZARR_STORE
-                    self._files[role] = ZarrFrames(store, role)
-                else:
-                    self._files[role] = PageFile(self.run_dir / L.TIFF_OF_ROLE[role])
+                self._files[role] = self._storage.open_frames(self.run_dir, role)
         except Exception as exc:
             self._error = self._fail(exc)
             self._abort_files()
@@ -468,16 +283,15 @@ class RunWriter:
         if self._manifest is not None:
             with contextlib.suppress(OSError):
                 self._manifest.close()
-        names = [
-            L.RUN_INFO, L.MANIFEST, L.RESERVE, L.RUN_INFO + ".tmp",
-            *L.TIFF_OF_ROLE.values(),
-        ]  # fmt: skip
-        for name in names:
+        for name in (L.RUN_INFO, L.MANIFEST, L.RESERVE, L.RUN_INFO + ".tmp"):
             with contextlib.suppress(OSError):
                 (self.run_dir / name).unlink()
-        import shutil
-
-        shutil.rmtree(self.run_dir / L.ZARR_STORE, ignore_errors=True)
+        for path in self._storage.data_paths(self.run_dir):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         self._lock.release()
         try:
             self.run_dir.rmdir()

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _ome
 from . import layout as L
-from ._writer import FrameRefused
+from ._storage import FinalizeReport, FrameFile, FrameRefused, RunStorage
 
 T_CAPACITY = 1 << 31  # declared t extent while writing (shrunk when finalised)
 
@@ -150,14 +150,6 @@ class ZarrFrames:
         self._pending = []
 
 
-def read_frame(
-    run_dir: Path, role: str, page: int, cache: dict[str, Any]
-) -> np.ndarray:
-    if role not in cache:
-        cache[role] = _open(run_dir / L.ZARR_STORE / role / "0")
-    return np.asarray(_result(cache[role][page].read()))
-
-
 def finalize_zarr(
     run_dir: Path, records: list[dict[str, Any]], info: dict[str, Any]
 ) -> tuple[dict[str, int], dict[str, int]]:
@@ -168,6 +160,7 @@ def finalize_zarr(
     store = run_dir / L.ZARR_STORE
     frames: dict[str, int] = {}
     removed: dict[str, int] = {}
+    images: dict[str, dict[str, Any]] = {}
     times = [
         t
         for r in records
@@ -204,7 +197,6 @@ def finalize_zarr(
             raise OSError(f"{group}: listed frames {missing[:5]} have no chunk on disk")
         frames[role] = n
         px = listed[0][role].get("pixel_size_um")
-        unit = {"unit": "micrometer"} if px else {}
         planes = []
         for r in listed:
             t = _ome.frame_time_ms(r[role])
@@ -219,33 +211,11 @@ def finalize_zarr(
                 }
             )
         camera = _ome.camera_name(listed[0][role], role)
+        images[role] = _multiscale(f"{role} {camera}", px)
         _group(
             group,
             {
-                "ome": {
-                    "version": "0.5",
-                    "multiscales": [
-                        {
-                            "name": f"{role} {camera}",
-                            "axes": [
-                                {"name": "t", "type": "time"},
-                                {"name": "y", "type": "space", **unit},
-                                {"name": "x", "type": "space", **unit},
-                            ],
-                            "datasets": [
-                                {
-                                    "path": "0",
-                                    "coordinateTransformations": [
-                                        {
-                                            "type": "scale",
-                                            "scale": [1.0, px or 1.0, px or 1.0],
-                                        }
-                                    ],
-                                }
-                            ],
-                        }
-                    ],
-                },
+                "ome": {"version": "0.5", "multiscales": [images[role]]},
                 "pairscope": {
                     "role": role,
                     "detector": camera,
@@ -255,10 +225,15 @@ def finalize_zarr(
                 },
             },
         )
+    # the store's root lists both images too (paths into their groups), so a
+    # reader opening the store (bioio: one scene per image) finds both detectors
+    root_images = [
+        {**m, "datasets": _datasets(f"{role}/0", m)} for role, m in images.items()
+    ]
     _group(
         store,
         {
-            "ome": {"version": "0.5"},
+            "ome": {"version": "0.5", "multiscales": root_images},
             "pairscope": {
                 "images": list(frames),
                 "status": info.get("status"),
@@ -269,17 +244,94 @@ def finalize_zarr(
     return frames, removed
 
 
+def _multiscale(name: str, px: float | None) -> dict[str, Any]:
+    """An OME-Zarr 0.5 ``multiscales`` entry: one level, (t, y, x), µm if known."""
+    unit = {"unit": "micrometer"} if px else {}
+    return {
+        "name": name,
+        "axes": [
+            {"name": "t", "type": "time"},
+            {"name": "y", "type": "space", **unit},
+            {"name": "x", "type": "space", **unit},
+        ],
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [1.0, px or 1.0, px or 1.0]}
+                ],
+            }
+        ],
+    }
+
+
+def _datasets(path: str, multiscale: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**d, "path": path} for d in multiscale["datasets"]]
+
+
 def is_final(run_dir: Path, records: list[dict[str, Any]]) -> bool:
+    """Each listed detector's array holds exactly its listed frames, and its
+    group and the store's root carry the OME-Zarr image metadata."""
     store = run_dir / L.ZARR_STORE
-    for role in L.ROLES:
-        n = sum(1 for r in records if r.get(role))
-        if not n:
-            continue
-        try:
+    try:
+        root = json.loads((store / "zarr.json").read_text())["attributes"]["ome"]
+        for role in L.ROLES:
+            n = sum(1 for r in records if r.get(role))
+            if not n:
+                continue
             meta = json.loads((store / role / "zarr.json").read_text())
             shape = json.loads((store / role / "0" / "zarr.json").read_text())["shape"]
-        except (OSError, ValueError, KeyError):
-            return False
-        if "multiscales" not in meta["attributes"]["ome"] or shape[0] != n:
-            return False
+            if "multiscales" not in meta["attributes"]["ome"] or shape[0] != n:
+                return False
+            if not any(
+                d.get("path") == f"{role}/0"
+                for m in root.get("multiscales", [])
+                for d in m.get("datasets", [])
+            ):
+                return False  # written before the root listed its images
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
     return True
+
+
+class OmeZarrStorage(RunStorage):
+    """OME-Zarr runs (``--format ome-zarr``, needs the ``zarr`` extra to write)."""
+
+    name = "ome-zarr"
+
+    def data_paths(self, run_dir: Path) -> list[Path]:
+        return [run_dir / L.ZARR_STORE]
+
+    def check_available(self) -> None:
+        try:
+            import tensorstore  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                "--format ome-zarr needs tensorstore: pip install "
+                "'pairscope[zarr]' (or use the default ome-tiff)"
+            ) from exc
+
+    def open_frames(self, run_dir: Path, role: str) -> FrameFile:
+        return ZarrFrames(run_dir / L.ZARR_STORE, role)
+
+    def read_frame(
+        self, run_dir: Path, role: str, page: int, cache: dict[str, Any]
+    ) -> np.ndarray:
+        if role not in cache:
+            cache[role] = _open(run_dir / L.ZARR_STORE / role / "0")
+        return np.asarray(_result(cache[role][page].read()))
+
+    def finalize(
+        self,
+        run_dir: Path,
+        records: list[dict[str, Any]],
+        info: dict[str, Any],
+        report: FinalizeReport,
+    ) -> None:
+        report.frames, report.unlisted_pages_removed = finalize_zarr(
+            run_dir, records, info
+        )
+        report.images = dict.fromkeys(report.frames, 1)
+
+    def is_final(self, run_dir: Path, records: list[dict[str, Any]]) -> bool:
+        return is_final(run_dir, records)

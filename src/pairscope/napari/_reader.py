@@ -54,15 +54,24 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None
         if len(path) != 1:
             return None
         path = path[0]
-    p = Path(path)
+    p = _run_of_store(Path(path))
     if p.is_dir() and ((p / L.MANIFEST).is_file() or (p / "restore.json").is_file()):
         return read_run
     return None
 
 
+def _run_of_store(path: Path) -> Path:
+    """The run folder of an OME-Zarr run's store (``run.ome.zarr``, what a user
+    drops on napari as "the zarr"), else ``path``."""
+    if path.name == L.ZARR_STORE and (path.parent / L.MANIFEST).is_file():
+        return path.parent
+    return path
+
+
 def read_run(path: str | list[str]) -> list[LayerData]:
-    """Layer data tuples ``(data, kwargs, "image")`` for the run at ``path``."""
-    folder = Path(path[0] if isinstance(path, list) else path)
+    """Layer data tuples ``(data, kwargs, "image")`` for the run at ``path`` (a run
+    folder, its OME-Zarr store, or a ``pairscope restore`` output folder)."""
+    folder = _run_of_store(Path(path[0] if isinstance(path, list) else path))
     restored_dir = None
     if not (folder / L.MANIFEST).is_file():  # a `pairscope restore --out` folder
         restored_dir = folder
