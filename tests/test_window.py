@@ -315,6 +315,22 @@ def test_panels_rendered_off_the_gui_thread_show_the_newest_pair(
         pytest.fail("the newest pair was never shown")
 
 
+def test_a_closed_window_still_shows_the_newest_pair_when_refreshed(
+    window: Any, qapp: Any
+) -> None:
+    """After the run's window closed (its render thread gone), a refresh (the
+    final snapshot) renders the newest pair here instead of raising."""
+    window.render_async = True
+    _show(window, qapp, 1)  # starts the render thread
+    window.finished = True
+    window.close()
+    _show(window, qapp, 7)
+    ref = _pair(7).reference
+    from pairscope.preview import auto_limits, to_uint8
+
+    assert np.array_equal(window.panels[2].pixels, to_uint8(ref, auto_limits(ref)))
+
+
 def test_window_fits_a_1280x720_screen(window: Any, qapp: Any) -> None:
     window.resize(1280, 680)  # a 720-line screen minus the title bar
     _show(window, qapp)

@@ -486,8 +486,9 @@ class PreviewWindow(QWidget):
         )
 
     def _show_frames(self, pair: Pair, frame: RestoredLike | None) -> None:
-        """Render (here, or on the render thread with ``render_async``) and show."""
-        if not self.render_async:
+        """Render (here, or on the render thread with ``render_async``) and show;
+        a closed window's render thread is gone, so it renders here."""
+        if not self.render_async or self._closed:
             self._present(self._render(pair, frame), pair, frame)
             return
         if self._rendering is not None and not self._rendering.done():
@@ -499,6 +500,7 @@ class PreviewWindow(QWidget):
         self._rendering_of = (pair, frame)
 
     _pending = False
+    _closed = False
     _rendering_of: tuple[Pair, RestoredLike | None] | None = None
 
     def _collect_render(self) -> None:
@@ -506,6 +508,9 @@ class PreviewWindow(QWidget):
         if fut is None or not fut.done():
             return
         self._rendering = None
+        if fut.cancelled():  # the window closed: the newest is rendered here
+            self._shown = (-1, self._shown[1], self._shown[2])
+            return
         try:
             panels = fut.result()
         except Exception as exc:  # a bad frame must not break the window
@@ -618,6 +623,7 @@ class PreviewWindow(QWidget):
         if not self.finished:  # closing the window mid-run stops the run
             self.request_stop()
         self._timer.stop()
+        self._closed = True
         if self._render_pool is not None:
             self._render_pool.shutdown(wait=False, cancel_futures=True)
         super().closeEvent(event)
