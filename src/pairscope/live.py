@@ -65,6 +65,7 @@ class LiveOptions:
     restore: bool = True
     model: Path | None = None  # None: the bundled demo model for the binning
     save_restored: bool = False
+    alpha: float = 0.1  # risk level of the trust monitor's per-pixel intervals
     progress: bool = True
     window: bool | None = None  # None: a window where there is a display
     keep_window_open: bool = True  # after the run, until the user closes it
@@ -144,6 +145,7 @@ def run_live(
             registration=calibration.wait
             if calibration is not None and acq.detectors.mode in _SAME_INSTANT_MODES
             else None,
+            alpha=options.alpha,
         )
     tuner = None
     if options.fine_tune is not None and restorer is not None and model_path:

@@ -214,6 +214,14 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-restored", action="store_true", help="save predictions")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=0.1,
+        help="risk level of the per-pixel trust intervals, in (0, 0.5]: they are "
+        "calibrated on the run's own same-instant references to hold 1 - alpha of "
+        "the specimen's pixels (0.1)",
+    )
+    p.add_argument(
         "--fine-tune",
         action="store_true",
         help="fine-tune the model during the run in a separate process, on the "
@@ -227,6 +235,18 @@ def _live_options(p: argparse.ArgumentParser) -> None:
         help="same-instant pairs between fine-tuning candidates (100)",
     )
     _code_option(p)
+
+
+def _alpha(text: str) -> float:
+    """``--alpha``: a risk level in (0, 0.5], checked before the rig is opened."""
+    from ..trust._conformal import check_alpha
+
+    try:
+        return check_alpha(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            str(exc) if "risk level" in str(exc) else f"{text!r} is not a number"
+        ) from exc
 
 
 def typed_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,8 +270,8 @@ def typed_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _live(args: argparse.Namespace) -> Any:
     from ..finetune import FineTuneOptions
     from ..live import LiveOptions
-
     return LiveOptions(
+        alpha=args.alpha,
         out=args.out,
         headless=args.headless,
         window=True if args.window else None,

@@ -145,6 +145,9 @@ class CheckResult:
     error_map: np.ndarray | None = None  # local error / noise, reference grid
     consistency_map: np.ndarray | None = None  # low-dose grid
     ok_level: float = 0.0  # the error map's warn level (for overlays)
+    #: the reference registered onto the restored frame's grid (a same-instant
+    #: pair's), for the interval calibration
+    reference_registered: np.ndarray | None = None
 
     def line(self) -> dict[str, Any]:
         """The JSON-ready record: ``pair``, ``verdict``, ``reason`` and the metrics."""
@@ -240,9 +243,9 @@ def check_pair(
         "restored structure the low-dose data do not support: local chi2",
     )
     # -- against the reference
-    err_map = None
+    err_map = registered = None
     if reference is not None:
-        err_map = _reference_checks(rest, low, reference, cal, metrics)
+        err_map, registered = _reference_checks(rest, low, reference, cal, metrics)
         grade(
             cast(float, metrics["error_excess"]),  # a float (_reference_checks)
             th.error_ok,
@@ -266,7 +269,14 @@ def check_pair(
     if not simultaneous:
         reason += " (reference not of the same instant: consistency only)"
     return CheckResult(
-        index, verdict, reason, metrics, err_map, smooth, ok_level=th.local_ok
+        index,
+        verdict,
+        reason,
+        metrics,
+        err_map,
+        smooth,
+        ok_level=th.local_ok,
+        reference_registered=registered,
     )
 
 
@@ -300,7 +310,8 @@ def _reference_checks(
     reference: np.ndarray,
     cal: TrustCalibration,
     metrics: dict[str, float | bool | None],
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
+    """The error map and the registered reference (both on the restored grid)."""
     ref = apply_registration(np.asarray(reference, np.float32), cal.registration)
     m = registration_margin(cal)
     crop = (
@@ -333,4 +344,4 @@ def _reference_checks(
     metrics["error_excess_local"] = _worst_area(inner, window * window)
     full = np.zeros(ref.shape, np.float32)  # the map on the full frame (0 at edges)
     full[crop] = emap
-    return full
+    return full, ref

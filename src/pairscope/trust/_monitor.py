@@ -18,6 +18,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,22 @@ from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
 from .._threads import deprioritize_current_thread
+from ..io.calibration import apply_registration
 from ._calibrate import calibration_from_info
 from ._checks import (
+    WINDOW_RAYLEIGH,
     CheckResult,
     Thresholds,
     TrustCalibration,
     check_pair,
+    registration_margin,
     same_instant,
+)
+from ._conformal import (
+    ALPHA_DEFAULT,
+    ConformalIntervals,
+    check_alpha,
+    registered_noise_factor,
 )
 from ._monitor_util import central as _central
 
@@ -124,8 +134,13 @@ class TrustMonitor:
         calibration_pairs: int = 4,
         keep_pairs: int = 64,
         registration: Callable[[float], Any] | None = None,
+        alpha: float = ALPHA_DEFAULT,
     ) -> None:
         self.out_dir = Path(out_dir)
+        #: the per-pixel intervals' risk level, and their live calibration (made
+        #: with the noise calibration: it needs the reference's noise model)
+        self.alpha = check_alpha(alpha)
+        self.intervals: ConformalIntervals | None = None
         #: ``registration(timeout_s)``: the run's one live camera registration
         #: (None: it failed); without it the monitor estimates its own
         self._registration = registration
@@ -234,8 +249,10 @@ class TrustMonitor:
         reference: Any,
         *,
         simultaneous: bool = True,
+        metadata: dict[str, Any] | None = None,
     ) -> CheckResult:
-        """Check one pair now and log it (needs ``calibration``)."""
+        """Check one pair now and log it (needs ``calibration``); a same-instant
+        reference also calibrates, or measures, the per-pixel intervals."""
         if self.calibration is None:
             raise ValueError("TrustMonitor.check needs a calibration")
         result = check_pair(
@@ -247,8 +264,59 @@ class TrustMonitor:
             self.thresholds,
             simultaneous=simultaneous,
         )
+        self._interval_checks(result, restored, metadata)
         self._record(result)
         return result
+
+    def _interval_checks(
+        self,
+        result: CheckResult,
+        restored: np.ndarray,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        """The pair's interval metrics (and a warning when they need attention)."""
+        cal = self.calibration
+        assert cal is not None
+        if self.intervals is None:
+            factor = registered_noise_factor(
+                partial(apply_registration, reg=cal.registration)
+            )
+            self.intervals = ConformalIntervals(
+                cal.reference,
+                self.alpha,
+                noise_factor=factor,
+                window_px=max(8, round(WINDOW_RAYLEIGH * cal.rayleigh_px)),
+            )
+        iv = self.intervals
+        was_ready = iv.ready
+        target = result.reference_registered
+        result.reference_registered = None  # not kept beyond this check
+        if target is not None:  # a same-instant reference: calibrate or measure
+            m = registration_margin(cal)
+            crop = (
+                (slice(m, -m),) * 2 if min(target.shape) > 4 * m else (slice(None),) * 2
+            )
+            metrics = iv.observe(
+                np.asarray(restored)[crop], target[crop], iv.role(result.pair, metadata)
+            )
+        else:
+            interval = iv.interval(restored)
+            metrics = {
+                "alpha": iv.alpha,
+                "interval_role": "none",
+                "coverage": None,
+                "interval_width": None if interval is None else interval.mean_width,
+            }
+        metrics["intervals"] = "calibrated" if was_ready else "calibrating"
+        result.metrics.update(metrics)
+        if iv.ready and not was_ready:
+            logger.info("trust: %s", iv.status())
+        if flag := iv.flag(metrics):
+            result.reason = (
+                flag if result.verdict == "ok" else f"{result.reason}; {flag}"
+            )
+            if result.verdict == "ok":
+                result.verdict = "warn"
 
     def summary(self) -> TrustSummary:
         with self._cond:
@@ -265,6 +333,25 @@ class TrustMonitor:
             )
         s.why = self._why(s)
         return s
+
+    def coverage(self) -> dict[str, Any]:
+        """The intervals' ``alpha``, ``target`` (1 - α), mean ``heldout`` coverage
+        and the held-out ``pairs`` it comes from (``heldout`` None when none was
+        measured: ``why`` says why)."""
+        if self.intervals is not None:
+            out = self.intervals.summary()
+            if not out["pairs"]:
+                out["why"] = self.intervals.status() + (
+                    "; no held-out pair after it" if self.intervals.ready else ""
+                )
+            return out
+        return {
+            "alpha": self.alpha,
+            "target": 1.0 - self.alpha,
+            "heldout": None,
+            "pairs": 0,
+            "why": "no pair was checked, so no interval was calibrated",
+        }
 
     def _why(self, s: TrustSummary) -> str:
         """Why fewer pairs were checked than restored, in words ("" if none)."""
@@ -320,6 +407,7 @@ class TrustMonitor:
                 "calibration": None
                 if self.calibration is None
                 else self.calibration.as_dict(),
+                "coverage": self.coverage(),
             }
             (self.out_dir / SUMMARY_FILE).write_text(
                 json.dumps(data, indent=2, default=float)
@@ -361,6 +449,7 @@ class TrustMonitor:
                     pair.lowdose,
                     pair.reference,
                     simultaneous=same_instant(meta),
+                    metadata=meta,
                 )
             except Exception as exc:  # one line for the first, the rest counted
                 with self._cond:
@@ -448,6 +537,7 @@ def attach_trust_monitor(
     calibration: TrustCalibration | None = None,
     thresholds: Thresholds | None = None,
     registration: Callable[[float], Any] | None = None,
+    alpha: float = ALPHA_DEFAULT,
 ) -> TrustMonitor:
     """Check every restored pair of a live run; call ``finish()`` at the end.
 
@@ -456,7 +546,11 @@ def attach_trust_monitor(
     :class:`CheckResult`.  Results go to ``run_dir/quality.jsonl``.
     """
     monitor = TrustMonitor(
-        run_dir, calibration=calibration, thresholds=thresholds, registration=registration
+        run_dir,
+        calibration=calibration,
+        thresholds=thresholds,
+        registration=registration,
+        alpha=alpha,
     )
     # plain functions: psygnal holds bound methods only weakly
     acquisition_events.pairReady.connect(lambda p: monitor.on_pair(p))
