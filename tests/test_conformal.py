@@ -176,11 +176,11 @@ def demo_checked(tmp_path_factory: pytest.TempPathFactory):
             inside = (t >= iv.lower) & (t <= iv.upper)
             specimen.append(float(inside[m:-m, m:-m].mean()))
     monitor.finish()
-    return monitor, out, specimen
+    return monitor, out, specimen, run_dir
 
 
 def test_the_demo_model_is_covered_on_held_out_pairs(demo_checked) -> None:
-    _, out, specimen = demo_checked
+    _, out, specimen, _ = demo_checked
     lines = [json.loads(x) for x in (out / "quality.jsonl").read_text().splitlines()]
     assert len(lines) == 45
     assert all(x["alpha"] == 0.1 for x in lines)
@@ -194,3 +194,101 @@ def test_the_demo_model_is_covered_on_held_out_pairs(demo_checked) -> None:
     # against the simulator's noise-free specimen: the specimen interval holds
     # at least 1 - α - 0.03 (it errs on the wide side: see docs/benchmarks.md)
     assert 0.87 <= float(np.mean(specimen)) <= 0.99
+
+
+def test_restore_with_alpha_writes_every_frames_interval(
+    demo_checked, tmp_path: Path
+) -> None:
+    """``pairscope restore --alpha`` calibrates on the run's own references: every
+    frame gets its bounds (two channels, marked derived, with α) around its
+    restoration; restore.json holds the held-out coverage; napari shows the widths."""
+    import tifffile
+
+    from pairscope.napari import read_run
+
+    run_dir = demo_checked[3]
+    out = tmp_path / "restored"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairscope.cli", "restore", str(bundled_model_path(2)),
+         str(run_dir), "--out", str(out), "--alpha", "0.2", "--no-progress"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    index = [json.loads(x) for x in (out / "restored.jsonl").read_text().splitlines()]
+    assert len(index) == 45 and all(len(x["uncertainty_pages"]) == 2 for x in index)
+    assert {x["alpha"] for x in index} == {0.2}
+    with tifffile.TiffFile(out / "restored.uncertainty.ome.tif") as tif:
+        assert tif.series[0].axes == "TCYX" and tif.series[0].shape[:2] == (45, 2)
+        bounds = tif.series[0].asarray()
+        assert "alpha=0.2" in tif.ome_metadata and "derived" in tif.ome_metadata
+    restored = tifffile.imread(out / "restored.prediction.ome.tif")
+    assert np.all(bounds[:, 0] <= restored) and np.all(restored <= bounds[:, 1])
+    assert np.all(bounds[:, 1] - bounds[:, 0] > 0)
+    coverage = json.loads((out / "restore.json").read_text())["coverage"]
+    assert coverage["alpha"] == 0.2 and coverage["pairs"] >= 5
+    assert 0.77 <= coverage["heldout"] <= 0.85
+    layers = {kw["name"]: d for d, kw, _ in read_run(str(out))}
+    widths = layers["interval width (alpha 0.2)"]
+    assert widths.shape[0] == 45 and np.allclose(widths, bounds[:, 1] - bounds[:, 0])
+
+
+def test_restore_with_alpha_on_a_run_that_cannot_calibrate_says_why(
+    demo_core, tmp_path: Path
+) -> None:
+    """Sequential pairs see two instants: no calibration, one line, nothing kept."""
+    import useq
+
+    from pairscope.acquire import PairedAcquisition
+    from pairscope.config import AcquisitionSettings
+    from pairscope.io import RunWriter
+
+    for cam in ("LowDoseCam", "ReferenceCam"):
+        demo_core.setProperty(cam, "SensorSize", 128)
+    summary = PairedAcquisition(demo_core, AcquisitionSettings(mode="sequential")).run(
+        useq.MDASequence(time_plan={"interval": 0, "loops": 3}),
+        writer=RunWriter(tmp_path / "runs"),
+    )
+    out = tmp_path / "restored"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pairscope.cli", "restore", str(bundled_model_path(2)),
+         str(summary.run_dir), "--out", str(out), "--alpha", "0.1", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "no interval can be calibrated" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_saved_predictions_carry_their_intervals(tmp_path: Path) -> None:
+    """The live writer puts each frame's bounds beside its prediction (two pages,
+    durable before the index line); frames before the calibration have none."""
+    import tifffile
+
+    from pairscope.io import PredictionWriter
+    from pairscope.restore import RestoredFrame
+
+    ci = ConformalIntervals(NOISE, 0.1)
+    _stream(ci, 12, seed=5)
+    assert ci.ready
+    asked: list[int] = []
+
+    def intervals(image: np.ndarray):  # the 4th frame: as before the calibration
+        asked.append(1)
+        return ci.interval(image) if len(asked) <= 3 else None
+
+    writer = PredictionWriter(tmp_path, intervals=intervals)
+    rng = np.random.default_rng(2)
+    frames = [_pair(rng)[0].astype(np.float32) for _ in range(3)]
+    for k, image in enumerate([*frames, frames[0]]):
+        writer.on_restored(RestoredFrame(k, image, 1.0, "m", "0" * 64))
+    assert writer.close() == 4
+    index = [
+        json.loads(x) for x in (tmp_path / "restored.jsonl").read_text().splitlines()
+    ]
+    assert [x.get("uncertainty_pages") for x in index] == [[0, 1], [2, 3], [4, 5], None]
+    pages = tifffile.imread(tmp_path / "restored.uncertainty.ome.tif")
+    for k, image in enumerate(frames):
+        iv = ci.interval(image)
+        assert np.array_equal(pages[2 * k], iv.lower)
+        assert np.array_equal(pages[2 * k + 1], iv.upper)

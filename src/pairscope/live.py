@@ -47,6 +47,12 @@ def bundled_model_path(factor: int) -> Path | None:
     return path if path.is_file() else None
 
 
+def _interval(trust: Any, image: Any) -> Any:
+    """The trust monitor's calibrated interval of a restored frame (None before)."""
+    intervals = getattr(trust, "intervals", None)
+    return None if intervals is None else intervals.interval(image)
+
+
 def has_display() -> bool:
     if os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal"):
         return False
@@ -101,6 +107,7 @@ def run_live(
         restorer = _load_restorer(acq, options.model, sequence)
     writer = RunWriter(options.out, format=options.format)
     predictions = None
+    trust: Any = None  # the trust monitor (below): its intervals go with predictions
     if restorer is not None:
 
         def _restore(pair: Any) -> None:
@@ -108,8 +115,10 @@ def run_live(
                 restorer.submit(pair.index, pair.lowdose)
 
         acq.events.pairReady.connect(_restore)
-        if options.save_restored:
-            predictions = PredictionWriter(writer.run_dir)
+        if options.save_restored:  # with each frame's interval once calibrated
+            predictions = PredictionWriter(
+                writer.run_dir, intervals=lambda image: _interval(trust, image)
+            )
             restorer.events.restored.connect(predictions.on_restored)
     say = options.announce or logger.info
     headless = options.headless or (options.window is None and not has_display())
@@ -132,7 +141,6 @@ def run_live(
     if acq.detectors.mode is not PairingMode.ALTERNATING:
         calibration = _LiveCalibration(sink, writer.run_dir, acq.detectors.factor)
         acq.events.pairReady.connect(calibration.on_pair)
-    trust = None
     if restorer is not None:  # checks every restored pair: quality.jsonl (issue 9)
         from .trust import attach_trust_monitor
 

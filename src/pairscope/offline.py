@@ -101,8 +101,14 @@ def restore_run(
     tile: int | None = None,
     self_ensemble: bool = False,
     on_frame: Callable[[int], None] | None = None,
+    alpha: float | None = None,
 ) -> RestoreResult:
     """Restore every low-dose frame of ``run`` into ``out`` (module doc).
+
+    ``alpha``: also write each frame's trust interval at that risk level into
+    ``restored.uncertainty.ome.tif``, calibrated on the run's own same-instant
+    reference pairs (:func:`pairscope.trust._conformal.calibrate_on_run`; its
+    held-out coverage goes to ``restore.json``).
 
     The model is checked against the run's rig model
     (:func:`pairscope.restore.check_model_for_rig`): refused
@@ -124,6 +130,10 @@ def restore_run(
     indices = run.with_lowdose()
     if not indices:
         raise ValueError(f"{run.path} has no low-dose frames to restore")
+    if alpha is not None:
+        from .trust._conformal import check_alpha
+
+        check_alpha(alpha)
     low_px = run.records[indices[0]]["lowdose"].get("pixel_size_um")
     loaded = load_model(model)
     log_rig_check(loaded.info, rig_model_for_run(run), path=model, log=logger.warning)
@@ -146,7 +156,7 @@ def restore_run(
             return _restore_into(
                 out, run, indices, loaded, model,
                 device=device, progress=progress, tile=tile,
-                self_ensemble=self_ensemble, on_frame=on_frame,
+                self_ensemble=self_ensemble, on_frame=on_frame, alpha=alpha,
             )  # fmt: skip
     except BaseException:
         remove_empty(made)
@@ -165,6 +175,7 @@ def _restore_into(
     tile: int | None,
     self_ensemble: bool,
     on_frame: Callable[[int], None] | None,
+    alpha: float | None = None,
 ) -> RestoreResult:
     """:func:`restore_run` once the output is held: ``.partial`` files, renamed."""
     import time
@@ -178,9 +189,23 @@ def _restore_into(
         loaded, device=device, tile=tile, self_ensemble=self_ensemble
     )
     t0 = time.perf_counter()
+    intervals: Any = None
+    done: dict[int, np.ndarray] = {}
+    if alpha is not None:  # calibrated first: every frame then gets its interval
+        from .trust._conformal import calibrate_on_run
+
+        intervals, done = calibrate_on_run(
+            run,
+            None,
+            alpha,
+            lambda low: restorer.restore_now(low).astype(np.float32),
+            progress=progress,
+        )
     part_tiff = out / (L.PREDICTION_TIFF + PARTIAL)
     part_index = out / (L.PREDICTION_INDEX + PARTIAL)
+    part_bounds = out / (L.UNCERTAINTY_TIFF + PARTIAL)
     pages = PageFile(part_tiff)  # replaces what an interrupted restore left
+    bounds = PageFile(part_bounds) if intervals is not None else None
     try:
         with open(part_index, "w", encoding="utf-8") as index:
             bar = progress_bar(
@@ -192,7 +217,9 @@ def _restore_into(
                 pair = run[i]
                 assert pair.lowdose is not None
                 try:
-                    image = restorer.restore_now(pair.lowdose).astype(np.float32)
+                    image = done.pop(i, None)
+                    if image is None:
+                        image = restorer.restore_now(pair.lowdose).astype(np.float32)
                 except RestorationError as exc:
                     raise RestorationError(
                         f"{run.path}, pair {rec.get('pair', i)}: {exc}; nothing was "
@@ -207,9 +234,16 @@ def _restore_into(
                     "model_name": loaded.info.name,
                     "model_sha256": loaded.sha256,
                 }
+                if intervals is not None and bounds is not None:
+                    iv = intervals.interval(image)
+                    assert iv is not None  # calibrated above
+                    lo, hi = bounds.write(iv.lower, None), bounds.write(iv.upper, None)
+                    line.update(uncertainty_pages=[lo, hi], alpha=iv.alpha)
                 pending.append(json.dumps(line) + "\n")
                 if len(pending) == 16 or n == len(indices) - 1:
                     pages.sync()  # frames on disk before their index lines
+                    if bounds is not None:
+                        bounds.sync()
                     index.write("".join(pending))
                     index.flush()
                     os.fsync(index.fileno())
@@ -217,18 +251,25 @@ def _restore_into(
                 if on_frame is not None:
                     on_frame(n)
         pages.close()
+        if bounds is not None:
+            bounds.close()
         finalize_predictions(
             out,
             run.path,
             model_sha256=loaded.sha256,
             tiff_name=part_tiff.name,
             index_name=part_index.name,
+            uncertainty_name=part_bounds.name,
         )
+        if bounds is not None:
+            part_bounds.replace(out / L.UNCERTAINTY_TIFF)
         part_index.replace(out / L.PREDICTION_INDEX)
         part_tiff.replace(out / L.PREDICTION_TIFF)  # last: its name says "complete"
     except BaseException as exc:
         pages.abort()
-        for leftover in (part_tiff, part_index):
+        if bounds is not None:
+            bounds.abort()
+        for leftover in (part_tiff, part_index, part_bounds):
             leftover.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, PairscopeError):
             raise OutputError(  # a full disk, a file-size limit: name the output
@@ -255,6 +296,7 @@ def _restore_into(
             "run": str(run.path.resolve()),
             "prediction": True,
             "created": datetime.now().isoformat(),
+            **({"coverage": intervals.summary()} if intervals is not None else {}),
         },
     )
     return result

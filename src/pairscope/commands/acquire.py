@@ -215,7 +215,7 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--alpha",
-        type=_alpha,
+        type=alpha_argument,
         default=0.1,
         help="risk level of the per-pixel trust intervals, in (0, 0.5]: they are "
         "calibrated on the run's own same-instant references to hold 1 - alpha of "
@@ -237,7 +237,7 @@ def _live_options(p: argparse.ArgumentParser) -> None:
     _code_option(p)
 
 
-def _alpha(text: str) -> float:
+def alpha_argument(text: str) -> float:
     """``--alpha``: a risk level in (0, 0.5], checked before the rig is opened."""
     from ..trust._conformal import check_alpha
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .acquire import alpha_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="average the restorations of each frame's eight flips and quarter "
         "turns: 8x the time, a little less noise (off unless given)",
     )
+    p.add_argument(
+        "--alpha",
+        type=alpha_argument,
+        default=None,
+        help="also write each frame's trust interval at this risk level, in (0, 0.5], "
+        "into DIR/restored.uncertainty.ome.tif, calibrated on the run's own "
+        "same-instant reference pairs (coverage of the held-out ones in restore.json)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_restore)
 
@@ -46,6 +56,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         tile=args.tile,
         self_ensemble=args.self_ensemble,
         progress=not args.no_progress,
+        alpha=args.alpha,
     )
     print(
         f"restored {result.frames} frames with {result.model_name!r} "

@@ -402,7 +402,9 @@ def import_pairs(
             "sequence": {},
         }
         info["rig_model"] = _rig_model(
-            info, (g, off, gain is not None), (ref_g, ref_off, reference_gain is not None)
+            info,
+            (g, off, gain is not None),
+            (ref_g, ref_off, reference_gain is not None),
         )
         made = make_parents(Path(out) / "run")  # folders for the run, if missing
         try:
@@ -457,8 +459,10 @@ def _rig_model(
 
     def declared(figures: tuple[float, float, bool]) -> DeclaredPhotometry:
         gain, offset, from_option = figures
-        where = "pairscope import --gain/--offset" if from_option else (
-            "pairscope import: the stack's OME metadata"
+        where = (
+            "pairscope import --gain/--offset"
+            if from_option
+            else ("pairscope import: the stack's OME metadata")
         )
         return DeclaredPhotometry(e_per_adu=gain, offset_adu=offset, reference=where)
 

@@ -9,6 +9,8 @@ REFERENCE_TIFF = "reference.ome.tif"
 CALIBRATION = "calibration.json"
 PREDICTION_TIFF = "restored.prediction.ome.tif"
 PREDICTION_INDEX = "restored.jsonl"
+#: per restored frame, its trust interval: lower and upper bound as two channels
+UNCERTAINTY_TIFF = "restored.uncertainty.ome.tif"
 WRITING_LOCK = "writing.lock"  # held (flock) by the writing process, with its PID
 RESERVE = ".space-reserve"  # freed at close so the metadata fits on a full disk
 IN_PROGRESS_DESCRIPTION = (

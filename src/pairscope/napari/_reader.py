@@ -129,29 +129,45 @@ def _layers(run: Run, restored_dir: Path | None) -> list[LayerData]:
                 blending="additive",
             )
         )
-    if restored_dir is not None:
-        restored = _restored(run, restored_dir)
-        if restored is not None:
-            data, t_scale, t0 = restored
-            c = _centre(data.shape[-2:], 1)
-            s = reg.scale
-            translate = [
-                ref_px * (c[k] * (1 - s) + sh)
-                for k, sh in enumerate((reg.shift_y_px, reg.shift_x_px))
-            ]
-            layers.append(
-                _layer(
-                    data,
-                    "restored (prediction)",
-                    (t_scale, ref_px * s, ref_px * s),
-                    (t0, *translate),
-                    run,
-                    reg,
-                    colormap="magenta",
-                    blending="additive",
-                )
+    if restored_dir is None:
+        return layers
+    for width, name, style in (
+        (False, "restored (prediction)", {"colormap": "magenta"}),
+        (True, _width_name(restored_dir), {"colormap": "viridis", "visible": False}),
+    ):
+        restored = _restored(run, restored_dir, width=width)
+        if restored is None:
+            continue
+        data, t_scale, t0 = restored
+        c = _centre(data.shape[-2:], 1)
+        s = reg.scale
+        translate = [
+            ref_px * (c[k] * (1 - s) + sh)
+            for k, sh in enumerate((reg.shift_y_px, reg.shift_x_px))
+        ]
+        layers.append(
+            _layer(
+                data,
+                name,
+                (t_scale, ref_px * s, ref_px * s),
+                (t0, *translate),
+                run,
+                reg,
+                blending="additive",
+                **style,
             )
+        )
     return layers
+
+
+def _width_name(folder: Path) -> str:
+    """The interval-width layer's name, with the risk level it was made at."""
+    index_path = folder / L.PREDICTION_INDEX
+    for line in index_path.read_text().splitlines() if index_path.is_file() else []:
+        alpha = json.loads(line).get("alpha") if line.strip() else None
+        if alpha is not None:
+            return f"interval width (alpha {alpha:g})"
+    return "interval width"
 
 
 def _centre(shape: tuple[int, ...], f: int) -> tuple[float, float]:
@@ -193,11 +209,17 @@ def _stack(run: Run, idx: list[int], role: str) -> tuple[np.ndarray, float, floa
     return data, t_scale, t0
 
 
-def _restored(run: Run, folder: Path) -> tuple[np.ndarray, float, float] | None:
+def _restored(
+    run: Run, folder: Path, *, width: bool = False
+) -> tuple[np.ndarray, float, float] | None:
+    """The restored frames on their time axis; ``width``: their intervals'
+    widths (upper - lower, from the uncertainty file) instead."""
     index_path = folder / L.PREDICTION_INDEX
     if not index_path.is_file():
         return None
     index = [json.loads(x) for x in index_path.read_text().splitlines() if x.strip()]
+    if width:
+        index = [r for r in index if r.get("uncertainty_pages")]
     if not index:
         return None
     trig_to_pair = {
@@ -213,8 +235,16 @@ def _restored(run: Run, folder: Path) -> tuple[np.ndarray, float, float] | None:
     order = np.argsort(pairs, kind="stable")
     pairs = [pairs[k] for k in order]
     slots, t_scale, t0 = _time_axis(pairs)
-    with tifffile.TiffFile(folder / L.PREDICTION_TIFF) as tif:
-        frames = [tif.pages[int(index[k]["page"])].asarray() for k in order]
+    name = L.UNCERTAINTY_TIFF if width else L.PREDICTION_TIFF
+    with tifffile.TiffFile(folder / name) as tif:
+        if width:
+            frames = [
+                tif.pages[int(index[k]["uncertainty_pages"][1])].asarray()
+                - tif.pages[int(index[k]["uncertainty_pages"][0])].asarray()
+                for k in order
+            ]
+        else:
+            frames = [tif.pages[int(index[k]["page"])].asarray() for k in order]
     data = np.zeros((slots[-1] + 1, *frames[0].shape), dtype=np.float32)
     for slot, frame in zip(slots, frames, strict=True):
         if frame.shape == data.shape[1:]:

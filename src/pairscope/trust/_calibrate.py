@@ -289,7 +289,11 @@ def calibration_for_run(run: Run, *, fit_noise: bool = True) -> TrustCalibration
 
     usable = run.same_instant_pairs()
     if not usable:
-        raise ValueError(f"{run.path}: no pair with a reference of the same instant")
+        raise ValueError(
+            f"{run.path}: no pair has a reference of the same instant (sequential "
+            "or alternating pairs), so the trust checks cannot be calibrated on it; "
+            "acquire with a triggered or simultaneous mode"
+        )
     reg = _registration(run, usable)
     rig = rig_model_for_run(run)
     pairs = [] if rig.photometry_known else _frames(run, usable)

@@ -38,14 +38,23 @@ because of an alarm) neither calibrates nor counts.
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 from scipy.ndimage import gaussian_gradient_magnitude, uniform_filter
 
-from ._checks import CameraNoise
+from ..io.calibration import apply_registration
+from ._checks import (
+    WINDOW_RAYLEIGH,
+    CameraNoise,
+    TrustCalibration,
+    registration_margin,
+)
 
 __all__ = [
     "ALPHA_DEFAULT",
@@ -143,6 +152,9 @@ class ConformalIntervals:
         self._heldout: list[float] = []
         self._rng = np.random.default_rng(seed)
         self._reference_pairs = 0
+        #: observe (the monitor's thread) and interval (any thread: the
+        #: prediction writer, the preview) share the calibration state
+        self._lock = threading.RLock()
 
     # -- the schedule -------------------------------------------------------------
     def role(self, index: int, metadata: dict[str, Any] | None = None) -> Role:
@@ -166,6 +178,10 @@ class ConformalIntervals:
     # -- intervals ----------------------------------------------------------------
     def interval(self, restored: np.ndarray) -> Interval | None:
         """The specimen interval of ``restored`` (None before the calibration)."""
+        with self._lock:
+            return self._interval(restored)
+
+    def _interval(self, restored: np.ndarray) -> Interval | None:
         if not self.ready:
             return None
         r = np.asarray(restored, np.float64)
@@ -186,6 +202,12 @@ class ConformalIntervals:
         Returns the pair's metrics: its out-of-sample ``coverage`` (before it
         calibrates anything), ``interval_width``, ``alpha`` and its role.
         """
+        with self._lock:
+            return self._observe(restored, target, role)
+
+    def _observe(
+        self, restored: np.ndarray, target: np.ndarray, role: Role
+    ) -> dict[str, Any]:
         r = np.asarray(restored, np.float64)
         t = np.asarray(target, np.float64)
         out: dict[str, Any] = {"alpha": self.alpha, "interval_role": role}
@@ -332,6 +354,79 @@ class ConformalIntervals:
         # R̂(λ) = fraction of pooled scores above λ (equal pixels per pair)
         q = 1.0 - ((n + 1) * level - 1) / n
         self._lambda = float(np.quantile(scores, min(q, 1.0), method="higher"))
+
+
+def intervals_for(cal: TrustCalibration, alpha: float) -> ConformalIntervals:
+    """Intervals for a rig's calibration: the reference's noise model, the noise
+    factor of its registration, the error map's window."""
+    factor = registered_noise_factor(partial(apply_registration, reg=cal.registration))
+    return ConformalIntervals(
+        cal.reference,
+        alpha,
+        noise_factor=factor,
+        window_px=max(8, round(WINDOW_RAYLEIGH * cal.rayleigh_px)),
+    )
+
+
+def reference_target(
+    cal: TrustCalibration, restored: np.ndarray, reference: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(restored, registered reference)`` with the registration's edge cut."""
+    target = apply_registration(np.asarray(reference, np.float32), cal.registration)
+    return crop_edges(cal, np.asarray(restored)), crop_edges(cal, target)
+
+
+def crop_edges(cal: TrustCalibration, image: np.ndarray) -> np.ndarray:
+    """``image`` without the edge the registration leaves without data."""
+    m = registration_margin(cal)
+    return image[m:-m, m:-m] if min(image.shape) > 4 * m else image
+
+
+def calibrate_on_run(
+    run: Any,
+    cal: TrustCalibration | None,
+    alpha: float,
+    restore: Callable[[np.ndarray], np.ndarray],
+    *,
+    progress: bool = False,
+) -> tuple[ConformalIntervals, dict[int, np.ndarray]]:
+    """Intervals calibrated on a finished run's same-instant reference pairs (in
+    pair order, the live schedule); returns them and the frames it restored.
+    ``cal`` None: the run's own (:func:`pairscope.trust.calibration_for_run`).
+
+    Raises ValueError, naming why, when the run cannot calibrate them.
+    """
+    from .._progress import progress as progress_bar
+
+    usable = run.same_instant_pairs()
+    if not usable:
+        raise ValueError(
+            f"{run.path}: no pair has a reference of the same instant (sequential "
+            "or alternating pairs), so no interval can be calibrated; acquire "
+            "with a triggered or simultaneous mode, or restore without --alpha"
+        )
+    if cal is None:
+        from ._calibrate import calibration_for_run
+
+        cal = calibration_for_run(run)
+    intervals = intervals_for(cal, alpha)
+    restored: dict[int, np.ndarray] = {}
+    bar = progress_bar(
+        usable, desc="calibrating intervals", unit="pair", disable=not progress
+    )
+    for i in bar:
+        pair = run[i]
+        image = restore(pair.lowdose)
+        restored[i] = image
+        rest, target = reference_target(cal, image, pair.reference)
+        intervals.observe(rest, target, intervals.role(pair.index, pair.metadata))
+    if not intervals.ready:
+        raise ValueError(
+            f"{run.path}: {intervals.calibration_pairs} same-instant reference pairs "
+            f"calibrate intervals, alpha {alpha:g} needs {intervals.min_pairs}; "
+            "acquire a longer run, raise --alpha, or restore without it"
+        )
+    return intervals, restored
 
 
 def registered_noise_factor(warp: Any, shape: tuple[int, int] = (96, 96)) -> float:

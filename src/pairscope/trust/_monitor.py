@@ -18,7 +18,6 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,8 @@ from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
 from .._threads import deprioritize_current_thread
-from ..io.calibration import apply_registration
 from ._calibrate import calibration_from_info
 from ._checks import (
-    WINDOW_RAYLEIGH,
     CheckResult,
     Thresholds,
     TrustCalibration,
@@ -42,7 +39,7 @@ from ._conformal import (
     ALPHA_DEFAULT,
     ConformalIntervals,
     check_alpha,
-    registered_noise_factor,
+    intervals_for,
 )
 from ._monitor_util import central as _central
 
@@ -278,15 +275,7 @@ class TrustMonitor:
         cal = self.calibration
         assert cal is not None
         if self.intervals is None:
-            factor = registered_noise_factor(
-                partial(apply_registration, reg=cal.registration)
-            )
-            self.intervals = ConformalIntervals(
-                cal.reference,
-                self.alpha,
-                noise_factor=factor,
-                window_px=max(8, round(WINDOW_RAYLEIGH * cal.rayleigh_px)),
-            )
+            self.intervals = intervals_for(cal, self.alpha)
         iv = self.intervals
         was_ready = iv.ready
         target = result.reference_registered
