@@ -292,3 +292,23 @@ def test_saved_predictions_carry_their_intervals(tmp_path: Path) -> None:
         iv = ci.interval(image)
         assert np.array_equal(pages[2 * k], iv.lower)
         assert np.array_equal(pages[2 * k + 1], iv.upper)
+
+
+def test_the_preview_shows_the_pixels_outside_the_interval() -> None:
+    """The preview's trust view keeps the newest pair's misses and says how the
+    intervals stand; the headless panel draws them over the restored frame."""
+    from pairscope.preview._trust import TrustView, error_overlay
+    from pairscope.trust import CheckResult
+
+    view = TrustView()
+    outside = np.zeros((32, 32), bool)
+    outside[4:8, 4:8] = True
+    line = {"alpha": 0.1, "intervals": "calibrated", "interval_role": "heldout",
+            "coverage": 0.91, "interval_width": 12.5}  # fmt: skip
+    view.put(CheckResult(7, "ok", "within the noise model", line, outside_map=outside))
+    pair, shown, alpha = view.outside_map()
+    assert pair == 7 and alpha == 0.1 and shown.sum() == 16
+    assert "held-out coverage 0.91 (target 0.90), width 12.5" in view.text()
+    gray = np.full((32, 32), 100, np.uint8)
+    rgb = error_overlay(gray, shown, 0.5)
+    assert rgb[5, 5, 0] > 200 and rgb[5, 5, 1] < 100 and rgb[20, 20, 0] == 100

@@ -272,13 +272,19 @@ class HeadlessPreview:
             )
             return
         index, emap, level = m
+        title = f"Trust error map (pair {index})\nred: local error > {level:g}× noise"
+        outside = self.trust.outside_map()
+        if outside is not None:  # the calibrated interval says more: show it
+            index, emap, alpha = outside
+            level = 0.5
+            title = (
+                f"Trust interval (pair {index})\nred: outside the alpha={alpha:g} "
+                "interval"
+            )
         ax.set_axis_off()
         ax.imshow(error_overlay(restored.pixels, emap, level), interpolation="nearest")
         _draw_scale_bar(ax, restored.pixels.shape, pixel_um)
-        ax.set_title(
-            f"Trust error map (pair {index})\nred: local error > {level:g}× noise",
-            fontsize=10,
-        )
+        ax.set_title(title, fontsize=10)
 
 
 def _trust_level_of(view: TrustView) -> float | None:

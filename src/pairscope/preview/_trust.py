@@ -21,6 +21,7 @@ class TrustView:
         self._lock = threading.Lock()
         self._lines: deque[dict[str, Any]] = deque(maxlen=keep)
         self._map: tuple[int, np.ndarray, float] | None = None
+        self._outside: tuple[int, np.ndarray, float] | None = None
         self.version = 0
 
     def put(self, result: Any) -> None:
@@ -30,6 +31,10 @@ class TrustView:
             if result.error_map is not None:
                 level = float(getattr(result, "ok_level", 0.0) or 0.0)
                 self._map = (result.pair, result.error_map, level)
+            outside = getattr(result, "outside_map", None)
+            if outside is not None:
+                alpha = float(result.metrics.get("alpha") or 0.0)
+                self._outside = (result.pair, outside.astype(np.float32), alpha)
             self.version += 1
 
     def lines(self) -> list[dict[str, Any]]:
@@ -41,6 +46,12 @@ class TrustView:
         with self._lock:
             return self._map
 
+    def outside_map(self) -> tuple[int, np.ndarray, float] | None:
+        """``(pair index, 1 where outside the interval, alpha)`` of the newest
+        reference pair checked against a calibrated interval."""
+        with self._lock:
+            return self._outside
+
     def text(self) -> str:
         """One line: counts of verdicts and the newest verdict with its reason."""
         lines = self.lines()
@@ -50,9 +61,28 @@ class TrustView:
         last = lines[-1]
         return (
             f"trust: ok {counts['ok']}, warn {counts['warn']}, alarm "
-            f"{counts['alarm']} | pair {last['pair']}: {last['verdict']} "
-            f"({last['reason']})"
+            f"{counts['alarm']}{_interval_text(lines)} | pair {last['pair']}: "
+            f"{last['verdict']} ({last['reason']})"
         )
+
+
+def _interval_text(lines: list[dict[str, Any]]) -> str:
+    """The intervals in a few words: calibrating, or held-out coverage and width."""
+    last = lines[-1]
+    alpha = last.get("alpha")
+    if alpha is None:
+        return ""
+    if last.get("intervals") != "calibrated":
+        return f" | intervals (alpha {alpha:g}): calibrating"
+    held = [
+        ln["coverage"]
+        for ln in lines
+        if ln.get("interval_role") == "heldout" and ln.get("coverage") is not None
+    ]
+    widths = [ln["interval_width"] for ln in lines if ln.get("interval_width")]
+    cover = f"held-out coverage {np.mean(held):.2f}" if held else "no held-out pair yet"
+    width = f", width {widths[-1]:.3g}" if widths else ""
+    return f" | intervals: {cover} (target {1 - alpha:.2f}){width}"
 
 
 def error_overlay(gray: np.ndarray, error_map: np.ndarray, level: float) -> np.ndarray:

@@ -280,7 +280,9 @@ class PreviewWindow(QWidget):
         self.trust = TrustView()
         self._trust_shown = -1
         self._trust_drawn_at = 0.0
-        self.trust_overlay = QCheckBox("Trust error overlay on Restored")
+        self.trust_overlay = QCheckBox(
+            "Trust overlay on Restored (outside the interval, else local error)"
+        )
         self.trust_overlay.setChecked(True)
         self.trust_overlay.toggled.connect(self._contrast_changed)
         self.trust_label = QLabel(self.trust.text())
@@ -526,7 +528,8 @@ class PreviewWindow(QWidget):
         self, panels: list[PanelImage], pair: Pair, frame: RestoredLike | None
     ) -> None:
         self.panels = panels
-        m = self.trust.error_map()
+        outside = self.trust.outside_map()  # 1 where outside the interval
+        m = (outside[0], outside[1], 0.5) if outside else self.trust.error_map()
         restored = self.panels[1]
         if (
             m is not None

@@ -148,6 +148,8 @@ class CheckResult:
     #: the reference registered onto the restored frame's grid (a same-instant
     #: pair's), for the interval calibration
     reference_registered: np.ndarray | None = None
+    #: the pixels outside the calibrated interval (restored grid), for the preview
+    outside_map: np.ndarray | None = None
 
     def line(self) -> dict[str, Any]:
         """The JSON-ready record: ``pair``, ``verdict``, ``reason`` and the metrics."""

@@ -152,6 +152,9 @@ class ConformalIntervals:
         self._heldout: list[float] = []
         self._rng = np.random.default_rng(seed)
         self._reference_pairs = 0
+        #: the last reference pair's pixels outside the interval (its reference
+        #: noise put back), for the preview; None before the calibration
+        self.last_outside: np.ndarray | None = None
         #: observe (the monitor's thread) and interval (any thread: the
         #: prediction writer, the preview) share the calibration state
         self._lock = threading.RLock()
@@ -228,6 +231,7 @@ class ConformalIntervals:
         if self.ready:  # out of sample: this pair has calibrated nothing yet
             sigma_e = np.sqrt(self._sigma_d2[stratum] + noise_var)
             missed = np.abs(e) > self._lambda * sigma_e
+            self.last_outside = missed
             miss = float(np.mean(missed))
             local = _worst_window(missed, self.window_px)
             width = float(np.mean(2 * self._lambda * np.sqrt(self._sigma_d2[stratum])))
@@ -380,6 +384,16 @@ def crop_edges(cal: TrustCalibration, image: np.ndarray) -> np.ndarray:
     """``image`` without the edge the registration leaves without data."""
     m = registration_margin(cal)
     return image[m:-m, m:-m] if min(image.shape) > 4 * m else image
+
+
+def uncrop_edges(
+    cal: TrustCalibration, image: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """A :func:`crop_edges` map back on the full frame (0 at the edges)."""
+    if image.shape == tuple(shape):
+        return image
+    m = registration_margin(cal)
+    return np.pad(image, m)
 
 
 def calibrate_on_run(

@@ -32,14 +32,15 @@ from ._checks import (
     Thresholds,
     TrustCalibration,
     check_pair,
-    registration_margin,
     same_instant,
 )
 from ._conformal import (
     ALPHA_DEFAULT,
     ConformalIntervals,
     check_alpha,
+    crop_edges,
     intervals_for,
+    uncrop_edges,
 )
 from ._monitor_util import central as _central
 
@@ -281,13 +282,14 @@ class TrustMonitor:
         target = result.reference_registered
         result.reference_registered = None  # not kept beyond this check
         if target is not None:  # a same-instant reference: calibrate or measure
-            m = registration_margin(cal)
-            crop = (
-                (slice(m, -m),) * 2 if min(target.shape) > 4 * m else (slice(None),) * 2
-            )
+            iv.last_outside = None
             metrics = iv.observe(
-                np.asarray(restored)[crop], target[crop], iv.role(result.pair, metadata)
+                crop_edges(cal, np.asarray(restored)),
+                crop_edges(cal, target),
+                iv.role(result.pair, metadata),
             )
+            if iv.last_outside is not None:
+                result.outside_map = uncrop_edges(cal, iv.last_outside, target.shape)
         else:
             interval = iv.interval(restored)
             metrics = {
