@@ -234,16 +234,18 @@ def _calibration(
 
 def calibration_from_info(
     info: dict[str, Any],
-    factor: int,
+    factor: int | None,
     registration: Registration,
     *,
     frames: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> TrustCalibration:
     """Live calibration: the rig model of ``info`` (``run.json``), what it lacks
-    measured from ``frames`` (same-instant low-dose and reference frames)."""
+    measured from ``frames`` (same-instant low-dose and reference frames).
+    ``factor`` None: the rig model's grid factor (the one place it is kept)."""
     from ..rig import rig_model_from_info
 
-    return _calibration(rig_model_from_info(info), factor, registration, frames)
+    rig = rig_model_from_info(info)
+    return _calibration(rig, factor or rig.factor, registration, frames)
 
 
 def _registration(run: Run, usable: list[int]) -> Registration:

@@ -482,20 +482,26 @@ class TrustMonitor:
         if len(pairs) < self._n_cal:
             return False
         from ..io.calibration import registration_from_pairs
+        from ..rig import rig_model_from_info
 
-        factor = pairs[0][1].shape[-1] // pairs[0][0].shape[-1]
+        info = self._run_info
+        if info is None:
+            p = self.out_dir / "run.json"
+            info = json.loads(p.read_text()) if p.is_file() else {}
+        # the rig model's grid factor; the frames' shapes only without run.json
+        factor = (
+            rig_model_from_info(info).factor
+            if info.get("detectors")
+            else _shape_factor(pairs[0][:2])
+        )
         reg = None
         if self._registration is not None:  # the run's one live registration
             reg = self._registration(REGISTRATION_WAIT_S)
         if reg is None:  # none (no same-instant pairs yet, or it failed): our own
             crops = [_central(lo, ref, factor) for lo, ref, _ in pairs]
             reg = registration_from_pairs(crops, factor, fit_scale=False)
-        info = self._run_info
-        if info is None:
-            p = self.out_dir / "run.json"
-            info = json.loads(p.read_text()) if p.is_file() else {}
         self.calibration = calibration_from_info(
-            info, factor, reg, frames=[(lo, ref) for lo, ref, _ in pairs]
+            info, factor, reg, frames=[(lo, r) for lo, r, _ in pairs]
         )
         with self._cond:
             self._cal_pairs.clear()
@@ -517,6 +523,12 @@ class TrustMonitor:
             self.events.checked.emit(result)
         except Exception:
             logger.exception("a trust listener raised")
+
+
+def _shape_factor(pair: tuple[np.ndarray, np.ndarray]) -> int:
+    """The grid factor a pair's shapes show (a monitor without run.json)."""
+    low, ref = pair
+    return max(1, ref.shape[-1] // low.shape[-1])
 
 
 def attach_trust_monitor(
