@@ -35,6 +35,8 @@ from . import layout as L
 from ._reader import Run, open_run
 
 logger = logging.getLogger(__name__)
+#: the magnification ratios the registration may fit (low-dose / reference)
+SCALE_RANGE = (0.95, 1.05)
 
 __all__ = [
     "Registration",
@@ -195,23 +197,34 @@ def _fit(
             ]
         )
 
+    lower = [-np.inf, -np.inf, math.log(SCALE_RANGE[0])][: x0.size]
+    upper = [np.inf, np.inf, math.log(SCALE_RANGE[1])][: x0.size]
     res = scipy.optimize.least_squares(
         residuals,
         x0,
-        method="lm",
+        method="trf",
+        bounds=(lower, upper),
         x_scale=np.array([1.0, 1.0, 0.01][: x0.size]),
         diff_step=1e-4,
         xtol=1e-4,
         ftol=1e-10,
     )
     x = np.asarray(res.x)
-    if scale is None and not 0.95 < float(np.exp(x[2])) < 1.05:
+    if scale is None and not _inside_scale_range(float(np.exp(x[2]))):
         raise ValueError(
-            f"the cameras' fitted magnification ratio {float(np.exp(x[2])):.3f} is "
-            "outside 0.95-1.05: check that both cameras image the same field "
-            "(or calibrate without the scale fit)"
+            f"the cameras' fitted magnification ratio sits at the edge of its range, "
+            f"{float(np.exp(x[2])):.3f} (allowed {SCALE_RANGE[0]}-{SCALE_RANGE[1]}): "
+            "check that both cameras image the same field (or calibrate without "
+            "the scale fit)"
         )
     return x
+
+
+def _inside_scale_range(scale: float) -> bool:
+    """Strictly inside the fit's range: a fit that ends on its edge found no
+    magnification the images agree on."""
+    lo, hi = SCALE_RANGE
+    return lo * 1.001 < scale < hi / 1.001
 
 
 def estimate_registration(

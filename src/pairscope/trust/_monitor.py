@@ -152,6 +152,8 @@ class TrustMonitor:
         self._n_cal = calibration_pairs
         self._cal_pairs: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
         self._pairs: OrderedDict[int, Any] = OrderedDict()
+        #: restored frames that came before their pair's listener ran
+        self._early: OrderedDict[int, Any] = OrderedDict()
         self._keep = keep_pairs
         self._cond = threading.Condition()
         self._pending: tuple[Any, Any] | None = None
@@ -174,7 +176,11 @@ class TrustMonitor:
         try:
             with self._cond:
                 self._counts["pairs"] += pair.lowdose is not None
-                self._pairs[pair.index] = pair
+                early = self._early.pop(pair.index, None)
+                if early is not None:  # its restored frame came first: check now
+                    self._queue_check(pair, early)
+                else:
+                    self._pairs[pair.index] = pair
                 while len(self._pairs) > self._keep:
                     self._pairs.popitem(last=False)
                 if (
@@ -195,15 +201,23 @@ class TrustMonitor:
             with self._cond:
                 self._counts["restored"] += 1
                 pair = self._pairs.pop(frame.index, None)
-                if pair is None:
-                    self._counts["unmatched"] += 1
+                if pair is None:  # its pair's listener has not run yet (a fast
+                    # restorer), or the pair is no longer kept
+                    self._early[frame.index] = frame
+                    while len(self._early) > self._keep:
+                        self._early.popitem(last=False)
+                        self._counts["unmatched"] += 1
                     return
-                if self._pending is not None:
-                    self._counts["skipped"] += 1
-                self._pending = (pair, frame)
-                self._cond.notify()
+                self._queue_check(pair, frame)
         except Exception:
             logger.exception("trust monitor: on_restored failed")
+
+    def _queue_check(self, pair: Any, frame: Any) -> None:
+        """Hand (pair, restored frame) to the worker, newest wins (under _cond)."""
+        if self._pending is not None:
+            self._counts["skipped"] += 1
+        self._pending = (pair, frame)
+        self._cond.notify()
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -222,6 +236,8 @@ class TrustMonitor:
         """
         with self._cond:
             self._stop = True
+            self._counts["unmatched"] += len(self._early)  # their pairs never came
+            self._early.clear()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
