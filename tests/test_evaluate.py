@@ -98,6 +98,11 @@ def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
     assert o["ideal"]["psnr"] > o["ceiling"]["psnr"]
     assert rep["data_range"] == 1.0 and rep["ssim_window_sigma_px"] == 1.5
     assert rep["frc"]["lowdose_nyquist_um"] == pytest.approx(0.4)
+    # 3 pairs calibrate no interval: the report says so rather than a number
+    coverage = rep["trust"]["coverage"]
+    assert coverage["alpha"] == 0.1 and coverage["heldout"] is None
+    assert "calibrating: 3 of 10" in coverage["why"]
+    assert "Trust intervals: intervals calibrating" in (out / "summary.md").read_text()
     rows = rep["two_point"]["per_separation"]
     assert [r["separation_rayleigh"] for r in rows] == [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
     for r in rows:

@@ -357,7 +357,7 @@ def evaluate(
         len(jobs),
         training_runs,
         calibrations,
-        trust.as_dict(),
+        {**trust.as_dict(), "coverage": monitor.coverage()},
         pixel_um,
         ray,
         targets is not None,
@@ -711,4 +711,12 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
         f"- Trust monitor (quality.jsonl): {t['checked']} pairs checked, ok "
         f"{v.get('ok', 0)}, warn {v.get('warn', 0)}, alarm {v.get('alarm', 0)}."
     )
+    cov = t.get("coverage") or {}
+    if cov.get("heldout") is not None:
+        lines.append(
+            f"- Trust intervals (alpha {cov['alpha']:g}): held-out coverage "
+            f"{cov['heldout']:.3f} on {cov['pairs']} pairs (target {cov['target']:.2f})."
+        )
+    elif cov:
+        lines.append(f"- Trust intervals: {cov.get('why', 'not calibrated')}.")
     return "\n".join(lines) + "\n"
