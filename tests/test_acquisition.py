@@ -337,3 +337,6 @@ def test_a_cancel_before_the_run_starts_acquires_nothing_and_says_cancelled(
     assert info["status"] == "cancelled"
     again = acq.run(useq.MDASequence(time_plan={"interval": 0, "loops": 2}))
     assert again.status == "completed" and again.pairs == 2
+    acq.cancel()  # between two runs of one acquisition: for the next one
+    third = acq.run(useq.MDASequence(time_plan={"interval": 0.05, "loops": 200}))
+    assert third.status == "cancelled" and third.pairs == 0

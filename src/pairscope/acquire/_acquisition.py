@@ -158,6 +158,7 @@ class PairedAcquisition:
         finally:
             if previous_engine is not None:
                 self.core.mda.set_engine(previous_engine)
+            self._engine = None  # a cancel from now on is for the next run
         elapsed = time.perf_counter() - t0
         if status == "completed" and (
             self.core.mda.status.finish_reason == "canceled"
