@@ -117,15 +117,18 @@ def test_nothing_is_promised_before_enough_pairs() -> None:
     assert "calibrating: 0 of 40" in ConformalIntervals(NOISE, 0.025).status()
 
 
-def test_the_schedule_depends_on_the_index_only() -> None:
-    """Every 5th reference pair is held out, whatever its verdict; a reference
-    taken on demand (e.g. because of an alarm) neither calibrates nor counts."""
+def test_the_schedule_depends_on_the_order_only() -> None:
+    """Every 5th reference pair is held out, whatever its verdict and its pair
+    index (sparse references: every 5th pair has one); a reference taken on
+    demand (e.g. because of an alarm) neither calibrates nor counts."""
     ci = ConformalIntervals(NOISE, 0.1)
     roles = [ci.role(k, {"verdict": "alarm" if k % 2 else "ok"}) for k in range(10)]
     assert roles == ["calibration"] * 4 + ["heldout"] + ["calibration"] * 4 + [
         "heldout"
     ]
     assert ci.role(3, {"reference_on_demand": True}) == "none"
+    sparse = ConformalIntervals(NOISE, 0.1)  # a reference on every 5th pair
+    assert [sparse.role(k) for k in range(0, 50, 5)].count("heldout") == 2
     restored, ref, _ = _pair(np.random.default_rng(1))
     assert ci.observe(restored, ref, "none") == {"alpha": 0.1, "interval_role": "none"}
     assert ci.calibration_pairs == 0

@@ -29,10 +29,10 @@ adaptive conformal inference (Gibbs & Candès, NeurIPS 2021) moves the working
 level by ``γ(α - miss)`` after every reference pair's out-of-sample miss fraction,
 so long-run coverage holds under drift.
 
-**Schedule.** Which reference pair calibrates and which is held out depends on its
-index only (every ``holdout_every``-th is held out), never on a verdict; a pair
-whose reference was taken on demand (``reference_on_demand`` in its metadata, e.g.
-because of an alarm) neither calibrates nor counts.
+**Schedule.** Which reference pair calibrates and which is held out depends on
+their order only (every ``holdout_every``-th is held out), never on a verdict; a
+pair whose reference was taken on demand (``reference_on_demand`` in its metadata,
+e.g. because of an alarm) neither calibrates nor counts.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class ConformalIntervals:
         self._widths: deque[float] = deque(maxlen=window)
         self._heldout: list[float] = []
         self._rng = np.random.default_rng(seed)
-        self._reference_pairs = 0
+        self._seen = 0  # reference pairs given a role
         #: the last reference pair's pixels outside the interval (its reference
         #: noise put back), for the preview; None before the calibration
         self.last_outside: np.ndarray | None = None
@@ -161,14 +161,16 @@ class ConformalIntervals:
 
     # -- the schedule -------------------------------------------------------------
     def role(self, index: int, metadata: dict[str, Any] | None = None) -> Role:
-        """What a same-instant reference pair is for, by its index (module doc)."""
-        if (metadata or {}).get("reference_on_demand"):
-            return "none"
-        return (
-            "heldout"
-            if index % self.holdout_every == self.holdout_every - 1
-            else "calibration"
-        )
+        """What the next same-instant reference pair (pair ``index``) is for: every
+        ``holdout_every``-th one is held out, by their order alone (module doc);
+        call once per pair.  Sparse references (every N-th pair) are counted the
+        same way, so they are held out too."""
+        del index  # the order of reference pairs decides, not the pair index
+        with self._lock:
+            if (metadata or {}).get("reference_on_demand"):
+                return "none"
+            self._seen += 1
+            return "heldout" if self._seen % self.holdout_every == 0 else "calibration"
 
     @property
     def ready(self) -> bool:
@@ -216,7 +218,6 @@ class ConformalIntervals:
         out: dict[str, Any] = {"alpha": self.alpha, "interval_role": role}
         if role == "none":
             return out
-        self._reference_pairs += 1
         if role == "calibration":
             self._photometry.append(_fit_map(r, t))
         if not self._photometry:  # a held-out pair before any calibration pair
