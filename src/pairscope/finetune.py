@@ -83,6 +83,9 @@ class LiveFineTuner:
         #: while it is being estimated (None: there is none)
         self.registration = registration
         self.decisions: list[dict[str, Any]] = []
+        self._log_lock = threading.Lock()
+        self._logged: set[int] = set()  # candidates with their decision line
+        self._in_progress: int | None = None  # the candidate being made
         self._count = 0
         self._seen = 0  # pairs acquired so far (index of the newest + 1)
         self._next = self.options.every
@@ -172,6 +175,16 @@ class LiveFineTuner:
         self._end_child()
         if self._thread is not None:
             self._thread.join(10)
+            if self._thread.is_alive() and self._in_progress is not None:
+                # its thread (low priority) got no CPU in time on a busy machine:
+                # the decision is still written, here
+                self._log(
+                    {
+                        "candidate": self._in_progress,
+                        "swapped": False,
+                        "stopped": "stopped: the run ended before it was scored",
+                    }
+                )
 
     def _end_child(self) -> None:
         process = self._process
@@ -186,6 +199,7 @@ class LiveFineTuner:
     # -- one candidate (its own thread; training in a child process) -------------
     def _candidate(self, k: int, pairs: int) -> None:
         """Candidate ``k`` on the first ``pairs`` pairs of the run."""
+        self._in_progress = k
         deprioritize_current_thread(self.options.nice)
         from .io import same_instant
 
@@ -231,11 +245,19 @@ class LiveFineTuner:
         except Exception as exc:  # a failed candidate never touches the run
             record.update(swapped=False, error=" ".join(str(exc).split())[:300])
             logger.warning("Fine-tuning candidate %d: %s", k, record["error"])
-        self.decisions.append(record)
-        with open(self.run_dir / LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._log(record)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """One decision line per candidate (the first one written wins)."""
+        with self._log_lock:
+            if record["candidate"] in self._logged:
+                return
+            self._logged.add(record["candidate"])
+            self.decisions.append(record)
+            with open(self.run_dir / LOG, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def _listed(self, pairs: int) -> list[dict[str, Any]]:
         """The manifest records of the first ``pairs`` pairs, once the writer has
