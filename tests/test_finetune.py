@@ -151,3 +151,36 @@ def test_ctrl_c_during_a_candidate_stops_it_at_once_and_keeps_every_pair(
     assert "stopped" in decisions[-1] or "candidate_score_db" in decisions[-1]
     assert "error" not in decisions[-1], decisions[-1]
     assert not _training_children(run_dir)
+
+
+def test_a_candidate_whose_thread_gets_no_cpu_still_gets_its_decision_line(
+    demo_run: Path, tmp_path: Path
+) -> None:
+    """Beside CPU-bound processes the low-priority candidate thread may not run
+    before the process ends: finish() writes its 'stopped' line itself."""
+    import shutil
+    import threading
+
+    from pairscope.finetune import LiveFineTuner
+    from pairscope.live import bundled_model_path
+
+    run_dir = Path(shutil.copytree(demo_run, tmp_path / "run"))
+    tuner = LiveFineTuner(run_dir, None, bundled_model_path(2))
+    starved = threading.Event()  # the candidate thread, never scheduled in time
+    tuner._thread = threading.Thread(target=starved.wait, daemon=True)
+    tuner._thread.start()
+    tuner._in_progress = 0
+    try:
+        tuner.finish(timeout=0.1)
+    finally:
+        starved.set()
+    lines = [
+        json.loads(x) for x in (run_dir / "finetune.jsonl").read_text().splitlines()
+    ]
+    assert lines == [
+        {
+            "candidate": 0,
+            "swapped": False,
+            "stopped": "stopped: the run ended before it was scored",
+        }
+    ]
