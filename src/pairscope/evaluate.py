@@ -68,8 +68,8 @@ from .trust import (
     TrustCalibration,
     TrustMonitor,
     calibration_for_run,
-    registration_margin,
 )
+from .trust import registered_crop as crop_of  # the crop every score uses
 
 __all__ = [
     "BASELINES",
@@ -242,14 +242,6 @@ def frame_rows(
         rows["ceiling"] = apply_registration(second.astype(np.float32), reg)
         rows["ideal"] = apply_registration(truth, reg)
     return rows, target.astype(np.float64)
-
-
-def crop_of(cal: TrustCalibration, shape: tuple[int, int]) -> tuple[slice, slice]:
-    """The common crop: away from edges the registration filled in."""
-    m = registration_margin(cal)
-    if min(shape) <= 4 * m:
-        return (slice(None), slice(None))
-    return (slice(m, -m), slice(m, -m))
 
 
 def evaluate(

@@ -182,7 +182,13 @@ def _restore_into(
 
     from ._progress import progress as progress_bar
     from .errors import RestorationError
-    from .io import PageFile, finalize_predictions, json_default, write_json
+    from .io import (
+        PageFile,
+        finalize_predictions,
+        json_default,
+        write_bounds,
+        write_json,
+    )
     from .restore import StreamingRestorer
 
     restorer = StreamingRestorer(
@@ -234,11 +240,8 @@ def _restore_into(
                     "model_name": loaded.info.name,
                     "model_sha256": loaded.sha256,
                 }
-                if intervals is not None and bounds is not None:
-                    iv = intervals.interval(image)
-                    assert iv is not None  # calibrated above
-                    lo, hi = bounds.write(iv.lower, None), bounds.write(iv.upper, None)
-                    line.update(uncertainty_pages=[lo, hi], alpha=iv.alpha)
+                if bounds is not None:  # calibrated above: every frame has one
+                    line.update(write_bounds(bounds, intervals.interval(image)))
                 pending.append(json.dumps(line) + "\n")
                 if len(pending) == 16 or n == len(indices) - 1:
                     pages.sync()  # frames on disk before their index lines

@@ -6,7 +6,7 @@ a run folder's files in :mod:`pairscope.io.layout`.
 
 from ._finalize import json_default, write_json
 from ._import import import_pairs
-from ._predictions import PredictionWriter, finalize_predictions
+from ._predictions import PredictionWriter, finalize_predictions, write_bounds
 from ._reader import Run, RunPair, is_dark, open_run, same_instant, same_trigger
 from ._repair import repair_run
 from ._snapshot import snapshot_run
@@ -29,5 +29,6 @@ __all__ = [
     "same_instant",
     "same_trigger",
     "snapshot_run",
+    "write_bounds",
     "write_json",
 ]

@@ -73,7 +73,7 @@ def finalize_predictions(
     uncertainty_name: str = L.UNCERTAINTY_TIFF,
 ) -> int:
     """Write the OME-XML of ``folder``'s restored file (planes of listed pairs),
-    and of its interval file where there is one (:func:`finalize_uncertainty`).
+    and of its interval file where there is one (:func:`_finalize_uncertainty`).
 
     ``run_dir``: the run the predictions belong to (default: ``folder``);
     ``tiff_name``, ``index_name``: the files as written (the XML names the file
@@ -112,23 +112,20 @@ def finalize_predictions(
     )
     _ome.write_ome(tiff, xml)
     if (folder / uncertainty_name).is_file():
-        finalize_uncertainty(
-            folder, run_dir, sha=sha, index_name=index_name, tiff_name=uncertainty_name
-        )
+        _finalize_uncertainty(folder / uncertainty_name, run_dir, listed, info, sha)
     return len(planes)
 
 
-def finalize_uncertainty(
-    folder: Path,
+def _finalize_uncertainty(
+    tiff: Path,
     run_dir: Path,
-    *,
+    listed: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
+    info: dict[str, Any],
     sha: str,
-    index_name: str = L.PREDICTION_INDEX,
-    tiff_name: str = L.UNCERTAINTY_TIFF,
 ) -> int:
-    """The OME-XML of ``restored.uncertainty.ome.tif``: per restored frame two
-    channels, the interval's lower and upper bound (derived data, with α)."""
-    listed, info = _listed(folder, run_dir, index_name)
+    """The OME-XML of ``restored.uncertainty.ome.tif`` (``tiff``: the file as
+    written): per restored frame two channels, the interval's lower and upper
+    bound (derived data, with α); ``listed``, ``info`` as :func:`_listed` gives."""
     merged = []
     alphas = set()
     for item, rec, frame in listed:
@@ -140,7 +137,6 @@ def finalize_uncertainty(
         for c, page in enumerate(pages):
             interval = {**frame, "page": int(page), "camera": "restored interval"}
             merged.append({**rec, "event_index": {**ev, "c": c}, "interval": interval})
-    tiff = folder / tiff_name
     if not merged:
         return 0
     planes = _ome.planes_of(merged, "interval", _ome.page_layout(tiff))
@@ -163,6 +159,14 @@ def finalize_uncertainty(
     )
     _ome.write_ome(tiff, xml)
     return len(planes)
+
+
+def write_bounds(pages: PageFile, interval: Any) -> dict[str, Any]:
+    """Append an interval's lower and upper bound (float32 pages) to ``pages``;
+    returns the index line's fields that name them (sync before writing it)."""
+    lo = pages.write(np.asarray(interval.lower, np.float32), None)
+    hi = pages.write(np.asarray(interval.upper, np.float32), None)
+    return {"uncertainty_pages": [lo, hi], "alpha": interval.alpha}
 
 
 class PredictionWriter:
@@ -232,10 +236,9 @@ class PredictionWriter:
             return {}
         if self._bounds is None:
             self._bounds = PageFile(self.run_dir / L.UNCERTAINTY_TIFF)
-        lo = self._bounds.write(np.asarray(interval.lower, np.float32), None)
-        hi = self._bounds.write(np.asarray(interval.upper, np.float32), None)
+        record = write_bounds(self._bounds, interval)
         self._bounds.sync()
-        return {"uncertainty_pages": [lo, hi], "alpha": interval.alpha}
+        return record
 
     def _loop(self) -> None:
         while (frame := self._queue.get()) is not _STOP:

@@ -160,7 +160,7 @@ def finalize_zarr(
     store = run_dir / L.ZARR_STORE
     frames: dict[str, int] = {}
     removed: dict[str, int] = {}
-    images: dict[str, dict[str, Any]] = {}
+    images: dict[str, tuple[str, float | None]] = {}  # name, pixel size
     times = [
         t
         for r in records
@@ -211,11 +211,11 @@ def finalize_zarr(
                 }
             )
         camera = _ome.camera_name(listed[0][role], role)
-        images[role] = _multiscale(f"{role} {camera}", px)
+        images[role] = (f"{role} {camera}", px)
         _group(
             group,
             {
-                "ome": {"version": "0.5", "multiscales": [images[role]]},
+                "ome": {"version": "0.5", "multiscales": [_multiscale(*images[role])]},
                 "pairscope": {
                     "role": role,
                     "detector": camera,
@@ -228,7 +228,7 @@ def finalize_zarr(
     # the store's root lists both images too (paths into their groups), so a
     # reader opening the store (bioio: one scene per image) finds both detectors
     root_images = [
-        {**m, "datasets": _datasets(f"{role}/0", m)} for role, m in images.items()
+        _multiscale(name, px, f"{role}/0") for role, (name, px) in images.items()
     ]
     _group(
         store,
@@ -244,8 +244,9 @@ def finalize_zarr(
     return frames, removed
 
 
-def _multiscale(name: str, px: float | None) -> dict[str, Any]:
-    """An OME-Zarr 0.5 ``multiscales`` entry: one level, (t, y, x), µm if known."""
+def _multiscale(name: str, px: float | None, path: str = "0") -> dict[str, Any]:
+    """An OME-Zarr 0.5 ``multiscales`` entry: one level (the array at ``path``),
+    (t, y, x), µm if known."""
     unit = {"unit": "micrometer"} if px else {}
     return {
         "name": name,
@@ -256,17 +257,13 @@ def _multiscale(name: str, px: float | None) -> dict[str, Any]:
         ],
         "datasets": [
             {
-                "path": "0",
+                "path": path,
                 "coordinateTransformations": [
                     {"type": "scale", "scale": [1.0, px or 1.0, px or 1.0]}
                 ],
             }
         ],
     }
-
-
-def _datasets(path: str, multiscale: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{**d, "path": path} for d in multiscale["datasets"]]
 
 
 def is_final(run_dir: Path, records: list[dict[str, Any]]) -> bool:

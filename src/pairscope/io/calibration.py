@@ -184,7 +184,8 @@ def _fit(
 ) -> np.ndarray:
     """Least-squares fit of shift (and log scale if ``scale is None``).
 
-    Gauss-Newton (Levenberg-Marquardt) on the residuals with ``a, b`` projected
+    Bounded Gauss-Newton (scipy's trust-region reflective least squares, the
+    scale within :data:`SCALE_RANGE`) on the residuals with ``a, b`` projected
     out per pair: a handful of warps per pair, where a simplex search needs ~50.
     """
 

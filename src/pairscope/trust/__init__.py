@@ -14,6 +14,7 @@ from ._checks import (
     Thresholds,
     TrustCalibration,
     check_pair,
+    registered_crop,
     registration_margin,
 )
 from ._monitor import (
@@ -39,5 +40,6 @@ __all__ = [
     "calibration_for_run",
     "calibration_from_info",
     "check_pair",
+    "registered_crop",
     "registration_margin",
 ]

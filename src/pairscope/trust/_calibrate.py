@@ -234,18 +234,16 @@ def _calibration(
 
 def calibration_from_info(
     info: dict[str, Any],
-    factor: int | None,
+    factor: int,
     registration: Registration,
     *,
     frames: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> TrustCalibration:
     """Live calibration: the rig model of ``info`` (``run.json``), what it lacks
-    measured from ``frames`` (same-instant low-dose and reference frames).
-    ``factor`` None: the rig model's grid factor (the one place it is kept)."""
+    measured from ``frames`` (same-instant low-dose and reference frames)."""
     from ..rig import rig_model_from_info
 
-    rig = rig_model_from_info(info)
-    return _calibration(rig, factor or rig.factor, registration, frames)
+    return _calibration(rig_model_from_info(info), factor, registration, frames)
 
 
 def _registration(run: Run, usable: list[int]) -> Registration:

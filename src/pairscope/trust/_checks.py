@@ -47,6 +47,7 @@ __all__ = [
     "Thresholds",
     "TrustCalibration",
     "check_pair",
+    "registered_crop",
     "same_instant",
 ]
 
@@ -167,6 +168,17 @@ def registration_margin(cal: TrustCalibration) -> int:
     """Pixels at the frame edge that the registration leaves without data."""
     r = cal.registration
     return math.ceil(max(abs(r.shift_y_px), abs(r.shift_x_px))) + 2 * cal.factor
+
+
+def registered_crop(
+    cal: TrustCalibration, shape: tuple[int, ...]
+) -> tuple[slice, slice]:
+    """The part of a frame of ``shape`` away from the edges the registration
+    filled in (the whole frame when it is too small to cut)."""
+    m = registration_margin(cal)
+    if min(shape[-2:]) <= 4 * m:
+        return (slice(None), slice(None))
+    return (slice(m, -m), slice(m, -m))
 
 
 def _worst_area(values: np.ndarray, area_px: float) -> float:
@@ -315,10 +327,7 @@ def _reference_checks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The error map and the registered reference (both on the restored grid)."""
     ref = apply_registration(np.asarray(reference, np.float32), cal.registration)
-    m = registration_margin(cal)
-    crop = (
-        (slice(m, -m), slice(m, -m)) if min(ref.shape) > 4 * m else (slice(None),) * 2
-    )
+    crop = registered_crop(cal, ref.shape)
     target = ref.astype(np.float64)[crop]
     bicubic = upsample(low - cal.lowdose.offset_adu, cal.factor, "bicubic")[crop]
     model = rest[crop]

@@ -53,7 +53,7 @@ from ._checks import (
     WINDOW_RAYLEIGH,
     CameraNoise,
     TrustCalibration,
-    registration_margin,
+    registered_crop,
 )
 
 __all__ = [
@@ -191,12 +191,12 @@ class ConformalIntervals:
             return None
         r = np.asarray(restored, np.float64)
         a, b = self._map()
-        mu = a * r + b
-        half = self._lambda * np.sqrt(self._sigma_d2[self._strata(r, mu, a)])
-        lo, hi = (mu - half - b) / a, (mu + half - b) / a
-        if a < 0:
-            lo, hi = hi, lo
-        return Interval(lo.astype(np.float32), hi.astype(np.float32), self.alpha)
+        # the half-width in reference units, back in the restored frame's
+        half = self._lambda * np.sqrt(self._sigma_d2[self._strata(r, a * r + b, a)])
+        half /= abs(a)
+        return Interval(
+            (r - half).astype(np.float32), (r + half).astype(np.float32), self.alpha
+        )
 
     def observe(
         self, restored: np.ndarray, target: np.ndarray, role: Role
@@ -213,6 +213,7 @@ class ConformalIntervals:
     def _observe(
         self, restored: np.ndarray, target: np.ndarray, role: Role
     ) -> dict[str, Any]:
+        self.last_outside = None  # set again below once the pair is measured
         r = np.asarray(restored, np.float64)
         t = np.asarray(target, np.float64)
         out: dict[str, Any] = {"alpha": self.alpha, "interval_role": role}
@@ -383,18 +384,16 @@ def reference_target(
 
 def crop_edges(cal: TrustCalibration, image: np.ndarray) -> np.ndarray:
     """``image`` without the edge the registration leaves without data."""
-    m = registration_margin(cal)
-    return image[m:-m, m:-m] if min(image.shape) > 4 * m else image
+    return image[registered_crop(cal, image.shape)]
 
 
 def uncrop_edges(
     cal: TrustCalibration, image: np.ndarray, shape: tuple[int, ...]
 ) -> np.ndarray:
     """A :func:`crop_edges` map back on the full frame (0 at the edges)."""
-    if image.shape == tuple(shape):
-        return image
-    m = registration_margin(cal)
-    return np.pad(image, m)
+    full = np.zeros(shape, image.dtype)
+    full[registered_crop(cal, shape)] = image
+    return full
 
 
 def calibrate_on_run(

@@ -298,7 +298,6 @@ class TrustMonitor:
         target = result.reference_registered
         result.reference_registered = None  # not kept beyond this check
         if target is not None:  # a same-instant reference: calibrate or measure
-            iv.last_outside = None
             metrics = iv.observe(
                 crop_edges(cal, np.asarray(restored)),
                 crop_edges(cal, target),
