@@ -329,7 +329,7 @@ def test_calibrate_on_a_read_only_run_is_refused_before_the_work(
     assert not (run_copy / "calibration.json").exists()
 
 
-# -- evaluate --targets with coordinates far outside the frame -----------------------
+# -- evaluate --targets outside the frame, or with pairs and rods mixed up -----------
 @pytest.mark.parametrize(
     ("targets", "words"),
     [
@@ -343,8 +343,34 @@ def test_calibrate_on_a_read_only_run_is_refused_before_the_work(
             "the point (-4, 10) of pair 3 lies outside the 256x256 reference frame",
         ),
         ("[[[NaN, 10], [12, 10], 0.2]]", "coordinates and separation must be finite"),
+        (  # 0.1 um pixels: 7.2 px apart is 3.6x 0.2 um, one object, not a pair
+            "[[[10, 10], [17.2, 10], 0.2]]",
+            "is 3.60x its separation_um (0.2 um) apart at 0.1 um/pixel, not about "
+            '1x; if it is one object, mark it "kind": "rod"',
+        ),
+        (
+            '[[[10, 10], [12, 10], 0.2, "rod"]]',
+            "is 1.00x its separation_um (0.2 um) long at 0.1 um/pixel; a rod matched "
+            "to a pair is about 1.8x",
+        ),
+        (
+            '[[[10, 10], [12, 10], 0.2, "Rod"]]',
+            '"kind" is "pair" or "rod", got \'Rod\'',
+        ),
+        (
+            '[[[10, 10], [13.6, 10], 0.2, "rod"], [[300, 10], [303.6, 10], 0.2, "rod"]]',
+            "the rod's end (300, 10) lies outside the 256x256 reference frame",
+        ),
     ],
-    ids=["1e9", "negative, per pair", "NaN"],
+    ids=[
+        "1e9",
+        "negative, per pair",
+        "NaN",
+        "a rod as a pair",
+        "a pair as a rod",
+        "kind",
+        "rod outside",
+    ],
 )
 def test_targets_outside_the_frame_are_refused_before_the_work(
     targets: str,

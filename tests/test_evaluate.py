@@ -88,6 +88,20 @@ def test_ground_truth_matches_what_the_cameras_saw(fresh_run: Path) -> None:
     assert len(targets) == 24
     for (x1, y1), _, _ in targets:  # a bead sits where the ground truth says
         assert truth[round(y1), round(x1)] > 200  # offset is 100 ADU
+    rods = ground_truth.targets_in_pixels(run.info, record, "ReferenceCam", rods=True)
+    assert len(rods) == 24
+    for (x1, y1), (x2, y2), _ in rods:  # and a rod, brightest at its centre
+        centre = truth[round((y1 + y2) / 2), round((x1 + x2) / 2)]
+        assert centre > 200
+        assert centre >= truth[round(y1), round(x1)]  # its ends in the PSF's flank
+    # a run acquired before rods existed is rebuilt without them
+    old = {**run.info, "system_state": dict(run.info["system_state"])}
+    old["system_state"][ground_truth.HUB] = {
+        k: v
+        for k, v in old["system_state"][ground_truth.HUB].items()
+        if k != "MatchedRods"
+    }
+    assert ground_truth.targets_in_pixels(old, record, "ReferenceCam", rods=True) == []
 
 
 def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
@@ -103,11 +117,13 @@ def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
     assert coverage["alpha"] == 0.1 and coverage["heldout"] is None
     assert "calibrating: 3 of 10" in coverage["why"]
     assert "Trust intervals: intervals calibrating" in (out / "summary.md").read_text()
-    rows = rep["two_point"]["per_separation"]
+    rows = rep["two_point_table"]["per_separation"]
     assert [r["separation_rayleigh"] for r in rows] == [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
     for r in rows:
         assert set(r["resolved_fraction"]) == METHODS
+        assert set(r["rods_split_fraction"]) == METHODS
         assert r["n_pairs"] == rep["pairs"] * 4  # four pairs per separation a frame
+        assert r["n_rods"] == rep["pairs"] * 4  # and a matched rod beside each
         assert r["separation_um"] == pytest.approx(
             r["separation_rayleigh"] * 0.2643, rel=1e-3
         )
@@ -115,12 +131,39 @@ def test_report_scores_every_row_and_tables_the_known_pairs(report) -> None:
         assert lo <= r["resolved_fraction"]["model"] <= hi
     assert rows[0]["resolved_fraction"]["reference"] <= 0.1  # 0.5 Rayleigh: never
     assert rows[-1]["resolved_fraction"]["reference"] >= 0.9  # 2 Rayleigh: always
+    # the reference splits no single rod: a dip in one is invention, not resolution
+    assert sum(r["rods_split_fraction"]["reference"] for r in rows) == 0
+    # the ideal observer: at chance (5 % of pairs at 5 % rods split) at half a
+    # Rayleigh distance, every pair at two, rising in between
+    ideal = [r["ideal_resolvable"] for r in rows]
+    assert ideal[0] < 0.15 and ideal[-1] > 0.95
+    assert ideal == sorted(ideal)
+    assert all(0.05 <= v <= 1.0 for v in ideal)
+    assert 1.6 <= rows[-1]["ideal"]["closest_rod_over_separation"] <= 2.0
+    # evaluation.json's two_point: the table flat, a row per separation and method
+    flat = rep["two_point"]
+    assert len(flat) == len(rows) * len(METHODS)
+    for row in flat:
+        assert {
+            "separation_rayleigh",
+            "method",
+            "pairs_resolved",
+            "rods_split",
+            "ideal_resolvable",
+        } <= set(row)
+        table_row = rows[
+            [r["separation_rayleigh"] for r in rows].index(row["separation_rayleigh"])
+        ]
+        assert row["pairs_resolved"] == table_row["resolved_fraction"][row["method"]]
+        assert row["rods_split"] == table_row["rods_split_fraction"][row["method"]]
+        assert row["inventing"] == (row["rods_split"] > 0.05)
     assert isinstance(rep["regressions"], list)
     for reg in rep["regressions"]:
         row = next(r for r in rows if r["separation_um"] == reg["separation_um"])
         assert row["regression"]
     saved = json.loads((out / "evaluation.json").read_text())
-    assert saved["two_point"]["per_separation"] == json.loads(json.dumps(rows))
+    assert saved["two_point_table"]["per_separation"] == json.loads(json.dumps(rows))
+    assert saved["two_point"] == json.loads(json.dumps(flat))
     lines = (out / "quality.jsonl").read_text().splitlines()
     assert len(lines) == rep["pairs"] >= 2
     assert all(json.loads(ln)["verdict"] == "ok" for ln in lines), lines
@@ -209,10 +252,16 @@ def test_user_targets_are_mapped_through_the_registration(
         mapped = reference_to_lowdose(a, reg, run[first].reference.shape)
         assert np.hypot(mapped[0] - b[0], mapped[1] - b[1]) < 0.3
     wide = [t for t in on_ref if t[2] > 0.5]  # the 2-Rayleigh pairs, for pair 0 only
+    rods = ground_truth.targets_in_pixels(run.info, rec, "ReferenceCam", rods=True)
+    wide_rods = [t for t in rods if t[2] > 0.5]  # and their controls, for every pair
     spec = {
         "targets": [
             {"pair": rec["pair"], "p1": a, "p2": b, "separation_um": s}
             for a, b, s in wide
+        ]
+        + [
+            {"kind": "rod", "p1": a, "p2": b, "separation_um": s}
+            for a, b, s in wide_rods
         ]
     }
     path = tmp_path / "targets.json"
@@ -234,10 +283,13 @@ def test_user_targets_are_mapped_through_the_registration(
     )
     assert code == 0
     rep = json.loads((out / "evaluation.json").read_text())
-    (row,) = rep["two_point"]["per_separation"]
-    assert rep["two_point"]["targets"] == "user file"
+    (row,) = rep["two_point_table"]["per_separation"]
+    assert rep["two_point_table"]["targets"] == "user file"
     assert row["n_pairs"] == len(wide) == 4 and row["separation_rayleigh"] == 2.0
     assert row["resolved_fraction"]["reference"] == 1.0
+    assert row["n_rods"] == len(wide_rods) * rep["pairs"] == 4 * rep["pairs"]
+    assert row["rods_split_fraction"]["reference"] == 0.0
+    assert row["ideal_resolvable"] > 0.95  # the demo's declared photometry and PSF
 
 
 def test_a_run_the_model_was_trained_on_is_named(

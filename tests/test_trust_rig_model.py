@@ -197,7 +197,7 @@ def test_evaluate_on_a_cpp_run_works(cpp_run: Path, tmp_path: Path) -> None:
     assert {cal[r]["photometry_source"] for r in ("lowdose", "reference")} <= (
         NOT_DECLARED
     )
-    assert report["two_point"]["rayleigh_um"] == pytest.approx(0.61 * 0.52 / 1.4)
+    assert report["two_point_table"]["rayleigh_um"] == pytest.approx(0.61 * 0.52 / 1.4)
 
 
 def _legacy(cpp_run: Path, tmp_path: Path) -> Path:

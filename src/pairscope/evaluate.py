@@ -16,9 +16,15 @@ noisy reference measures *agreement*; it is reported beside the low-dose Nyquist
 
 Two-point resolution is a table per separation (µm and Rayleigh units): the
 fraction of point pairs resolved (Rayleigh dip) by the model, every baseline and the
-reference, a 95 % Wilson interval, and a regression wherever the model resolves
+reference, and of their controls, matched single rods, split; 95 % Wilson intervals;
+the ideal observer's bound for the run (the pairs resolvable from the low-dose frame
+at <= 5 % rods split, from the rig model's photometry and PSF,
+:mod:`pairscope.metrics._ideal_observer`); a method splitting more than 5 % of
+the rods is inventing there, and a regression is flagged wherever the model resolves
 fewer pairs than the best baseline or more than the reference (dips the reference
-does not show).  Targets: the demo's bead pairs, or a user file (:data:`TARGETS_HELP`).
+does not show), or invents.  Targets: the demo's bead pairs and rods, or a user file
+(:data:`TARGETS_HELP`).  ``evaluation.json``'s ``two_point`` holds the table's rows
+flat (one per separation and method); ``two_point_table`` the rest.
 
 The trust monitor (:mod:`pairscope.trust`) checks every pair too and writes
 ``quality.jsonl`` into the output folder.  A model is refused for a run of another
@@ -41,10 +47,12 @@ import numpy as np
 from . import metrics as M
 from ._progress import progress as progress_bar
 from ._targets import (
+    ROD_LENGTH_OVER_SEPARATION,
     TARGETS_HELP,
     XY,
     Target,
     TargetSpec,
+    check_target_lengths,
     check_targets_fit,
     load_targets,
 )
@@ -285,12 +293,18 @@ def evaluate(
             reference = run[first].reference
             assert reference is not None
             check_targets_fit(targets, reference.shape[-2:], str(run.path))
+            ref_px = _rig_model(run).reference.unbinned_pixel_size_um
+            if ref_px is not None:
+                check_target_lengths(targets, ref_px)
     out.mkdir(parents=True, exist_ok=True)
     (out / QUALITY_FILE).unlink(missing_ok=True)
     restorer = StreamingRestorer(loaded, device="auto", self_ensemble=self_ensemble)
     monitor = TrustMonitor(out)
     per_frame: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ROWS}
     tally = M.TwoPointTally()
+    observers: dict[str, M.IdealObserver | None] = {}
+    no_ideal: dict[str, str] = {}
+    grid_um: dict[str, float | None] = {}  # a target-grid pixel, µm
     calibrations: dict[str, TrustCalibration] = {}
     example: dict[str, Any] = {}
     ray = rayleigh_um or _rig_model(opened[0]).optics.rayleigh_um
@@ -304,6 +318,11 @@ def evaluate(
             calibrations[key] = calibration_for_run(run)
             store_registration(run, calibrations[key].registration)
             pixel_sizes[key] = _pixel_sizes(run, run.records[i], run.factor)
+            rig = _rig_model(run)
+            observers[key], why = M.ideal_observer_for_rig(rig, run.factor)
+            grid_um[key] = rig.lowdose.unbinned_pixel_size_um
+            if why:
+                no_ideal[key] = why
         cal = calibrations[key]
         monitor.calibration = cal
         pair = run[i]
@@ -321,11 +340,30 @@ def evaluate(
             monitor.results[-1]["run"] = key
         frame_targets = _frame_targets(run, pair.metadata, cal, target.shape, targets)
         images = {m: rows[m] for m in ("model", *BASELINES)} | {"reference": target}
+        observer = observers[key]
         for p1, p2, sep in frame_targets:
             tally.add(
                 sep,
                 {
                     m: M.two_point_resolved(img, p1, p2).resolved
+                    for m, img in images.items()
+                },
+            )
+            if observer is not None:
+                observer.add(pair.lowdose, p1, p2, sep)
+        grid_px = grid_um[key]
+        for a, b, sep in _frame_targets(
+            run, pair.metadata, cal, target.shape, targets, rods=True
+        ):
+            sep_px = (
+                sep / grid_px
+                if grid_px
+                else math.dist(a, b) / ROD_LENGTH_OVER_SEPARATION
+            )
+            tally.add_rod(
+                sep,
+                {
+                    m: M.rod_split(img, a, b, sep_px).resolved
                     for m, img in images.items()
                 },
             )
@@ -339,6 +377,7 @@ def evaluate(
                 "error_map": check.error_map,
             }
     trust = monitor.finish()
+    tally.set_ideal(M.ideal_resolvable([o for o in observers.values() if o]))
     per_sep, regressions = tally.table(ray)
     report = _summarise(
         loaded,
@@ -353,6 +392,7 @@ def evaluate(
         pixel_um,
         ray,
         targets is not None,
+        no_ideal,
     )
     report["pairs_not_same_instant_skipped"] = sequential
     report["model"]["self_ensemble"] = self_ensemble
@@ -407,12 +447,16 @@ def _frame_targets(
     cal: TrustCalibration,
     shape: tuple[int, int],
     given: TargetSpec | None,
+    *,
+    rods: bool = False,
 ) -> list[Target]:
-    """Targets of one pair in the low-dose camera's (unbinned) frame."""
+    """Point pairs (or, with ``rods``, the rods' ends) of one pair in the low-dose
+    camera's (unbinned) frame."""
     if given is not None:
         mapped = []
-        for a, b, sep in given.for_pair(
-            int(record.get("pair", record["trigger_index"]))
+        number = int(record.get("pair", record["trigger_index"]))
+        for a, b, sep in (
+            given.rods_for_pair(number) if rods else given.for_pair(number)
         ):
             mapped.append(
                 (
@@ -425,7 +469,7 @@ def _frame_targets(
     if not ground_truth.is_demo_run(run.info):
         return []
     label = run.info["detectors"]["lowdose"]
-    return ground_truth.targets_in_pixels(run.info, record, label)
+    return ground_truth.targets_in_pixels(run.info, record, label, rods=rods)
 
 
 def paired_difference(
@@ -477,6 +521,7 @@ def _summarise(
     pixel_um,
     rayleigh_um,
     user_targets,
+    no_ideal,
 ) -> dict[str, Any]:
     overall = {
         m: {k: _mean(v) for k, v in d.items()} for m, d in per_frame.items() if d
@@ -515,9 +560,15 @@ def _summarise(
             "lowdose_nyquist_um": 2 * pixel_um.get("lowdose", math.nan),
             "reference_nyquist_um": 2 * pixel_um.get("reference", math.nan),
         },
-        "two_point": {
-            "targets": "user file" if user_targets else "demo bead pairs",
+        "two_point": M.TwoPointTally.rows(per_sep),
+        "two_point_table": {
+            "targets": "user file" if user_targets else "demo bead pairs and rods",
             "rayleigh_um": rayleigh_um,
+            "rod_split_limit": M.ROD_SPLIT_LIMIT,
+            "ideal_observer": "pairs the low-dose frame lets the ideal observer "
+            f"resolve at <= {M.ROD_SPLIT_LIMIT:.0%} rods split (rig model's "
+            "photometry and PSF, pair vs the closest single rod)",
+            "ideal_observer_missing": no_ideal or None,
             "per_separation": per_sep,
             "note": note,
         },
@@ -561,14 +612,24 @@ def _write_outputs(out: Path, report, per_frame, example, loaded) -> None:
         M.plot_side_by_side(
             crops, out / "side_by_side.png", reference="reference (registered)"
         )
-    per_sep = report["two_point"]["per_separation"]
+    per_sep = report["two_point_table"]["per_separation"]
     if per_sep:
         fractions = {
             m: {r["separation_um"]: r["resolved_fraction"][m] for r in per_sep}
             for m in M.TABLE_METHODS
         }
-        ray = report["two_point"]["rayleigh_um"] or min(fractions["model"]) / 0.5
-        M.plot_two_point(fractions, out / "two_point.png", rayleigh_um=ray)
+        rods = {
+            m: {r["separation_um"]: r["rods_split_fraction"][m] for r in per_sep}
+            for m in M.TABLE_METHODS
+        }
+        ray = report["two_point_table"]["rayleigh_um"] or min(fractions["model"]) / 0.5
+        M.plot_two_point(
+            fractions,
+            out / "two_point.png",
+            rayleigh_um=ray,
+            rods_split=rods if any(r["n_rods"] for r in per_sep) else None,
+            ideal={r["separation_um"]: r["ideal_resolvable"] for r in per_sep},
+        )
     (out / "summary.md").write_text(_markdown(report, loaded))
 
 
@@ -622,6 +683,19 @@ def _versus_line(metric: str, d: dict[str, Any], nd: int, unit: str) -> str:
     return f"- {metric}: the model is {word} than bicubic ({figures})."
 
 
+def _two_point_cell(row: dict[str, Any], method: str) -> str:
+    """``resolved [ci] / split [ci]`` of one method at one separation."""
+
+    def part(value: float | None, ci: list[float]) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]"
+
+    pairs = part(row["resolved_fraction"][method], row["ci95"][method])
+    rods = part(row["rods_split_fraction"][method], row["rods_ci95"][method])
+    return f"{pairs} / {rods}{' !' if row['inventing'][method] else ''}"
+
+
 def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
     o = report["overall"]
     frc = report["frc"]
@@ -646,30 +720,36 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
         f"Nyquist is {_fmt(frc['lowdose_nyquist_um'], 3)} µm, the reference's "
         f"{_fmt(frc['reference_nyquist_um'], 3)} µm.",
         "",
-        "## Two-point resolution (fraction of pairs resolved, 95 % interval)",
+        "## Two-point resolution",
+        "",
+        "Per method: pairs resolved / matched single rods split (95 % intervals); "
+        f"a method splitting more than {M.ROD_SPLIT_LIMIT:.0%} of the rods invents "
+        "(marked !). Ideal: the pairs the ideal observer resolves from the low-dose "
+        f"frame at <= {M.ROD_SPLIT_LIMIT:.0%} rods split.",
         "",
     ]
-    tp = report["two_point"]
+    tp = report["two_point_table"]
     if tp["note"]:
         lines.append(f"Not tested: {tp['note']}.")
     else:
         lines.append(
-            "| separation µm (Rayleigh) | n | "
+            "| separation µm (Rayleigh) | pairs, rods | ideal | "
             + " | ".join(M.TABLE_METHODS)
             + " | regression |"
         )
-        lines.append("|---" * (len(M.TABLE_METHODS) + 3) + "|")
+        lines.append("|---" * (len(M.TABLE_METHODS) + 4) + "|")
         for r in tp["per_separation"]:
-            cells = []
-            for m in M.TABLE_METHODS:
-                f, (lo, hi) = r["resolved_fraction"][m], r["ci95"][m]
-                cells.append("–" if f is None else f"{f:.0%} [{lo:.0%}, {hi:.0%}]")
+            cells = [_two_point_cell(r, m) for m in M.TABLE_METHODS]
             ray = r["separation_rayleigh"]
+            ideal = r["ideal_resolvable"]
             lines.append(
-                f"| {r['separation_um']:.3f} ({_fmt(ray)}) | {r['n_pairs']} | "
+                f"| {r['separation_um']:.3f} ({_fmt(ray)}) | {r['n_pairs']}, "
+                f"{r['n_rods']} | {'–' if ideal is None else f'{ideal:.0%}'} | "
                 + " | ".join(cells)
                 + f" | {'YES' if r['regression'] else 'no'} |"
             )
+        for role, why in (tp.get("ideal_observer_missing") or {}).items():
+            lines.append(f"\nIdeal observer not computed for {role}: {why}.")
     lines += ["", "## Verdict", ""]
     if report["trained_on_these_runs"]:
         lines.append(

@@ -11,6 +11,7 @@ from ._consistency import (
     reblur_and_bin,
 )
 from ._frc import FRCCurve, frc_curve, frc_resolution
+from ._ideal_observer import IdealObserver, ideal_observer_for_rig, ideal_resolvable
 from ._intensity import affine_fit, percentile_normalize, psnr, ssim
 from ._plots import (
     new_figure,
@@ -22,10 +23,12 @@ from ._plots import (
 )
 from ._two_point import (
     RAYLEIGH_DIP_RATIO,
+    ROD_SPLIT_LIMIT,
     TABLE_METHODS,
     TwoPointResult,
     TwoPointTally,
     TwoPointTarget,
+    rod_split,
     smallest_resolved_separation,
     two_point_report,
     two_point_resolved,
@@ -34,9 +37,11 @@ from ._two_point import (
 
 __all__ = [
     "RAYLEIGH_DIP_RATIO",
+    "ROD_SPLIT_LIMIT",
     "TABLE_METHODS",
     "ConsistencyResult",
     "FRCCurve",
+    "IdealObserver",
     "TwoPointResult",
     "TwoPointTally",
     "TwoPointTarget",
@@ -46,6 +51,8 @@ __all__ = [
     "consistency_residual",
     "frc_curve",
     "frc_resolution",
+    "ideal_observer_for_rig",
+    "ideal_resolvable",
     "new_figure",
     "percentile_normalize",
     "plot_frc_curves",
@@ -54,6 +61,7 @@ __all__ = [
     "plot_two_point",
     "psnr",
     "reblur_and_bin",
+    "rod_split",
     "save_figure",
     "smallest_resolved_separation",
     "ssim",

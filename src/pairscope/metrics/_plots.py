@@ -147,34 +147,61 @@ def plot_side_by_side(
 
 
 def plot_two_point(
-    fractions: Mapping[str, Mapping[float, float]],
+    fractions: Mapping[str, Mapping[float, float | None]],
     path: PathLike,
     rayleigh_um: float,
+    rods_split: Mapping[str, Mapping[float, float | None]] | None = None,
+    ideal: Mapping[float, float | None] | None = None,
 ) -> Path:
-    """Fraction of point pairs resolved against separation, per method.
+    """Fraction of point pairs resolved against separation, per method; beside it,
+    with ``rods_split``, the fraction of matched single rods each method splits.
 
     Parameters
     ----------
     fractions : mapping
         ``method -> separation_um -> fraction resolved`` (from
-        :func:`two_point_report`).
+        :func:`two_point_report`); ``None`` where not tested.
     path : path-like
         Output PNG.
     rayleigh_um : float
         Rayleigh distance ``0.61 λ/NA``, drawn as a vertical line.
+    rods_split : mapping, optional
+        ``method -> separation_um -> fraction of rods split``.
+    ideal : mapping, optional
+        ``separation_um -> fraction`` the ideal observer resolves at 5 % rods
+        split, drawn as a dashed black line.
 
     Returns
     -------
     Path
     """
-    fig = new_figure((6.0, 4.0))
-    ax = fig.add_subplot()
+
+    def curve(d: Mapping[float, float | None]) -> tuple[list[float], list[float]]:
+        seps = sorted(s for s, v in d.items() if v is not None)
+        return seps, [float(d[s]) for s in seps]  # type: ignore[arg-type]
+
+    panels = 2 if rods_split else 1
+    fig = new_figure((6.0 * panels, 4.0))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
     for name, d in fractions.items():
-        seps = sorted(d)
-        ax.plot(seps, [d[s] for s in seps], marker="o", label=name)
-    ax.axvline(rayleigh_um, color="k", ls="--", lw=1, label="Rayleigh")
+        ax.plot(*curve(d), marker="o", label=name)
+    if ideal and any(v is not None for v in ideal.values()):
+        ax.plot(
+            *curve(ideal), "k--", marker="x", label="ideal observer (5 % rods split)"
+        )
+    ax.axvline(rayleigh_um, color="k", ls=":", lw=1, label="Rayleigh")
     ax.set_xlabel("separation (µm)")
-    ax.set_ylabel("fraction resolved")
+    ax.set_ylabel("fraction of pairs resolved")
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize="small")
+    if rods_split:
+        ax = axes[1]
+        for name, d in rods_split.items():
+            ax.plot(*curve(d), marker="o", label=name)
+        ax.axhline(0.05, color="k", ls="--", lw=1, label="5 %: inventing above")
+        ax.set_xlabel("separation the rod is matched to (µm)")
+        ax.set_ylabel("fraction of single rods split")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize="small")
     return save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""Two-point (Rayleigh) resolution on known point pairs."""
+"""Two-point (Rayleigh) resolution on known point pairs, with matched single rods as
+the control: a dip in a rod is a single object split in two (invented)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from scipy.ndimage import map_coordinates
 
 __all__ = [
     "RAYLEIGH_DIP_RATIO",
+    "ROD_SPLIT_LIMIT",
     "TwoPointResult",
     "TwoPointTally",
     "TwoPointTarget",
+    "rod_split",
     "smallest_resolved_separation",
     "two_point_report",
     "two_point_resolved",
@@ -27,6 +30,8 @@ BASELINE_METHODS = ("nearest", "bilinear", "bicubic")
 
 #: Minimum/peak intensity ratio of two Airy discs at the Rayleigh distance.
 RAYLEIGH_DIP_RATIO = 0.735
+#: A method splitting more of a separation's rods than this is inventing there.
+ROD_SPLIT_LIMIT = 0.05
 
 XY = tuple[float, float]
 #: ``((x1, y1), (x2, y2), separation_um)`` in pixel coordinates of the image.
@@ -128,6 +133,32 @@ def two_point_resolved(
     return TwoPointResult(dip <= dip_ratio, dip, peak1, peak2)
 
 
+def rod_split(
+    img: ArrayLike,
+    end1_xy_px: XY,
+    end2_xy_px: XY,
+    separation_px: float,
+    *,
+    dip_ratio: float = RAYLEIGH_DIP_RATIO,
+) -> TwoPointResult:
+    """The dip criterion on a single rod from ``end1`` to ``end2``: applied where
+    the two points of a pair ``separation_px`` apart would lie, about the rod's
+    centre along its axis.  ``resolved`` means the rod is split."""
+    a, b = np.asarray(end1_xy_px, float), np.asarray(end2_xy_px, float)
+    length = float(np.hypot(*(b - a)))
+    if length == 0:
+        raise ValueError("the rod's ends coincide")
+    half = 0.5 * separation_px * (b - a) / length
+    mid = 0.5 * (a + b)
+    p1, p2 = mid - half, mid + half
+    return two_point_resolved(
+        img,
+        (float(p1[0]), float(p1[1])),
+        (float(p2[0]), float(p2[1])),
+        dip_ratio=dip_ratio,
+    )
+
+
 def two_point_report(
     images: Mapping[str, ArrayLike],
     targets: Sequence[TwoPointTarget],
@@ -206,15 +237,20 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 class TwoPointTally:
-    """Counts of resolved pairs per separation and method, and the model's dips
-    the reference does not show (``unsupported``), turned into the evaluation's
-    table with :meth:`table`."""
+    """Counts per separation and method of the pairs resolved and of the matched
+    rods split, the model's dips the reference does not show (``unsupported``),
+    and the ideal observer's bound (:meth:`set_ideal`); turned into the
+    evaluation's table with :meth:`table` and its flat rows with :meth:`rows`."""
 
     def __init__(self) -> None:
         self.counts: dict[float, dict[str, list[int]]] = defaultdict(
             lambda: {m: [0, 0] for m in TABLE_METHODS}
         )
+        self.rods: dict[float, dict[str, list[int]]] = defaultdict(
+            lambda: {m: [0, 0] for m in TABLE_METHODS}
+        )
         self.unsupported: dict[float, int] = defaultdict(int)
+        self.ideal: dict[float, dict[str, float]] = {}
 
     def add(self, separation_um: float, resolved: Mapping[str, bool]) -> None:
         """One point pair: ``resolved`` maps each method of ``TABLE_METHODS`` to its outcome."""
@@ -226,26 +262,41 @@ class TwoPointTally:
         if resolved.get("model") and not resolved.get("reference", True):
             self.unsupported[key] += 1
 
+    def add_rod(self, separation_um: float, split: Mapping[str, bool]) -> None:
+        """One matched rod: ``split`` maps each method to whether it shows a dip."""
+        row = self.rods[round(float(separation_um), 4)]
+        for m, ok in split.items():
+            row[m][0] += int(ok)
+            row[m][1] += 1
+
+    def set_ideal(self, per_separation: Mapping[float, dict[str, float]]) -> None:
+        """The ideal observer's bound per separation (``IdealObserver.resolvable``)."""
+        self.ideal = {round(float(s), 4): dict(v) for s, v in per_separation.items()}
+
     def table(
         self, rayleigh_um: float | None
     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
         """``(per_separation, regressions)``.
 
         A separation is a regression when the model resolves fewer pairs than the
-        best baseline (nearest included), or resolves more than the reference does
-        (dips the reference does not show are not resolution but invention).
+        best baseline (nearest included), resolves more than the reference does
+        (dips the reference does not show are not resolution but invention), or
+        splits more than ``ROD_SPLIT_LIMIT`` of the matched rods.
         """
         rows: list[dict[str, object]] = []
         regressions: list[dict[str, object]] = []
-        for sep in sorted(self.counts):
+        for sep in sorted(set(self.counts) | set(self.rods)):
             c = self.counts[sep]
+            r = self.rods[sep]
             frac = {m: (k / n if n else None) for m, (k, n) in c.items()}
             ci = {m: list(wilson_interval(k, n)) for m, (k, n) in c.items()}
-            n_pairs = c["model"][1]
+            split = {m: (k / n if n else None) for m, (k, n) in r.items()}
+            split_ci = {m: list(wilson_interval(k, n)) for m, (k, n) in r.items()}
+            inventing = {m: (v or 0.0) > ROD_SPLIT_LIMIT for m, v in split.items()}
             ray = None if not rayleigh_um else round(sep / rayleigh_um, 3)
             reasons = []
             best = max(BASELINE_METHODS, key=lambda m: frac[m] or 0.0)
-            if (frac["model"] or 0.0) < (frac[best] or 0.0):
+            if c["model"][1] and (frac["model"] or 0.0) < (frac[best] or 0.0):
                 reasons.append(
                     f"model resolves {frac['model']:.0%} of pairs, {best} "
                     f"{frac[best]:.0%}"
@@ -259,12 +310,25 @@ class TwoPointTally:
                     f"{frac['reference']:.0%}: dips the reference does not show "
                     f"({self.unsupported[sep]} pairs)"
                 )
+            if inventing["model"]:
+                reasons.append(
+                    f"model splits {split['model']:.0%} of {r['model'][1]} matched "
+                    f"single rods (reference {split['reference'] or 0.0:.0%}): it "
+                    "invents dips"
+                )
+            ideal = self.ideal.get(sep, {})
             row: dict[str, object] = {
                 "separation_um": sep,
                 "separation_rayleigh": ray,
                 "resolved_fraction": frac,
                 "ci95": ci,
-                "n_pairs": n_pairs,
+                "n_pairs": c["model"][1],
+                "rods_split_fraction": split,
+                "rods_ci95": split_ci,
+                "n_rods": r["model"][1],
+                "inventing": inventing,
+                "ideal_resolvable": ideal.get("resolvable"),
+                "ideal": ideal or None,
                 "unsupported_dips": self.unsupported[sep],
                 "regression": bool(reasons),
             }
@@ -278,3 +342,32 @@ class TwoPointTally:
                     }
                 )
         return rows, regressions
+
+    @staticmethod
+    def rows(per_separation: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
+        """The table flat, one row per separation and method (``evaluation.json``'s
+        ``two_point``): ``pairs_resolved`` and ``rods_split`` are fractions (``None``
+        where none was tested), with their 95 % intervals and counts;
+        ``ideal_resolvable`` is the ideal observer's bound at
+        ``ROD_SPLIT_LIMIT`` rods split, the same for every method."""
+        out: list[dict[str, object]] = []
+        for r in per_separation:
+            frac, ci = r["resolved_fraction"], r["ci95"]
+            split, split_ci = r["rods_split_fraction"], r["rods_ci95"]
+            for m in TABLE_METHODS:
+                out.append(
+                    {
+                        "separation_rayleigh": r["separation_rayleigh"],
+                        "separation_um": r["separation_um"],
+                        "method": m,
+                        "pairs_resolved": frac[m],  # type: ignore[index]
+                        "pairs_resolved_ci95": ci[m],  # type: ignore[index]
+                        "n_pairs": r["n_pairs"],
+                        "rods_split": split[m],  # type: ignore[index]
+                        "rods_split_ci95": split_ci[m],  # type: ignore[index]
+                        "n_rods": r["n_rods"],
+                        "inventing": r["inventing"][m],  # type: ignore[index]
+                        "ideal_resolvable": r["ideal_resolvable"],
+                    }
+                )
+        return out

@@ -24,6 +24,7 @@ from ._photometry import (
     photometry_from_pairs,
     photometry_from_series,
 )
+from ._psf import airy_otf
 from ._run import (
     calibrate_run_photometry,
     measure_run_photometry,
@@ -53,6 +54,7 @@ __all__ = [
     "RigModel",
     "StoredCamera",
     "StoredPhotometry",
+    "airy_otf",
     "build_rig_model",
     "calibrate_run_photometry",
     "measure_run_photometry",

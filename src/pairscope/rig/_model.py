@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._psf import airy_otf
 
 __all__ = [
     "RIG_MODEL_VERSION",
@@ -126,6 +129,15 @@ class Optics(BaseModel):
         if self.numerical_aperture is None or self.wavelength_nm is None:
             return None
         return 0.61 * self.wavelength_nm / 1000.0 / self.numerical_aperture
+
+    def otf(self, shape: tuple[int, int], pixel_um: float) -> np.ndarray | None:
+        """The in-focus widefield OTF (Airy PSF) on the ``rfft2`` grid of an image
+        of ``shape`` at ``pixel_um``; ``None`` while NA or wavelength is unknown."""
+        if self.numerical_aperture is None or self.wavelength_nm is None:
+            return None
+        return airy_otf(
+            shape, pixel_um, self.numerical_aperture, self.wavelength_nm / 1000.0
+        )
 
     @property
     def psf_sigma_um(self) -> float | None:

@@ -3,6 +3,14 @@
 from ._optics import Optics
 from ._scene import Scene, SensorGeometry
 from ._sensor import Sensor
-from ._specimen import Specimen, TwoPointTarget
+from ._specimen import Rod, Specimen, TwoPointTarget
 
-__all__ = ["Optics", "Scene", "Sensor", "SensorGeometry", "Specimen", "TwoPointTarget"]
+__all__ = [
+    "Optics",
+    "Rod",
+    "Scene",
+    "Sensor",
+    "SensorGeometry",
+    "Specimen",
+    "TwoPointTarget",
+]

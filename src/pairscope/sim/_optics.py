@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..rig import airy_otf
+
 IMMERSION_INDEX = 1.33  # water; sets the defocus cone angle
 
 
@@ -46,11 +48,10 @@ class Optics:
         (radius ``|z|·tan(asin(NA/n))``), and ``object_sigma_um`` blurs by the
         object's own size (a 100 nm bead, a tubule's width).
         """
+        otf = airy_otf(shape, pixel_um, self.na, self.wavelength_um)
         fy = np.fft.fftfreq(shape[0], d=pixel_um)[:, None]
         fx = np.fft.rfftfreq(shape[1], d=pixel_um)[None, :]
         f = np.sqrt(fx * fx + fy * fy)
-        rho = np.clip(f / self.cutoff_per_um, 0.0, 1.0)
-        otf = (2.0 / np.pi) * (np.arccos(rho) - rho * np.sqrt(1.0 - rho * rho))
         sin_theta = min(self.na / IMMERSION_INDEX, 0.999)
         blur_radius = abs(defocus_um) * sin_theta / np.sqrt(1.0 - sin_theta**2)
         sigma2 = (blur_radius / 2.0) ** 2 + object_sigma_um**2

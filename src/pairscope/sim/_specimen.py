@@ -4,6 +4,11 @@ Tubules (mitochondria-like, ~0.3 µm wide) drift, bend, break (fission) and rejo
 (fusion); vesicles wander; static two-point targets (pairs of 100 nm beads at known
 separations of 0.5-2 Rayleigh distances) sit in a band free of other structure, their
 angles and positions drawn per seed (so a fresh seed shows a geometry no model saw).
+Beside every pair lies its control, a matched single object: a straight rod
+``ROD_LENGTH_OVER_SEPARATION`` times the pair's separation long (a uniform rod of
+that length has the pair's second moment, so in a blurred frame it looks like the
+pair), as bright as the pair's two beads together.  A method that shows a dip in a
+rod splits a single object in two: it invents.
 Every quantity is an analytic function of ``(seed, t)``, so any instant can be
 recomputed exactly and the ground truth is always available to tests.
 
@@ -20,8 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._targets import ROD_LENGTH_OVER_SEPARATION
+
 TARGET_SEPARATIONS_RAYLEIGH = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 TARGET_ROWS = 4  # pairs per separation, each at its own random angle
+ROD_OFFSET_X_UM = 4.0  # a rod sits halfway between its pair and the next column
 SCENARIOS = ("none", "unseen-structure")
 TUBULE_SAMPLE_UM = 0.025
 TUBULE_LINE_OFFSETS_UM = (-0.1, 0.0, 0.1)  # three lines give a ~0.3 µm wide tubule
@@ -30,6 +38,17 @@ TUBULE_LINE_OFFSETS_UM = (-0.1, 0.0, 0.1)  # three lines give a ~0.3 µm wide tu
 @dataclass(frozen=True, slots=True)
 class TwoPointTarget:
     """Two point emitters at a known separation (µm, specimen coordinates)."""
+
+    p1_um: tuple[float, float]
+    p2_um: tuple[float, float]
+    separation_um: float
+    separation_rayleigh: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rod:
+    """A matched single object: a uniform straight rod from ``p1_um`` to ``p2_um``
+    (µm, specimen coordinates), the control of the pairs at ``separation_um``."""
 
     p1_um: tuple[float, float]
     p2_um: tuple[float, float]
@@ -60,6 +79,9 @@ class Specimen:
         ``None``/``"none"``, or ``"unseen-structure"`` (module doc).
     scenario_onset_s
         Specimen time from which the scenario's structures are present.
+    matched_rods
+        Whether the pairs' control rods are present (runs acquired before they
+        existed are rebuilt without them).
     """
 
     def __init__(
@@ -74,6 +96,7 @@ class Specimen:
         bead_brightness: float = 40.0,
         scenario: str | None = None,
         scenario_onset_s: float = 0.0,
+        matched_rods: bool = True,
     ) -> None:
         scenario = scenario or "none"
         if scenario not in SCENARIOS:
@@ -110,6 +133,8 @@ class Specimen:
         self._ves_brightness = bead_brightness * rng.uniform(1.0, 4.0, n_vesicles)
         self.bead_brightness = bead_brightness
         self.targets = self._layout_targets(rng)
+        self.rods = self._layout_rods() if matched_rods else ()
+        self._rod_xy, self._rod_w = self._rod_points()
         self._unseen = (
             _unseen_structures(seed, rayleigh_um, bead_brightness)
             if scenario == "unseen-structure"
@@ -145,6 +170,47 @@ class Specimen:
                 )
         return tuple(targets)
 
+    def _layout_rods(self) -> tuple[Rod, ...]:
+        """One rod per pair, ``ROD_OFFSET_X_UM`` to the right of the pair's column,
+        at its own random angle (own RNG stream: the rest of the specimen is the same
+        with and without rods)."""
+        rng = np.random.default_rng((self.seed, 0x70D5))
+        rods = []
+        for tg in self.targets:
+            cx = 0.5 * (tg.p1_um[0] + tg.p2_um[0])
+            cy = 0.5 * (tg.p1_um[1] + tg.p2_um[1])
+            # the pair's own jitter is undone: rods keep 2 µm from every pair
+            column = round((cx + 20.0) / 8.0) * 8.0 - 20.0
+            x = column + ROD_OFFSET_X_UM + rng.uniform(-0.5, 0.5)
+            y = cy + rng.uniform(-0.3, 0.3)
+            a = rng.uniform(0.0, np.pi)
+            half = 0.5 * ROD_LENGTH_OVER_SEPARATION * tg.separation_um
+            d = half * np.array([np.cos(a), np.sin(a)])
+            rods.append(
+                Rod(
+                    (float(x - d[0]), float(y - d[1])),
+                    (float(x + d[0]), float(y + d[1])),
+                    tg.separation_um,
+                    tg.separation_rayleigh,
+                )
+            )
+        return tuple(rods)
+
+    def _rod_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every rod as points about ``TUBULE_SAMPLE_UM`` apart, each rod as bright as
+        two beads."""
+        xy: list[np.ndarray] = []
+        w: list[np.ndarray] = []
+        for rod in self.rods:
+            a, b = np.asarray(rod.p1_um), np.asarray(rod.p2_um)
+            n = max(int(np.ceil(np.hypot(*(b - a)) / TUBULE_SAMPLE_UM)), 2)
+            t = (np.arange(n) + 0.5) / n
+            xy.append(a + np.outer(t, b - a))
+            w.append(np.full(n, 2.0 * self.bead_brightness / n))
+        if not xy:
+            return np.zeros((0, 2)), np.zeros(0)
+        return np.concatenate(xy), np.concatenate(w)
+
     def tubule_gap_open(self, t: float) -> np.ndarray:
         """Which tubules are broken (fission) at time ``t`` (s)."""
         return np.sin(self._tub_break_freq * t + self._tub_phase[:, 3]) > 0.5
@@ -157,8 +223,8 @@ class Specimen:
         )
         bead_xy = np.array([p for tg in self.targets for p in (tg.p1_um, tg.p2_um)])
         bead_w = np.full(len(bead_xy), self.bead_brightness)
-        xy = [tub_xy, ves_xy, bead_xy]
-        w = [tub_w, self._ves_brightness, bead_w]
+        xy = [tub_xy, ves_xy, bead_xy, self._rod_xy]
+        w = [tub_w, self._ves_brightness, bead_w, self._rod_w]
         if self._unseen is not None and self.scenario_active(t):
             xy.append(self._unseen.xy_um)
             w.append(self._unseen.weights)

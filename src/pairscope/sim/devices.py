@@ -206,6 +206,12 @@ class DemoHub(HubDevice):
                 scenario_onset_s=self.scenario_onset_s,
             )
 
+    @pymm_property(is_read_only=True, name="MatchedRods")
+    def matched_rods(self) -> str:
+        """Whether the two-point pairs have their control rods (recorded in every
+        run, so a run acquired before rods existed is rebuilt without them)."""
+        return "yes"
+
     @pymm_property(is_read_only=True, name="RayleighDistance_um")
     def rayleigh_um(self) -> float:
         return self.optics.rayleigh_um

@@ -45,6 +45,7 @@ def scene_for_run(info: dict[str, Any]) -> Scene:
         rayleigh_um=optics.rayleigh_um,
         scenario=hub.get("Scenario", "none"),
         scenario_onset_s=float(hub.get("ScenarioOnset_s", 0.0)),
+        matched_rods=hub.get("MatchedRods") == "yes",
     )
     return Scene(specimen, optics)
 
@@ -71,11 +72,13 @@ def geometry(info: dict[str, Any], camera: str) -> SensorGeometry:
 
 
 def targets_in_pixels(
-    info: dict[str, Any], record: dict[str, Any], camera: str
+    info: dict[str, Any], record: dict[str, Any], camera: str, *, rods: bool = False
 ) -> list[tuple[tuple[float, float], tuple[float, float], float]]:
     """Two-point targets as ``((x1, y1), (x2, y2), separation_um)`` in the unbinned
-    pixel grid of ``camera`` for the stage position of ``record``; only those inside."""
+    pixel grid of ``camera`` for the stage position of ``record``; only those inside.
+    With ``rods`` the pairs' control rods instead, each from one end to the other."""
     scene = scene_for_run(info)
+    objects = scene.specimen.rods if rods else scene.specimen.targets
     g = geometry(info, camera)
     sx, sy = record["stage_xyz_um"][0] or 0.0, record["stage_xyz_um"][1] or 0.0
     px = g.pixel_um * g.scale
@@ -88,7 +91,7 @@ def targets_in_pixels(
         )
 
     out = []
-    for t in scene.specimen.targets:
+    for t in objects:
         a, b = to_px(t.p1_um), to_px(t.p2_um)
         if all(
             4 <= c <= lim - 5 for c, lim in ((a[0], w), (a[1], h), (b[0], w), (b[1], h))
