@@ -161,7 +161,8 @@ def test_the_bound_is_what_the_optimal_test_achieves_on_simulated_frames(
     sep_um = sep_rayleigh * RAYLEIGH_UM
     for f in frames:
         obs.add(f, a, b, sep_um)
-    ((_sep, d, ratio),) = obs.per_pair()
+    ((_sep, d, ratio, bead),) = obs.per_pair()
+    assert bead == pytest.approx(bead_e, rel=0.1)
     bound = float(norm.cdf(d - norm.ppf(0.95)))
     assert 0.15 < bound < 0.97  # the separations where the bound decides something
     # the two hypotheses, expected electrons per binned pixel

@@ -172,10 +172,15 @@ class IdealObserver:
                 best = (d, float(ratio))
         return best
 
-    def per_pair(self) -> list[tuple[float, float, float]]:
-        """``(separation_um, d', closest rod length / separation)`` per pair seen."""
+    def per_pair(self) -> list[tuple[float, float, float, float]]:
+        """``(separation_um, d', closest rod length / separation, electrons per
+        bead)`` per pair seen."""
         return [
-            (round(t.sep_um, 4), *self.detectability(t))
+            (
+                round(t.sep_um, 4),
+                *self.detectability(t),
+                float(np.median([a for a, _ in t.fits])),
+            )
             for t in self._targets.values()
             if t.fits
         ]
@@ -187,11 +192,12 @@ def ideal_resolvable(
     """Per separation (µm, rounded as the table's), over the pairs of all
     ``observers`` (one per run): the fraction the ideal observer resolves at
     ``false_split`` rods split, the median ``d'``, the closest rod's length over
-    the separation, and the pairs counted."""
-    per_sep: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    the separation, the electrons per bead (median of the fits) and the pairs
+    counted."""
+    per_sep: dict[float, list[tuple[float, float, float]]] = defaultdict(list)
     for obs in observers:
-        for sep, d, ratio in obs.per_pair():
-            per_sep[sep].append((d, ratio))
+        for sep, d, ratio, bead in obs.per_pair():
+            per_sep[sep].append((d, ratio, bead))
     z = float(norm.ppf(1.0 - false_split))
     out: dict[float, dict[str, float]] = {}
     for sep, values in sorted(per_sep.items()):
@@ -200,6 +206,7 @@ def ideal_resolvable(
             "resolvable": float(np.mean(norm.cdf(dp - z))),
             "d_prime_median": float(np.median(dp)),
             "closest_rod_over_separation": float(np.median([v[1] for v in values])),
+            "bead_electrons_median": float(np.median([v[2] for v in values])),
             "pairs": len(values),
         }
     return out
