@@ -388,7 +388,11 @@ def evaluate(
         len(jobs),
         training_runs,
         calibrations,
-        {**trust.as_dict(), "coverage": monitor.coverage()},
+        {
+            **trust.as_dict(),
+            "coverage": monitor.coverage(),
+            "structures": monitor.structures.summary(),
+        },
         pixel_um,
         ray,
         targets is not None,
@@ -791,4 +795,20 @@ def _markdown(report: dict[str, Any], loaded: LoadedModel) -> str:
         )
     elif cov:
         lines.append(f"- Trust intervals: {cov.get('why', 'not calibrated')}.")
+    st = t.get("structures") or {}
+    if st.get("invented_mean") is not None or st.get("lost_mean") is not None:
+        lines.append(
+            f"- Structures at the Rayleigh scale over {st['pairs']} reference pairs: "
+            f"invented {_fmt(st['invented_mean'], 3)} (risk bound "
+            f"{_fmt(st['invented_bound'], 3)}), lost {_fmt(st['lost_mean'], 3)} "
+            f"(bound {_fmt(st['lost_bound'], 3)}); {st['flagged_pairs']} pairs at or "
+            f"above the tolerance {st['tolerance']:.0%}"
+            + (f"; FLAGGED: {', '.join(st['flagged'])}" if st["flagged"] else "")
+            + (
+                f"; certified at {st['tolerance']:.0%}"
+                if st["certified"]
+                else "; a bound above the tolerance: not certified"
+            )
+            + "."
+        )
     return "\n".join(lines) + "\n"

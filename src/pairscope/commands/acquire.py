@@ -270,6 +270,7 @@ def typed_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _live(args: argparse.Namespace) -> Any:
     from ..finetune import FineTuneOptions
     from ..live import LiveOptions
+
     return LiveOptions(
         alpha=args.alpha,
         out=args.out,

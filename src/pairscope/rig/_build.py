@@ -174,7 +174,9 @@ def build_rig_model(
                     fix="define a pixel-size configuration in its core's config",
                 )
             )
-        binning = 1 if (role == "reference" and mode == "alternating") else _binning(props)
+        binning = (
+            1 if (role == "reference" and mode == "alternating") else _binning(props)
+        )
         cameras[role] = CameraFacts(
             role=role,
             label=label,
@@ -244,5 +246,7 @@ def rig_model_from_info(info: Mapping[str, Any]) -> RigModel:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ValueError(f"run.json's rig_model is damaged: {where}: {first['msg']}") from None
+            raise ValueError(
+                f"run.json's rig_model is damaged: {where}: {first['msg']}"
+            ) from None
     return build_rig_model(info)

@@ -45,7 +45,9 @@ def _line(mean: np.ndarray, var: np.ndarray, weight: np.ndarray) -> tuple[float,
     return float(slope), float(intercept)
 
 
-def _photometry(slope: float, offset: float, dark_var: float, method: str) -> Photometry:
+def _photometry(
+    slope: float, offset: float, dark_var: float, method: str
+) -> Photometry:
     if not math.isfinite(slope) or slope <= 0:
         raise PhotometryError(
             "the frames' variance does not grow with their signal (no measurable "
@@ -125,7 +127,9 @@ def photometry_from_frames(
         x = np.asarray(frame, np.float64)
         r = convolve(x, _IMMERKAER, mode="reflect") / 6.0
         m = uniform_filter(x, 3, mode="reflect")
-        structure = np.abs(convolve(gaussian_filter(x, 1.5), _IMMERKAER, mode="reflect"))
+        structure = np.abs(
+            convolve(gaussian_filter(x, 1.5), _IMMERKAER, mode="reflect")
+        )
         ok = structure <= np.percentile(structure, STRUCTURE_KEPT)
         if top is not None:
             ok &= uniform_filter((x >= top).astype(np.float64), 5) == 0
@@ -185,7 +189,9 @@ def paired_photon_transfer(
     if reference.e_per_adu is None or reference.offset_adu is None:
         raise PhotometryError("the reference camera's photometry is needed first")
     if isinstance(registration, Sequence):  # one per pair (pairs of several runs)
-        regs = [r if isinstance(r, Registration) else Registration() for r in registration]
+        regs = [
+            r if isinstance(r, Registration) else Registration() for r in registration
+        ]
     else:
         one = registration if isinstance(registration, Registration) else Registration()
         regs = [one] * len(pairs)

@@ -67,9 +67,13 @@ def rig_model_for_run(run: Any) -> RigModel:
             entry = measured.get(role)
             if isinstance(entry, Mapping):
                 try:
-                    model = model.with_photometry(role, Photometry.model_validate(entry))
+                    model = model.with_photometry(
+                        role, Photometry.model_validate(entry)
+                    )
                 except ValueError:
-                    logger.warning("%s: ignoring a damaged %s photometry", L.CALIBRATION, role)
+                    logger.warning(
+                        "%s: ignoring a damaged %s photometry", L.CALIBRATION, role
+                    )
     return model
 
 
@@ -90,7 +94,9 @@ def photometry_disagreement(
     )
 
 
-def _frames(run: Any, role: str, max_frames: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _frames(
+    run: Any, role: str, max_frames: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The first ``max_frames`` illuminated frames of one camera, and its dark
     frames (pairs logged with the light power at 0)."""
     light: list[np.ndarray] = []
@@ -121,7 +127,9 @@ def measure_run_photometry(
     return out
 
 
-def save_measured_photometry(run_dir: str | Path, measured: Mapping[str, Photometry]) -> None:
+def save_measured_photometry(
+    run_dir: str | Path, measured: Mapping[str, Photometry]
+) -> None:
     """Store measured photometry in the run's ``calibration.json`` (kept beside the
     registration; read back by :func:`rig_model_for_run`)."""
     from ..io.calibration import save_photometry
@@ -131,7 +139,9 @@ def save_measured_photometry(run_dir: str | Path, measured: Mapping[str, Photome
     )
 
 
-def _same_instant_pairs(run: Any, max_pairs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _same_instant_pairs(
+    run: Any, max_pairs: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to ``max_pairs`` illuminated pairs of one instant, spread over the run."""
     idx = [i for i in run.same_instant_pairs() if not is_dark(run.records[i])]
     step = max(1, len(idx) // max_pairs)
@@ -160,7 +170,9 @@ def calibrate_run_photometry(
     try:
         measured["reference"] = photometry_from_frames(light, dark_frames=dark)
     except PhotometryError as exc:
-        lines.append(f"reference camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}")
+        lines.append(
+            f"reference camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}"
+        )
     ref = declared_model.reference.photometry
     reference = ref if ref.known else measured.get("reference")
     if reference is not None:
@@ -174,7 +186,9 @@ def calibrate_run_photometry(
                 dark_lowdose=dark_low,
             )
         except PhotometryError as exc:
-            lines.append(f"lowdose camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}")
+            lines.append(
+                f"lowdose camera photometry: not measured ({exc}); {PHOTOMETRY_FIX}"
+            )
     else:
         lines.append(
             "lowdose camera photometry: not measured (it needs the reference camera's)"

@@ -45,6 +45,7 @@ __all__ = ["NoiseModel", "fit_noise_model"]
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class NoiseModel:
     """Poisson-Gaussian model of the low-dose camera (and the pair's dose ratio).
@@ -116,7 +117,9 @@ def fit_noise_model(
             light, f, reference, regs, dark_lowdose=dark_low, n_bins=n_bins
         )
     except PhotometryError as exc:
-        raise ValueError(f"the low-dose camera's noise cannot be fitted: {exc}") from None
+        raise ValueError(
+            f"the low-dose camera's noise cannot be fitted: {exc}"
+        ) from None
     assert low.e_per_adu is not None and low.offset_adu is not None
     assert reference.e_per_adu is not None and reference.offset_adu is not None
     return NoiseModel(

@@ -265,6 +265,18 @@ class ConformalIntervals:
             self._refit()
         return out
 
+    def photometric_map(
+        self, restored: np.ndarray, target: np.ndarray
+    ) -> tuple[float, float]:
+        """``(a, b)`` with ``target ≈ a·restored + b``: the calibration pairs' median
+        map, or this pair's own least-squares fit before there is one."""
+        with self._lock:
+            if self._photometry:
+                return self._map()
+        return _fit_map(
+            np.asarray(restored, np.float64), np.asarray(target, np.float64)
+        )
+
     def _usual_local(self) -> float | None:
         """The lowest local coverage that is still usual: the calibration pairs'
         median (out of sample) less ten median absolute deviations (at least

@@ -6,7 +6,9 @@ a check still waiting when a newer one arrives is replaced and counted as
 ``skipped``.  The checks run on their own thread at the lowest priority, so the
 acquisition never waits for them.  Every checked pair appends one line to
 ``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
-``quality.png`` (the metrics over time).
+``quality.png`` (the metrics over time).  A same-instant reference pair also
+calibrates or measures the per-pixel intervals (:mod:`._conformal`) and gets its
+invented and lost structure (:mod:`._structures`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
 from .._threads import deprioritize_current_thread
+from ..io.calibration import apply_registration
 from ._calibrate import calibration_from_info
 from ._checks import (
     CheckResult,
@@ -43,6 +47,7 @@ from ._conformal import (
     uncrop_edges,
 )
 from ._monitor_util import central as _central
+from ._structures import StructureTally, structure_risks
 
 __all__ = [
     "QUALITY_FILE",
@@ -139,6 +144,8 @@ class TrustMonitor:
         #: with the noise calibration: it needs the reference's noise model)
         self.alpha = check_alpha(alpha)
         self.intervals: ConformalIntervals | None = None
+        #: invented and lost structure over the same-instant reference pairs
+        self.structures = StructureTally()
         #: ``registration(timeout_s)``: the run's one live camera registration
         #: (None: it failed); without it the monitor estimates its own
         self._registration = registration
@@ -297,14 +304,14 @@ class TrustMonitor:
         was_ready = iv.ready
         target = result.reference_registered
         result.reference_registered = None  # not kept beyond this check
+        flags = []
         if target is not None:  # a same-instant reference: calibrate or measure
-            metrics = iv.observe(
-                crop_edges(cal, np.asarray(restored)),
-                crop_edges(cal, target),
-                iv.role(result.pair, metadata),
-            )
+            r, t = crop_edges(cal, np.asarray(restored)), crop_edges(cal, target)
+            role = iv.role(result.pair, metadata)
+            metrics = iv.observe(r, t, role)
             if iv.last_outside is not None:
                 result.outside_map = uncrop_edges(cal, iv.last_outside, target.shape)
+            flags.append(self._structure_checks(result, r, t, counted=role != "none"))
         else:
             interval = iv.interval(restored)
             metrics = {
@@ -317,12 +324,40 @@ class TrustMonitor:
         result.metrics.update(metrics)
         if iv.ready and not was_ready:
             logger.info("trust: %s", iv.status())
-        if flag := iv.flag(metrics):
+        for flag in (iv.flag(metrics), *flags):
+            if not flag:
+                continue
             result.reason = (
                 flag if result.verdict == "ok" else f"{result.reason}; {flag}"
             )
             if result.verdict == "ok":
                 result.verdict = "warn"
+
+    def _structure_checks(
+        self,
+        result: CheckResult,
+        restored: np.ndarray,
+        target: np.ndarray,
+        counted: bool,
+    ) -> str:
+        """The pair's invented and lost structure (``pairscope.trust._structures``),
+        in its metrics; returns its flag ("" if none).  ``counted``: it enters the
+        run's risk bounds (a reference taken on demand does not)."""
+        cal, iv = self.calibration, self.intervals
+        assert cal is not None and iv is not None
+        a, b = iv.photometric_map(restored, target)
+        risks = structure_risks(
+            a * np.asarray(restored, np.float64) + b,
+            target,
+            lambda mu: iv.noise_factor * iv.noise.variance(mu),
+            cal.rayleigh_px,
+            warp=partial(apply_registration, reg=cal.registration),
+            seed=result.pair,
+        )
+        result.metrics.update(risks.metrics())
+        if counted:
+            self.structures.add(risks)
+        return risks.flag(self.structures.tolerance)
 
     def summary(self) -> TrustSummary:
         with self._cond:
@@ -414,6 +449,7 @@ class TrustMonitor:
                 if self.calibration is None
                 else self.calibration.as_dict(),
                 "coverage": self.coverage(),
+                "structures": self.structures.summary(),
             }
             (self.out_dir / SUMMARY_FILE).write_text(
                 json.dumps(data, indent=2, default=float)

@@ -1,0 +1,159 @@
+"""Invented and lost structure (issue 22, item 3): the live check's figures on
+synthetic frames with known structure and real Poisson-Gaussian noise, its
+nulls, its risk bound, and the monitor that carries it on a real demo run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from pairscope.live import bundled_model_path
+from pairscope.restore import StreamingRestorer, load_model
+from pairscope.trust import CameraNoise, TrustMonitor, calibration_for_run
+from pairscope.trust._structures import (
+    RISK_TOLERANCE,
+    StructureTally,
+    structure_risks,
+)
+
+from ._demo_rig import acquire_rig_run
+
+RAYLEIGH_PX = 2.6  # the demo's: 0.264 um at 0.1 um per pixel
+NOISE = CameraNoise(gain_e_per_adu=0.5, offset_adu=100.0, read_noise_e=1.6)
+SIZE = 192
+
+
+def _scene(rng: np.random.Generator) -> np.ndarray:
+    """Expected reference ADU of 60 isolated beads and 20 bead pairs 1.6 Rayleigh
+    apart."""
+    points: list[np.ndarray] = []
+    grid = [(y, x) for y in range(12, SIZE - 12, 18) for x in range(12, SIZE - 12, 18)]
+    order = rng.permutation(len(grid))
+    for k, i in enumerate(order[:80]):
+        centre = np.array(grid[i], float) + rng.uniform(-2, 2, 2)
+        if k < 20:
+            a = rng.uniform(0, np.pi)
+            d = 0.8 * RAYLEIGH_PX * np.array([np.sin(a), np.cos(a)])
+            points += [centre + d, centre - d]
+        else:
+            points.append(centre)
+    img = np.zeros((SIZE, SIZE))
+    for y, x in np.round(points).astype(int):
+        img[y, x] += 4000.0  # electrons of one bead, spread by the PSF below
+    sigma = 0.21 / 0.61 * RAYLEIGH_PX  # the Gaussian approximation of the PSF
+    photons = ndi.gaussian_filter(img, sigma) + 20.0
+    return photons / NOISE.gain_e_per_adu + NOISE.offset_adu
+
+
+def _noisy(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    electrons = (expected - NOISE.offset_adu) * NOISE.gain_e_per_adu
+    e = rng.poisson(electrons) + rng.normal(0, NOISE.read_noise_e, electrons.shape)
+    return e / NOISE.gain_e_per_adu + NOISE.offset_adu
+
+
+def _risks(restored: np.ndarray, reference: np.ndarray):
+    return structure_risks(restored, reference, NOISE.variance, RAYLEIGH_PX)
+
+
+def test_an_exact_restoration_invents_and_loses_nothing() -> None:
+    rng = np.random.default_rng(1)
+    truth = _scene(rng)
+    risks = _risks(truth, _noisy(truth, rng))
+    assert risks.reference_structures >= 90  # 60 beads and 40 beads of pairs
+    assert risks.invented is not None and risks.invented < 0.05
+    assert risks.lost is not None and risks.lost < 0.05
+    assert risks.flag() == ""
+
+
+def test_drawn_beads_are_invented_and_merged_pairs_are_lost() -> None:
+    rng = np.random.default_rng(2)
+    truth = _scene(rng)
+    reference = _noisy(truth, rng)
+    # a restoration that draws 45 beads the specimen does not have, in the gaps
+    drawn = np.zeros_like(truth)
+    for y, x in rng.uniform(20, SIZE - 20, (45, 2)):
+        drawn[int(y), int(x) + 9] += 4000.0 / NOISE.gain_e_per_adu
+    inventing = truth + ndi.gaussian_filter(drawn, 0.21 / 0.61 * RAYLEIGH_PX)
+    risks = _risks(inventing, reference)
+    assert risks.invented is not None and risks.invented >= RISK_TOLERANCE
+    assert "invented" in risks.flag()
+    # a restoration that blurs: every pair merges into one blob, isolated beads stay
+    blurry = ndi.gaussian_filter(truth - NOISE.offset_adu, 2.2) + NOISE.offset_adu
+    risks = _risks(blurry, reference)
+    assert risks.lost is not None and risks.lost >= RISK_TOLERANCE  # 20 of ~100
+    assert "lost" in risks.flag() and "invented" not in risks.flag()
+    # the null comes from the reference, so the blur cannot hide in it
+    assert risks.lost_null < 0.05
+
+
+def test_too_few_structures_make_no_fraction() -> None:
+    rng = np.random.default_rng(3)
+    flat = np.full((64, 64), 120.0)
+    risks = _risks(flat, _noisy(flat, rng))
+    assert risks.invented is None and risks.lost is None and risks.flag() == ""
+
+
+def test_the_risk_bound_is_conformal_risk_controls() -> None:
+    assert StructureTally.bound([]) is None
+    assert StructureTally.bound([0.0] * 9) == pytest.approx(0.1)  # (0 + 1) / 10
+    assert StructureTally.bound([0.2, 0.4]) == pytest.approx((0.6 + 1) / 3)
+
+
+def test_the_monitor_records_structures_per_pair_and_their_bounds(
+    tmp_path: Path,
+) -> None:
+    run_dir = acquire_rig_run(tmp_path, frames=3, seed=919, sensor=256)
+    import pairscope
+
+    run = pairscope.open_run(run_dir)
+    restorer = StreamingRestorer(load_model(bundled_model_path(2)), device="cpu")
+    mon = TrustMonitor(tmp_path / "q", calibration=calibration_for_run(run))
+    for i in run.same_instant_pairs():
+        pair = run[i]
+        mon.check(
+            pair.index,
+            restorer.restore_now(pair.lowdose),
+            pair.lowdose,
+            pair.reference,
+            metadata=pair.metadata,
+        )
+    mon.finish()
+    lines = [json.loads(x) for x in (tmp_path / "q" / "quality.jsonl").open()]
+    assert lines and all("structures_invented" in ln for ln in lines)
+    for ln in lines:  # the matched model: restored structures the reference shows
+        assert ln["structures_reference"] > 20
+        assert ln["structures_invented"] < RISK_TOLERANCE, ln
+    summary = json.loads((tmp_path / "q" / "quality_summary.json").read_text())
+    structures = summary["structures"]
+    assert structures["pairs"] == len(lines)
+    assert structures["tolerance"] == RISK_TOLERANCE
+    assert structures["invented_bound"] == pytest.approx(
+        (sum(ln["structures_invented"] for ln in lines) + 1) / (len(lines) + 1)
+    )
+
+
+def test_the_run_is_flagged_on_its_mean_and_certified_on_its_bound() -> None:
+    from pairscope.trust._structures import StructureRisks
+
+    def pair(invented: float, lost: float) -> StructureRisks:
+        return StructureRisks(invented, lost, invented, lost, 0.0, 0.0, 50, 50)
+
+    few = StructureTally()
+    for _ in range(3):
+        few.add(pair(0.1, 0.1))
+    s = few.summary()  # a good mean, but 3 pairs bound it at (0.3 + 1) / 4
+    assert s["flagged"] == [] and not s["certified"] and s["flagged_pairs"] == 0
+    many = StructureTally()
+    for _ in range(30):
+        many.add(pair(0.1, 0.4))
+    s = many.summary()
+    assert s["flagged"] == ["lost"] and not s["certified"]
+    assert s["flagged_pairs"] == 30
+    good = StructureTally()
+    for _ in range(30):
+        good.add(pair(0.1, 0.1))
+    assert good.summary()["certified"]
