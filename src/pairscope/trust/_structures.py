@@ -100,12 +100,21 @@ class StructureRisks:
         return "; ".join(parts) + f", tolerance {tolerance:.0%}"
 
 
+def _hessian(img: np.ndarray, sigma: float) -> tuple[np.ndarray, ...]:
+    """``(hyy, hxx, hxy)`` of ``img``: Gaussian derivative filters at scale
+    ``sigma`` (the Laplacian of Gaussian is ``hyy + hxx``)."""
+    return tuple(
+        ndi.gaussian_filter(img, sigma, order=order)
+        for order in ((2, 0), (0, 2), (1, 1))
+    )
+
+
 @cache
 def _log_noise_gain(sigma: float) -> float:
     """How the normalised LoG filter scales white noise's standard deviation."""
     g = np.random.default_rng(0).standard_normal((96, 96))
-    out = -ndi.gaussian_laplace(g, sigma) * sigma * sigma
-    return float(np.std(out[12:-12, 12:-12]))
+    hyy, hxx, _ = _hessian(g, sigma)
+    return float(np.std(((hyy + hxx) * sigma * sigma)[12:-12, 12:-12]))
 
 
 def blobs(image: np.ndarray, noise_var: np.ndarray, rayleigh_px: float) -> np.ndarray:
@@ -113,20 +122,20 @@ def blobs(image: np.ndarray, noise_var: np.ndarray, rayleigh_px: float) -> np.nd
     (module doc); ``noise_var`` the per-pixel noise variance of such an image."""
     img = np.asarray(image, np.float64)
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
-    log = -ndi.gaussian_laplace(img, s) * s * s
+    hyy, hxx, hxy = _hessian(img, s)
+    log = -(hyy + hxx) * s * s
     local_sd = np.sqrt(ndi.gaussian_filter(np.asarray(noise_var, np.float64), 2 * s))
     threshold = THRESHOLD_SD * _log_noise_gain(s) * local_sd
     size = max(3, round(0.8 * rayleigh_px) | 1)
     peaks = (log == ndi.maximum_filter(log, size=size)) & (log > threshold)
-    hyy = ndi.gaussian_filter(img, s, order=(2, 0))
-    hxx = ndi.gaussian_filter(img, s, order=(0, 2))
-    hxy = ndi.gaussian_filter(img, s, order=(1, 1))
-    half_trace = (hxx + hyy) / 2
-    spread = np.sqrt(np.maximum(half_trace**2 - (hxx * hyy - hxy**2), 0.0))
+    ys, xs = np.nonzero(peaks)
+    # a blob curves down in both directions, the flatter at least ISOTROPY as steeply
+    half_trace = (hxx[ys, xs] + hyy[ys, xs]) / 2
+    det = hxx[ys, xs] * hyy[ys, xs] - hxy[ys, xs] ** 2
+    spread = np.sqrt(np.maximum(half_trace**2 - det, 0.0))
     steep, flat = half_trace - spread, half_trace + spread  # steep <= flat
     blob = (flat < 0) & (flat / np.minimum(steep, -1e-12) > ISOTROPY)
-    ys, xs = np.nonzero(peaks & blob)
-    return np.stack([ys, xs], axis=1)
+    return np.stack([ys[blob], xs[blob]], axis=1)
 
 
 def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
