@@ -35,7 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._threads import deprioritize_current_thread
+from ._threads import (
+    deprioritize_current_thread,
+    restore_priority,
+    restore_process_priority,
+)
 from .io import layout as L
 
 if TYPE_CHECKING:
@@ -165,6 +169,10 @@ class LiveFineTuner:
                 "(Ctrl-C stops it; the run is saved)",
                 len(self.decisions),
             )
+            # the acquisition is over: the candidate may catch up at full priority
+            restore_priority(self._thread)
+            if (process := self._process) is not None and process.poll() is None:
+                restore_process_priority(process.pid)
         deadline = time.monotonic() + timeout
         while self.busy and time.monotonic() < deadline:
             if interrupted is not None and interrupted():

@@ -17,7 +17,7 @@ import numpy as np
 from pairscope.acquire import Pair
 
 from .._files import os_reason
-from .._threads import deprioritize_current_thread
+from .._threads import deprioritize_current_thread, restore_priority
 from ._contrast import PanelImage, diverging_lut, nice_length_um, panels_for
 from ._status import LatestFrames, PreviewStatus, RestoredLike
 from ._trust import TrustView, draw_strip, error_overlay
@@ -140,6 +140,7 @@ class HeadlessPreview:
         if pair is not None and count != self._last_snapshot_count:
             self._jobs.put(("snapshot", count, pair))
         self._jobs.put(_STOP)
+        restore_priority(self._thread)  # the run is over: the last snapshot now
         self._thread.join(timeout=60)
         if self._thread.is_alive():
             logger.warning("headless preview: worker did not finish within 60 s")

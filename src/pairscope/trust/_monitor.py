@@ -28,7 +28,7 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
-from .._threads import deprioritize_current_thread
+from .._threads import deprioritize_current_thread, restore_priority
 from ..io.calibration import apply_registration
 from ._calibrate import calibration_from_info
 from ._checks import (
@@ -247,6 +247,7 @@ class TrustMonitor:
             self._early.clear()
             self._cond.notify_all()
         if self._thread is not None:
+            restore_priority(self._thread)  # the acquisition is over: catch up
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("trust monitor did not finish within %.0f s", timeout)
