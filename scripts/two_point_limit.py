@@ -33,6 +33,7 @@ import numpy as np
 from scipy.stats import norm
 
 from pairscope._progress import progress
+from pairscope.metrics import d_prime
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -113,11 +114,9 @@ def detectability(
     Poisson and read noise in electrons (``reads`` pixels summed per output pixel);
     the background is known and shared by both hypotheses.
     """
-    var = camera.quantum_efficiency * pair + reads * camera.read_noise_e**2
-    w = camera.quantum_efficiency**2 / var
-    p, r = pair - bg, rod - bg
-    a = float((w * r * p).sum() / max(float((w * r * r).sum()), 1e-30))
-    return float(np.sqrt((w * (p - a * r) ** 2).sum()))
+    qe = camera.quantum_efficiency
+    variance = qe * pair + reads * camera.read_noise_e**2
+    return d_prime(qe * (pair - bg), qe * (rod - bg), variance)
 
 
 def analyse_pair(frame: BeadFrame, p1: tuple, p2: tuple) -> dict:

@@ -11,7 +11,12 @@ from ._consistency import (
     reblur_and_bin,
 )
 from ._frc import FRCCurve, frc_curve, frc_resolution
-from ._ideal_observer import IdealObserver, ideal_observer_for_rig, ideal_resolvable
+from ._ideal_observer import (
+    IdealObserver,
+    d_prime,
+    ideal_observer_for_rig,
+    ideal_resolvable,
+)
 from ._intensity import affine_fit, percentile_normalize, psnr, ssim
 from ._plots import (
     new_figure,
@@ -49,6 +54,7 @@ __all__ = [
     "affine_fit",
     "bin_image",
     "consistency_residual",
+    "d_prime",
     "frc_curve",
     "frc_resolution",
     "ideal_observer_for_rig",

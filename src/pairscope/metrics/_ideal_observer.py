@@ -26,7 +26,7 @@ from scipy.stats import norm
 
 from ..rig import Photometry, RigModel
 
-__all__ = ["IdealObserver", "ideal_observer_for_rig", "ideal_resolvable"]
+__all__ = ["IdealObserver", "d_prime", "ideal_observer_for_rig", "ideal_resolvable"]
 
 OVERSAMPLE = 4  # fine samples per unbinned pixel
 ROD_LENGTHS = np.linspace(0.0, 2.5, 26)  # in units of the pair's separation
@@ -151,7 +151,6 @@ class IdealObserver:
         m = target.template.shape[0]
         pair = a * target.template
         var = pair + max(bg, 0.0) + self.read_noise_e**2
-        weight = 1.0 / np.maximum(var, 1e-9)
         p1, p2 = target.points_fine
         sep_fine = float(np.hypot(*(p2 - p1)))
         direction = (p2 - p1) / sep_fine
@@ -164,10 +163,7 @@ class IdealObserver:
             rod = self._render(
                 mid + np.outer(t * length, direction), np.full(k, 2 / k), m
             )
-            scale = float(
-                (weight * rod * pair).sum() / max((weight * rod * rod).sum(), 1e-30)
-            )
-            d = float(np.sqrt((weight * (pair - scale * rod) ** 2).sum()))
+            d = d_prime(pair, rod, var)
             if d < best[0]:
                 best = (d, float(ratio))
         return best
@@ -184,6 +180,15 @@ class IdealObserver:
             for t in self._targets.values()
             if t.fits
         ]
+
+
+def d_prime(pair: np.ndarray, rod: np.ndarray, variance: np.ndarray) -> float:
+    """Detectability of a pair against a rod: the noise-weighted distance between
+    their expected images (background removed, same units as ``variance``'s
+    square root), the rod's brightness fitted by weighted least squares."""
+    weight = 1.0 / np.maximum(variance, 1e-9)
+    scale = float((weight * rod * pair).sum() / max((weight * rod * rod).sum(), 1e-30))
+    return float(np.sqrt((weight * (pair - scale * rod) ** 2).sum()))
 
 
 def ideal_resolvable(
