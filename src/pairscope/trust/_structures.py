@@ -24,9 +24,18 @@ simulated noise goes through the registration's warp as the reference did.
 **Risk control.** With losses in [0, 1], conformal risk control (Angelopoulos et
 al., "Conformal risk control", ICLR 2024) bounds the expected risk of the next pair
 exchangeable with the ``n`` checked so far by ``(Σ risks + 1) / (n + 1)``; the summary
-reports that bound beside the mean.  A pair whose excess reaches ``tolerance`` is
-flagged; a risk whose mean exceeds it is flagged for the run, and the run's
-restorations are *certified* at the tolerance once both bounds are within it.
+reports that bound beside the mean.  A pair whose invented excess reaches
+``tolerance`` is flagged; an invented mean above it flags the run, and the run's
+restorations are *certified* at the tolerance once the invented bound is within it.
+
+**Lost is measured, not flagged.** Part of what a restoration lacks is not in its
+low-dose input at all (structure below the binned camera's noise), and that floor is
+not yet separated from the model's own losses: on fresh demo seeds the bundled model
+and a 2-minute model lose alike (median excess 0.17 and 0.18,
+``scripts/bench_trust.py``), so a flag on it would be a verdict on the data, not the
+model.  It is reported with its bound; the two-point table of ``pairscope
+evaluate`` (pairs resolved against the ideal observer) is where lost resolution is
+judged.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ LOG_SIGMA_RAYLEIGH = 0.35
 THRESHOLD_SD = 5.0
 ISOTROPY = 0.3
 MATCH_RAYLEIGH = 0.5
-#: a pair whose invented or lost excess reaches this is flagged
+#: a pair whose invented excess reaches this is flagged
 RISK_TOLERANCE = 0.25
 #: fewer structures than this make no fraction (one of three is not 33 % of a frame)
 MIN_STRUCTURES = 8
@@ -83,21 +92,14 @@ class StructureRisks:
         }
 
     def flag(self, tolerance: float = RISK_TOLERANCE) -> str:
-        """One line when a risk reaches ``tolerance``, else ``""``."""
-        parts = []
-        if self.invented is not None and self.invented >= tolerance:
-            parts.append(
-                f"{self.invented:.0%} of {self.restored_structures} restored "
-                "structures the reference does not show (invented)"
-            )
-        if self.lost is not None and self.lost >= tolerance:
-            parts.append(
-                f"{self.lost:.0%} of {self.reference_structures} reference "
-                "structures missing from the restoration (lost)"
-            )
-        if not parts:
+        """One line when the invented excess reaches ``tolerance``, else ``""``
+        (lost is measured, not flagged: module doc)."""
+        if self.invented is None or self.invented < tolerance:
             return ""
-        return "; ".join(parts) + f", tolerance {tolerance:.0%}"
+        return (
+            f"{self.invented:.0%} of {self.restored_structures} restored structures "
+            f"the reference does not show (invented), tolerance {tolerance:.0%}"
+        )
 
 
 def _hessian(img: np.ndarray, sigma: float) -> tuple[np.ndarray, ...]:
@@ -231,9 +233,10 @@ class StructureTally:
         return (float(np.sum(risks)) + 1.0) / (len(risks) + 1)
 
     def summary(self) -> dict[str, object]:
-        """``quality_summary.json``'s ``structures``: ``flagged`` names the risks
-        whose mean exceeds the tolerance; ``certified`` says whether both bounds
-        are within it (few pairs leave the bound above it: not yet certified)."""
+        """``quality_summary.json``'s ``structures``: ``flagged`` is ``["invented"]``
+        when its mean exceeds the tolerance; ``certified`` says whether its bound
+        is within it (few pairs leave the bound above it: not yet certified).  Lost
+        is reported with its bound, not flagged (module doc)."""
         inv_mean = float(np.mean(self.invented)) if self.invented else None
         lost_mean = float(np.mean(self.lost)) if self.lost else None
         bounds = (self.bound(self.invented), self.bound(self.lost))
@@ -245,10 +248,8 @@ class StructureTally:
             "invented_bound": bounds[0],
             "lost_mean": lost_mean,
             "lost_bound": bounds[1],
-            "flagged": [
-                name
-                for name, m in (("invented", inv_mean), ("lost", lost_mean))
-                if m is not None and m > self.tolerance
-            ],
-            "certified": all(b is not None and b <= self.tolerance for b in bounds),
+            "flagged": ["invented"]
+            if inv_mean is not None and inv_mean > self.tolerance
+            else [],
+            "certified": bounds[0] is not None and bounds[0] <= self.tolerance,
         }
