@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,8 @@ __all__ = ["IdealObserver", "d_prime", "ideal_observer_for_rig", "ideal_resolvab
 OVERSAMPLE = 4  # fine samples per unbinned pixel
 ROD_LENGTHS = np.linspace(0.0, 2.5, 26)  # in units of the pair's separation
 FALSE_SPLIT = 0.05
+#: ``(shape, pixel_um) -> OTF`` on the ``rfft2`` grid, ``None`` while unknown
+OTF = Callable[[tuple[int, int], float], "np.ndarray | None"]
 
 
 @dataclass
@@ -67,7 +69,7 @@ class IdealObserver:
         self,
         factor: int,
         pixel_um: float,
-        otf: object,
+        otf: OTF,
         photometry: Photometry,
         rayleigh_um: float,
     ) -> None:
@@ -104,7 +106,10 @@ class IdealObserver:
                 w = w * (f[:, 1] if dy else 1 - f[:, 1])
                 np.add.at(grid, (i0[:, 1] + dy, i0[:, 0] + dx), w)
         if n not in self._otfs:
-            self._otfs[n] = self._otf((n, n), self.pixel_um / OVERSAMPLE)  # type: ignore[operator]
+            otf = self._otf((n, n), self.pixel_um / OVERSAMPLE)
+            if otf is None:
+                raise ValueError("the ideal observer needs the PSF (NA, wavelength)")
+            self._otfs[n] = otf
         img = np.fft.irfft2(np.fft.rfft2(grid) * self._otfs[n], s=grid.shape)
         img = np.maximum(img, 0.0)[pad:-pad, pad:-pad]
         return img.reshape(m, step, m, step).sum((1, 3))
