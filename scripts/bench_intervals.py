@@ -28,11 +28,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import useq
 
-from pairscope.acquire import PairedAcquisition
-from pairscope.hardware import demo_rig_path, open_rig
-from pairscope.io import RunWriter, open_run
+from pairscope.io import open_run
 from pairscope.io.calibration import apply_registration
 from pairscope.live import bundled_model_path
 from pairscope.restore import StreamingRestorer, load_model
@@ -40,23 +37,20 @@ from pairscope.sim import ground_truth
 from pairscope.trust import TrustMonitor, calibration_for_run
 from pairscope.trust._conformal import crop_edges
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _demo_runs as demo_runs
+
 
 def acquire(out: Path, seed: int, args, *, scenario: str = "none") -> Path:
-    with open_rig(demo_rig_path()) as rig:
-        hub = rig.core_of("LowDoseCam").core
-        hub.setProperty("DemoHub", "Seed", seed)
-        for cam in ("LowDoseCam", "ReferenceCam"):
-            rig.core_of(cam).core.setProperty(cam, "SensorSize", args.sensor)
-        spt = float(hub.getProperty("DemoHub", "SpecimenSecondsPerTrigger"))
-        hub.setProperty("DemoHub", "Scenario", scenario)
-        hub.setProperty("DemoHub", "ScenarioOnset_s", args.onset_pair * spt)
-        assert rig.spec is not None
-        seq = useq.MDASequence(time_plan={"interval": 0, "loops": args.frames})
-        summary = PairedAcquisition(rig, rig.spec.pairing).run(
-            seq, writer=RunWriter(out)
-        )
-    assert summary.run_dir is not None, summary
-    return Path(summary.run_dir)
+    """A simultaneous run on the two-core demo rig (one trigger line)."""
+    return demo_runs.acquire(
+        out,
+        seed,
+        frames=args.frames,
+        sensor=args.sensor,
+        scenario=scenario,
+        onset_pair=args.onset_pair,
+    )
 
 
 CACHE: dict[tuple[str, int], np.ndarray] = {}  # restored frames, reused across α
