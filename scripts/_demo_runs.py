@@ -11,6 +11,7 @@ import useq
 from pairscope.acquire import PairedAcquisition
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
+from pairscope.sim import configure_demo_rig
 
 
 def acquire(
@@ -27,17 +28,15 @@ def acquire(
     """One run of ``frames`` triggered pairs; ``props`` as ``(device, property,
     value)`` on whichever core holds the device."""
     with open_rig(demo_rig_path()) as rig:
-        hub = rig.core_of("LowDoseCam").core
-        hub.setProperty("DemoHub", "Seed", seed)
-        for cam in ("LowDoseCam", "ReferenceCam"):
-            rig.core_of(cam).core.setProperty(cam, "SensorSize", sensor)
-        hub.setProperty("LowDoseCam", "Binning", binning)
-        spt = float(hub.getProperty("DemoHub", "SpecimenSecondsPerTrigger"))
-        hub.setProperty("DemoHub", "Scenario", scenario)
-        hub.setProperty("DemoHub", "ScenarioOnset_s", onset_pair * spt)
-        for device, prop, value in props:
-            core = rig.core_of(device).core if device.endswith("Cam") else hub
-            core.setProperty(device, prop, value)
+        configure_demo_rig(
+            rig,
+            seed=seed,
+            sensor=sensor,
+            binning=binning,
+            scenario=scenario,
+            onset_pair=onset_pair,
+            props=props,
+        )
         assert rig.spec is not None
         acq = PairedAcquisition(rig, rig.spec.pairing)  # triggered sequences
         seq = useq.MDASequence(time_plan={"interval": 0, "loops": frames})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import useq
@@ -10,30 +9,7 @@ import useq
 from pairscope.acquire import PairedAcquisition
 from pairscope.hardware import demo_rig_path, open_rig
 from pairscope.io import RunWriter
-
-
-def configure(
-    rig,
-    *,
-    seed: int,
-    sensor: int = 256,
-    binning: int = 2,
-    scenario: str = "none",
-    onset_pair: int = 0,
-    props: Sequence[tuple[str, str, object]] = (),
-) -> None:
-    """Seed, sensor size, binning, scenario and any ``(device, property, value)``."""
-    hub = rig.core_of("LowDoseCam").core
-    hub.setProperty("DemoHub", "Seed", seed)
-    for cam in ("LowDoseCam", "ReferenceCam"):
-        rig.core_of(cam).core.setProperty(cam, "SensorSize", sensor)
-    hub.setProperty("LowDoseCam", "Binning", binning)
-    spt = float(hub.getProperty("DemoHub", "SpecimenSecondsPerTrigger"))
-    hub.setProperty("DemoHub", "Scenario", scenario)
-    hub.setProperty("DemoHub", "ScenarioOnset_s", onset_pair * spt)
-    for device, prop, value in props:
-        core = rig.core_of(device).core if device.endswith("Cam") else hub
-        core.setProperty(device, prop, value)
+from pairscope.sim import configure_demo_rig as configure
 
 
 def acquire_rig_run(

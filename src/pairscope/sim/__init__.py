@@ -1,5 +1,6 @@
 """The demo microscope: specimen, optics, camera physics and UniMMCore devices."""
 
+from ._demo_rig import configure_demo_rig
 from ._optics import Optics
 from ._scene import Scene, SensorGeometry
 from ._sensor import Sensor
@@ -13,4 +14,5 @@ __all__ = [
     "SensorGeometry",
     "Specimen",
     "TwoPointTarget",
+    "configure_demo_rig",
 ]
