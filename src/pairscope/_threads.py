@@ -47,8 +47,10 @@ def restore_priority(thread: threading.Thread | None) -> bool:
     """Give a helper ``thread`` that lowered its priority the priority it had
     before, once the acquisition it yielded to has ended; ``True`` if done (where
     not permitted it stays low)."""
-    tid = None if thread is None else thread.native_id
-    if tid is None or tid not in _LOWERED or not thread.is_alive():  # type: ignore[union-attr]
+    if thread is None or not thread.is_alive():
+        return False
+    tid = thread.native_id
+    if tid is None or tid not in _LOWERED:
         return False
     return restore_process_priority(tid, _LOWERED.pop(tid))
 

@@ -255,22 +255,16 @@ class TwoPointTally:
     def add(self, separation_um: float, resolved: Mapping[str, bool]) -> None:
         """One point pair: ``resolved`` maps each method of ``TABLE_METHODS`` to its outcome."""
         key = round(float(separation_um), 4)
-        row = self.counts[key]
-        for m, ok in resolved.items():
-            row[m][0] += int(ok)
-            row[m][1] += 1
+        _count(self.counts[key], resolved)
         if resolved.get("model") and not resolved.get("reference", True):
             self.unsupported[key] += 1
 
     def add_rod(self, separation_um: float, split: Mapping[str, bool]) -> None:
         """One matched rod: ``split`` maps each method to whether it shows a dip."""
-        row = self.rods[round(float(separation_um), 4)]
-        for m, ok in split.items():
-            row[m][0] += int(ok)
-            row[m][1] += 1
+        _count(self.rods[round(float(separation_um), 4)], split)
 
     def set_ideal(self, per_separation: Mapping[float, dict[str, float]]) -> None:
-        """The ideal observer's bound per separation (``IdealObserver.resolvable``)."""
+        """The ideal observer's bound per separation (``ideal_resolvable``'s)."""
         self.ideal = {round(float(s), 4): dict(v) for s, v in per_separation.items()}
 
     def table(
@@ -288,10 +282,8 @@ class TwoPointTally:
         for sep in sorted(set(self.counts) | set(self.rods)):
             c = self.counts[sep]
             r = self.rods[sep]
-            frac = {m: (k / n if n else None) for m, (k, n) in c.items()}
-            ci = {m: list(wilson_interval(k, n)) for m, (k, n) in c.items()}
-            split = {m: (k / n if n else None) for m, (k, n) in r.items()}
-            split_ci = {m: list(wilson_interval(k, n)) for m, (k, n) in r.items()}
+            frac, ci = _fractions(c)
+            split, split_ci = _fractions(r)
             inventing = {m: (v or 0.0) > ROD_SPLIT_LIMIT for m, v in split.items()}
             ray = None if not rayleigh_um else round(sep / rayleigh_um, 3)
             reasons = []
@@ -371,3 +363,19 @@ class TwoPointTally:
                     }
                 )
         return out
+
+
+def _count(row: dict[str, list[int]], outcomes: Mapping[str, bool]) -> None:
+    """Add one object's outcome per method to ``row``'s ``[hits, tested]``."""
+    for m, ok in outcomes.items():
+        row[m][0] += int(ok)
+        row[m][1] += 1
+
+
+def _fractions(
+    row: Mapping[str, list[int]],
+) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """Per method: the fraction of hits (``None`` where none was tested) and its
+    95 % Wilson interval."""
+    frac = {m: (k / n if n else None) for m, (k, n) in row.items()}
+    return frac, {m: list(wilson_interval(k, n)) for m, (k, n) in row.items()}

@@ -228,7 +228,7 @@ class ConformalIntervals:
         if self._edges is None:
             self._edges = _edges(mu, _structure(r, a))
         e = t - mu
-        noise_var = self.noise_factor * self.noise.variance(mu)
+        noise_var = self.reference_variance(mu)
         stratum = self._strata(r, mu, a)
         if self.ready:  # out of sample: this pair has calibrated nothing yet
             sigma_e = np.sqrt(self._sigma_d2[stratum] + noise_var)
@@ -264,6 +264,12 @@ class ConformalIntervals:
             )
             self._refit()
         return out
+
+    def reference_variance(self, expected: np.ndarray) -> np.ndarray:
+        """The registered reference's noise variance where its expectation is
+        ``expected`` (reference ADU): the camera's, times the registration's
+        noise factor."""
+        return self.noise_factor * self.noise.variance(expected)
 
     def photometric_map(
         self, restored: np.ndarray, target: np.ndarray

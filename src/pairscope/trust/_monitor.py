@@ -296,7 +296,8 @@ class TrustMonitor:
         restored: np.ndarray,
         metadata: dict[str, Any] | None,
     ) -> None:
-        """The pair's interval metrics (and a warning when they need attention)."""
+        """The pair's interval metrics and, with a same-instant reference, its
+        invented and lost structure (and a warning when they need attention)."""
         cal = self.calibration
         assert cal is not None
         if self.intervals is None:
@@ -350,7 +351,7 @@ class TrustMonitor:
         risks = structure_risks(
             a * np.asarray(restored, np.float64) + b,
             target,
-            lambda mu: iv.noise_factor * iv.noise.variance(mu),
+            iv.reference_variance,
             cal.rayleigh_px,
             warp=partial(apply_registration, reg=cal.registration),
             seed=result.pair,
