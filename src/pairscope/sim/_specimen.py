@@ -30,6 +30,8 @@ from .._targets import ROD_LENGTH_OVER_SEPARATION
 TARGET_SEPARATIONS_RAYLEIGH = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 TARGET_ROWS = 4  # pairs per separation, each at its own random angle
 ROD_OFFSET_X_UM = 4.0  # a rod sits halfway between its pair and the next column
+#: the target band's columns (one per separation), µm
+TARGET_COLUMNS_UM = np.linspace(-20.0, 20.0, len(TARGET_SEPARATIONS_RAYLEIGH))
 SCENARIOS = ("none", "unseen-structure")
 TUBULE_SAMPLE_UM = 0.025
 TUBULE_LINE_OFFSETS_UM = (-0.1, 0.0, 0.1)  # three lines give a ~0.3 µm wide tubule
@@ -149,7 +151,7 @@ class Specimen:
         """Targets in the band -22 < y < -14 µm: every separation ``TARGET_ROWS``
         times, each pair at a random angle and jittered position (per seed)."""
         targets = []
-        xs = np.linspace(-20.0, 20.0, len(TARGET_SEPARATIONS_RAYLEIGH))
+        xs = TARGET_COLUMNS_UM
         ys = np.linspace(-21.0, -15.0, TARGET_ROWS)
         angles = rng.uniform(0.0, 180.0, (TARGET_ROWS, len(xs)))
         jitter = rng.uniform(-1.0, 1.0, (TARGET_ROWS, len(xs), 2)) * (1.5, 0.5)
@@ -176,11 +178,11 @@ class Specimen:
         with and without rods)."""
         rng = np.random.default_rng((self.seed, 0x70D5))
         rods = []
-        for tg in self.targets:
-            cx = 0.5 * (tg.p1_um[0] + tg.p2_um[0])
+        # targets are laid out row by row; a rod goes by its pair's column, not the
+        # pair's jittered position, so it keeps 2 µm from every pair
+        columns = np.tile(TARGET_COLUMNS_UM, TARGET_ROWS)
+        for tg, column in zip(self.targets, columns, strict=True):
             cy = 0.5 * (tg.p1_um[1] + tg.p2_um[1])
-            # the pair's own jitter is undone: rods keep 2 µm from every pair
-            column = round((cx + 20.0) / 8.0) * 8.0 - 20.0
             x = column + ROD_OFFSET_X_UM + rng.uniform(-0.5, 0.5)
             y = cy + rng.uniform(-0.3, 0.3)
             a = rng.uniform(0.0, np.pi)
