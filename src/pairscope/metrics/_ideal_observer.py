@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from ..rig import Photometry, RigModel
+from ..rig import Photometry, RigModel, splat_bilinear
 
 __all__ = ["IdealObserver", "d_prime", "ideal_observer_for_rig", "ideal_resolvable"]
 
@@ -96,15 +96,7 @@ class IdealObserver:
         step = self.factor * OVERSAMPLE
         pad = 2 * step
         n = m * step + 2 * pad
-        grid = np.zeros((n, n))
-        xy = points + pad
-        i0 = np.floor(xy).astype(int)
-        f = xy - i0
-        for dy in (0, 1):
-            for dx in (0, 1):
-                w = weights * (f[:, 0] if dx else 1 - f[:, 0])
-                w = w * (f[:, 1] if dy else 1 - f[:, 1])
-                np.add.at(grid, (i0[:, 1] + dy, i0[:, 0] + dx), w)
+        grid = splat_bilinear((n, n), points + pad, weights)
         if n not in self._otfs:
             otf = self._otf((n, n), self.pixel_um / OVERSAMPLE)
             if otf is None:

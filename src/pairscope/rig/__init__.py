@@ -24,7 +24,7 @@ from ._photometry import (
     photometry_from_pairs,
     photometry_from_series,
 )
-from ._psf import airy_otf
+from ._psf import airy_otf, splat_bilinear
 from ._run import (
     calibrate_run_photometry,
     measure_run_photometry,
@@ -67,6 +67,7 @@ __all__ = [
     "rig_model_for_run",
     "rig_model_from_info",
     "save_measured_photometry",
+    "splat_bilinear",
     "stored_photometry_path",
     "write_stored_photometry",
 ]

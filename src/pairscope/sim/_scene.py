@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft
 
+from ..rig import splat_bilinear
 from ._optics import Optics
 from ._specimen import Emitters, Specimen
 
@@ -89,24 +90,8 @@ def _splat(
     cy = stage_xy_um[1] + offset_um[1]
     col = (emitters.xy_um[:, 0] - cx) / pixel_um + w / 2 - 0.5
     row = (emitters.xy_um[:, 1] - cy) / pixel_um + h / 2 - 0.5
-    inside = (col >= 0) & (col < w - 1) & (row >= 0) & (row < h - 1)
-    col, row, wgt = col[inside], row[inside], emitters.weights[inside]
-    c0, r0 = np.floor(col).astype(np.intp), np.floor(row).astype(np.intp)
-    fc, fr = col - c0, row - r0
-    idx = r0 * w + c0
-    flat = np.bincount(
-        np.concatenate([idx, idx + 1, idx + w, idx + w + 1]),
-        np.concatenate(
-            [
-                wgt * (1 - fr) * (1 - fc),
-                wgt * (1 - fr) * fc,
-                wgt * fr * (1 - fc),
-                wgt * fr * fc,
-            ]
-        ),
-        minlength=h * w,
-    )
-    return flat.reshape(h, w).astype(np.float32)
+    xy = np.column_stack([col, row])
+    return splat_bilinear(shape, xy, emitters.weights).astype(np.float32)
 
 
 @lru_cache(maxsize=16)
