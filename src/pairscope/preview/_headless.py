@@ -5,22 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import queue
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from pairscope.acquire import Pair
 
 from .._files import os_reason
 from .._threads import deprioritize_current_thread, restore_priority
-from ._contrast import PanelImage, diverging_lut, nice_length_um, panels_for
+from ._contrast import PanelImage, panels_for
+from ._render_process import SnapshotRenderer
+from ._snapshot import SnapshotSpec, TrustPanel, draw_snapshot
 from ._status import LatestFrames, PreviewStatus, RestoredLike
-from ._trust import TrustView, draw_strip, error_overlay
+from ._trust import TrustView, error_overlay
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -45,8 +44,9 @@ class HeadlessPreview:
     reports (:meth:`on_quality`), a fifth panel shows its error map over the
     restored frame and a strip below its local error over time.  Every
     :meth:`on_status` appends one JSON line (status fields, newest pair index and
-    time) to ``preview_stats.jsonl``.  Rendering and file writing happen on a
-    worker thread; the sink methods only store and enqueue, and never raise.
+    time) to ``preview_stats.jsonl``.  Snapshots are prepared on a worker thread
+    and drawn in a child process (:class:`~._render_process.SnapshotRenderer`);
+    the sink methods only store and enqueue, and never raise.
     """
 
     def __init__(
@@ -83,6 +83,9 @@ class HeadlessPreview:
         self._closed = False
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: draws snapshots in a child process (matplotlib would hold the interpreter
+        #: lock the acquisition's threads wait for)
+        self._renderer = SnapshotRenderer()
         self._thread = threading.Thread(
             target=self._work, name="pairscope-preview", daemon=True
         )
@@ -141,9 +144,11 @@ class HeadlessPreview:
             self._jobs.put(("snapshot", count, pair))
         self._jobs.put(_STOP)
         restore_priority(self._thread)  # the run is over: the last snapshot now
+        self._renderer.restore_priority()
         self._thread.join(timeout=60)
         if self._thread.is_alive():
             logger.warning("headless preview: worker did not finish within 60 s")
+        self._renderer.close()
         return list(self._written)
 
     def __enter__(self) -> HeadlessPreview:
@@ -206,14 +211,15 @@ class HeadlessPreview:
 
     def _snapshot(self, count: int, pair: Pair) -> None:
         path = self.out_dir / f"preview_{count:06d}.png"
-        self.snapshot_figure(count, pair).savefig(path)
+        self._renderer.render(self.snapshot_spec(count, pair), path)
         self._written.append(path)
 
     def snapshot_figure(self, count: int, pair: Pair) -> Figure:
         """The figure of the snapshot after ``count`` pairs, newest ``pair``."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        return draw_snapshot(self.snapshot_spec(count, pair))
 
+    def snapshot_spec(self, count: int, pair: Pair) -> SnapshotSpec:
+        """What the snapshot after ``count`` pairs shows (newest ``pair``)."""
         matched, frame, _ = self._latest.latest()
         pair = matched or pair
         panels = panels_for(
@@ -222,23 +228,7 @@ class HeadlessPreview:
             method=self.method,
             reference_transform=self.reference_transform,
         )
-        px = self.pixel_size_um or _pixel_size_um(pair)
-        trust_lines = self.trust.lines()
-        if not trust_lines:
-            fig = Figure(figsize=(4 * 4, 5.2), dpi=self.dpi, layout="constrained")
-            FigureCanvasAgg(fig)
-            for ax, panel in zip(fig.subplots(1, 4), panels, strict=True):
-                _draw_panel(ax, panel, px)
-        else:
-            fig = Figure(figsize=(5 * 4, 7.0), dpi=self.dpi, layout="constrained")
-            FigureCanvasAgg(fig)
-            grid = fig.add_gridspec(2, 5, height_ratios=(4, 1.2))
-            for i, panel in enumerate(panels):
-                _draw_panel(fig.add_subplot(grid[0, i]), panel, px)
-            self._draw_trust_map(fig.add_subplot(grid[0, 4]), panels[1], px)
-            strip = fig.add_subplot(grid[1, :])
-            draw_strip(strip, trust_lines, self._trust_level())
-            strip.set_title(self.trust.text(), fontsize=9)
+        trust = self._trust_panel(panels[1]) if self.trust.lines() else None
         title = f"pair {pair.index}"
         if frame is not None:
             title += (
@@ -250,28 +240,19 @@ class HeadlessPreview:
             status = status.replace(error=self.last_error)
         if status.pairs < count:
             status = status.replace(pairs=count)
-        fig.suptitle(f"{title}\n{status.line()}", fontsize=9)
-        return fig
+        return SnapshotSpec(
+            panels,
+            self.pixel_size_um or _pixel_size_um(pair),
+            f"{title}\n{status.line()}",
+            trust,
+            self.dpi,
+        )
 
-    def _trust_level(self) -> float | None:
-        return _trust_level_of(self.trust)
-
-    def _draw_trust_map(
-        self, ax: Any, restored: PanelImage, pixel_um: float | None
-    ) -> None:
+    def _trust_panel(self, restored: PanelImage) -> TrustPanel:
+        """The trust monitor's map over the restored panel, and its strip."""
         m = self.trust.error_map()
         if m is None or restored.pixels is None:
-            _draw_panel(
-                ax,
-                PanelImage(
-                    "Trust error map",
-                    None,
-                    restored.shape,
-                    None,
-                    "no reference checked yet",
-                ),
-            )
-            return
+            return self._with_strip(TrustPanel("Trust error map", None, restored.shape))
         index, emap, level = m
         title = f"Trust error map (pair {index})\nred: local error > {level:g}× noise"
         outside = self.trust.outside_map()
@@ -282,10 +263,14 @@ class HeadlessPreview:
                 f"Trust interval (pair {index})\nred: outside the alpha={alpha:g} "
                 "interval"
             )
-        ax.set_axis_off()
-        ax.imshow(error_overlay(restored.pixels, emap, level), interpolation="nearest")
-        _draw_scale_bar(ax, restored.pixels.shape, pixel_um)
-        ax.set_title(title, fontsize=10)
+        overlay = error_overlay(restored.pixels, emap, level)
+        return self._with_strip(TrustPanel(title, overlay, restored.shape))
+
+    def _with_strip(self, panel: TrustPanel) -> TrustPanel:
+        panel.strip = self.trust.lines()
+        panel.level = _trust_level_of(self.trust)
+        panel.text = self.trust.text()
+        return panel
 
 
 def _trust_level_of(view: TrustView) -> float | None:
@@ -301,74 +286,3 @@ def _pixel_size_um(pair: Pair) -> float | None:
         return float(ref)
     low = (meta.get("lowdose") or {}).get("pixel_size_um")
     return float(low) / max(pair.factor, 1) if low else None
-
-
-def _draw_scale_bar(
-    ax: Any, shape: tuple[int, ...], pixel_um: float | None, *, light: bool = False
-) -> None:
-    """A bar of a round length in µm (about a fifth of the width), bottom left,
-    with its length above it: white, or black on a ``light`` image."""
-    from matplotlib.patches import Rectangle
-    from matplotlib.patheffects import withStroke
-
-    if not pixel_um or pixel_um <= 0 or not math.isfinite(pixel_um):
-        return
-    h, w = shape[:2]
-    um = nice_length_um(0.2 * w * pixel_um)
-    length, thick = um / pixel_um, max(1.0, 0.015 * h)
-    x0, y0 = 0.05 * w - 0.5, 0.95 * h - 0.5 - thick
-    fg, bg = ("black", "white") if light else ("white", "black")
-    outline = [withStroke(linewidth=2, foreground=bg)]
-    ax.add_patch(Rectangle((x0, y0), length, thick, facecolor=fg, edgecolor=bg, lw=0.5))
-    ax.text(
-        x0 + length / 2,
-        y0 - 0.01 * h,
-        f"{um:g} µm",
-        color=fg,
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        path_effects=outline,
-    )
-
-
-def _draw_colour_bar(ax: Any, panel: PanelImage) -> None:
-    """The panel's display range as a colour bar: gray ADU, or the signed
-    blue-white-red of restored − reference."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import ListedColormap, Normalize
-
-    lo, hi = panel.limits or (0.0, 255.0)
-    signed = panel.pixels is not None and panel.pixels.ndim == 3
-    cmap = ListedColormap(diverging_lut() / 255.0) if signed else "gray"
-    bar = ax.figure.colorbar(
-        ScalarMappable(Normalize(lo, hi), cmap),
-        ax=ax,
-        orientation="horizontal",
-        fraction=0.05,
-        pad=0.02,
-    )
-    bar.set_label("restored − reference (ADU)" if signed else "ADU", fontsize=8)
-    bar.ax.tick_params(labelsize=7)
-
-
-def _draw_panel(ax: Any, panel: PanelImage, pixel_um: float | None = None) -> None:
-    ax.set_axis_off()
-    if panel.pixels is None:
-        ax.imshow(np.full(panel.shape, 64, np.uint8), cmap="gray", vmin=0, vmax=255)
-        ax.text(
-            0.5,
-            0.5,
-            panel.note,
-            color="white",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
-        ax.set_title(panel.title, fontsize=10)
-        return
-    ax.imshow(panel.pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    ax.set_title(panel.title, fontsize=10)
-    _draw_colour_bar(ax, panel)
-    signed = panel.pixels.ndim == 3  # the blue-white-red difference
-    _draw_scale_bar(ax, panel.pixels.shape, pixel_um, light=signed)

@@ -1,0 +1,52 @@
+"""The snapshot renderer's child process (:mod:`._render_process` starts it).
+
+``python -m pairscope.preview._render_child NICENESS``: lowers its priority, then
+draws and saves each snapshot spec read on stdin and answers one JSON line per
+spec on stdout; it ends at stdin's end (with its parent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import IO, Any
+
+from ._snapshot import read_spec, save_snapshot
+
+
+def _serve(source: IO[bytes], replies: IO[bytes]) -> None:
+    while (job := read_spec(source)) is not None:
+        spec, path = job
+        reply: dict[str, Any]
+        try:
+            reply = {"ok": str(save_snapshot(spec, path))}
+        except OSError as exc:
+            reply = {
+                "error": str(exc),
+                "errno": exc.errno,
+                "strerror": exc.strerror,
+                "filename": None if exc.filename is None else str(exc.filename),
+            }
+        except Exception as exc:  # said by the parent (its log), never lost here
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        replies.write(json.dumps(reply).encode() + b"\n")
+        replies.flush()
+
+
+def main(argv: list[str]) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        os.nice(int(argv[0]))
+    # the replies get their own copy of stdout; anything else printed goes to stderr
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        _serve(sys.stdin.buffer, replies)
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
