@@ -5,7 +5,10 @@ on and off alternate in one run (the writer is on in both).  ``--compare window`
 restorer + headless preview ("off") against restorer + the Qt preview window
 ("on", offscreen Qt unless a display is set): what the window itself costs the
 acquisition.  At a timelapse interval and free-running; "skipped" counts low-dose
-frames the preview did not restore (newest frame wins).  Usage:
+frames the preview did not restore (newest frame wins); "trust checked" counts the
+pairs the live trust monitor checked against their same-instant reference (it
+calibrates on a run's first pairs, and skips a check when a newer pair came first).
+Usage:
 
     python scripts/bench_live.py --pairs 400 --block 100 --intervals 100 0
     python scripts/bench_live.py --compare window --pairs 400 --block 100
@@ -14,6 +17,7 @@ frames the preview did not restore (newest frame wins).  Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -56,6 +60,7 @@ def bench(
 ) -> dict:
     totals = {"off": [0, 0.0], "on": [0, 0.0]}
     dropped = skipped = restored = 0
+    trust = {"checked": 0, "with_reference": 0, "skipped": 0, "calibrating": 0}
     seq = useq.MDASequence(time_plan={"interval": interval_ms / 1000, "loops": block})
     with open_rig(demo_rig_path()) as rig:
         for rc in rig.cores:
@@ -79,7 +84,15 @@ def bench(
                 s = run_live(core, settings, seq, options=opts, restorer=restorer)
             else:  # writer only
                 s = PairedAcquisition(core, settings).run(seq, writer=RunWriter(out))
-            dropped += s.expected_pairs - len(pairscope.open_run(s.run_dir))
+            run = pairscope.open_run(s.run_dir)
+            dropped += s.expected_pairs - len(run)
+            quality = Path(s.run_dir) / "quality_summary.json"
+            if on and quality.is_file():  # the trust monitor's own counts
+                q = json.loads(quality.read_text())
+                trust["checked"] += q["checked"]
+                trust["skipped"] += q["skipped"]
+                trust["calibrating"] += q["calibrating"]
+                trust["with_reference"] += len(run.same_instant_pairs())
             if restorer is not None:
                 st = restorer.stats()
                 skipped += st.skipped
@@ -100,6 +113,7 @@ def bench(
         "restored": restored,
         "skipped": skipped,
         "pairs_each": totals["on"][0],
+        "trust": trust,
     }
 
 
@@ -121,17 +135,25 @@ def main() -> None:
     if args.compare == "window" and not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     print(
-        "| interval (ms) | pairs each | pairs/s off | pairs/s on | ratio | dropped | restored | skipped |"
+        "| interval (ms) | pairs each | pairs/s off | pairs/s on | ratio | dropped "
+        "| restored | skipped | trust checked / with a reference (calibrating, skipped) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for interval in args.intervals:
             r = bench(
                 interval, args.pairs, args.block, args.sensor, Path(tmp), args.compare
             )
+            t = r["trust"]
+            checked = (
+                f"{t['checked']} / {t['with_reference']} "
+                f"({t['checked'] / max(t['with_reference'], 1):.3f}; "
+                f"{t['calibrating']}, {t['skipped']})"
+            )
             print(
                 f"| {interval:g} | {r['pairs_each']} | {r['off']:.1f} | {r['on']:.1f} | "
-                f"{r['ratio']:.3f} | {r['dropped']} | {r['restored']} | {r['skipped']} |",
+                f"{r['ratio']:.3f} | {r['dropped']} | {r['restored']} | {r['skipped']} "
+                f"| {checked} |",
                 flush=True,
             )
 

@@ -75,9 +75,7 @@ def test_ctrl_c_while_the_rig_is_set_up_is_a_clean_cancel(tmp_path: Path) -> Non
         assert len(pairscope.open_run(run_dir)) == info["pairs_written"]
 
 
-def test_ctrl_c_before_a_command_handles_it_is_one_line(
-    monkeypatch, capsys
-) -> None:
+def test_ctrl_c_before_a_command_handles_it_is_one_line(monkeypatch, capsys) -> None:
     """A KeyboardInterrupt while pairscope is still importing its command."""
     from pairscope import cli
 

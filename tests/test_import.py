@@ -88,7 +88,11 @@ def test_plain_stacks_with_options(stacks, demo_run, tmp_path) -> None:
     assert info["status"] == "completed" and info["pairs_written"] == 12
     assert info["system_state"]["ImportedLowDose"]["Gain"] == "0.5"
     low = info["rig_model"]["lowdose"]["photometry"]
-    assert (low["e_per_adu"], low["offset_adu"], low["source"]) == (0.5, 100, "declared")
+    assert (low["e_per_adu"], low["offset_adu"], low["source"]) == (
+        0.5,
+        100,
+        "declared",
+    )
     assert low["method"] == "pairscope import --gain/--offset"
 
 

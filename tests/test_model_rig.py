@@ -152,7 +152,9 @@ def test_the_check_refuses_another_factor_or_pixel_size_in_one_line(run: Path) -
     assert "pairscope train RUN" in text
     assert isinstance(err.value, ValueError)
     # within 5 %: no refusal
-    assert check_model_for_rig(info, _rig_with(rig, "lowdose", pixel_size_um=0.206)) == []
+    assert (
+        check_model_for_rig(info, _rig_with(rig, "lowdose", pixel_size_um=0.206)) == []
+    )
 
 
 def test_the_check_warns_with_both_numbers_on_other_photometry(run: Path) -> None:

@@ -35,8 +35,13 @@ from .conftest import acquire_demo_run
 CONFIGS = Path(__file__).parents[1] / "hardware_configs"
 
 
-def _camera(rng: np.random.Generator, electrons: np.ndarray, e_per_adu: float = 0.5,
-            offset: float = 100.0, read_noise: float = 1.6) -> np.ndarray:
+def _camera(
+    rng: np.random.Generator,
+    electrons: np.ndarray,
+    e_per_adu: float = 0.5,
+    offset: float = 100.0,
+    read_noise: float = 1.6,
+) -> np.ndarray:
     counts = rng.poisson(electrons) + rng.standard_normal(electrons.shape) * read_noise
     return np.round(counts / e_per_adu + offset).clip(0, 65535).astype(np.uint16)
 
@@ -118,8 +123,12 @@ def test_a_damaged_or_newer_rig_model_is_one_clear_error(tmp_path: Path) -> None
 def test_bad_declared_photometry_is_one_line(
     tmp_path: Path, photometry: str, problem: str
 ) -> None:
-    text = (CONFIGS / "cpp_democamera_rig.yaml").read_text().replace(
-        "    role: lowdose\n", f"    role: lowdose\n    photometry: {photometry}\n"
+    text = (
+        (CONFIGS / "cpp_democamera_rig.yaml")
+        .read_text()
+        .replace(
+            "    role: lowdose\n", f"    role: lowdose\n    photometry: {photometry}\n"
+        )
     )
     rig = tmp_path / "rig.yaml"
     rig.write_text(text.replace("config: cpp_", f"config: {CONFIGS}/cpp_"))
@@ -132,7 +141,9 @@ def test_bad_declared_photometry_is_one_line(
 def test_the_photon_transfer_series_recovers_the_sensor() -> None:
     rng = np.random.default_rng(1)
     dark = [_camera(rng, np.zeros((128, 128))) for _ in range(4)]
-    flats = [[_camera(rng, np.full((128, 128), e)) for _ in range(2)] for e in (50, 200, 800)]
+    flats = [
+        [_camera(rng, np.full((128, 128), e)) for _ in range(2)] for e in (50, 200, 800)
+    ]
     p = photometry_from_series(dark, flats)
     assert p.source == "measured"
     assert p.e_per_adu == pytest.approx(0.5, rel=0.03)
@@ -207,7 +218,9 @@ def test_calibrate_measures_both_cameras_of_a_demo_run_and_checks_the_declaratio
     stored = json.loads((run_dir / "calibration.json").read_text())["photometry"]
     for role in ("lowdose", "reference"):
         assert stored[role]["source"] == "measured"
-        assert stored[role]["e_per_adu"] == pytest.approx(0.5, rel=0.10)  # 6 pairs, 256²
+        assert stored[role]["e_per_adu"] == pytest.approx(
+            0.5, rel=0.10
+        )  # 6 pairs, 256²
     assert "registration" in stored or "registration" in json.loads(
         (run_dir / "calibration.json").read_text()
     )

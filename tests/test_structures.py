@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from pairscope.io.calibration import Registration, apply_registration
 from pairscope.live import bundled_model_path
 from pairscope.restore import StreamingRestorer, load_model
 from pairscope.trust import CameraNoise, TrustMonitor, calibration_for_run
 from pairscope.trust._structures import (
     RISK_TOLERANCE,
+    NoiseWarp,
     StructureTally,
     structure_risks,
 )
@@ -164,3 +166,45 @@ def test_the_run_is_flagged_on_its_mean_and_certified_on_its_bound() -> None:
     for _ in range(30):
         good.add(pair(0.1, 0.1))
     assert good.summary()["certified"]
+
+
+def _lag_correlations(noise: np.ndarray) -> tuple[float, float, float]:
+    """Variance and lag-1 correlations along y and x (edges cut)."""
+    n = noise[8:-8, 8:-8]
+    var = float(n.var())
+    cy = float(np.mean(n[1:] * n[:-1]) / var)
+    cx = float(np.mean(n[:, 1:] * n[:, :-1]) / var)
+    return var, cy, cx
+
+
+@pytest.mark.parametrize(
+    "reg",
+    [
+        Registration(shift_y_px=0.5, shift_x_px=0.0),
+        Registration(shift_y_px=-0.3, shift_x_px=1.45),
+        Registration(shift_y_px=0.2, shift_x_px=-0.4, scale=1.01),
+    ],
+)
+def test_the_noise_filter_does_to_noise_what_the_registration_does(
+    reg: Registration,
+) -> None:
+    """The simulated reference noise goes through the registration (a shift: as
+    two 1-D filters) with the same variance (unit) and the same correlation
+    between neighbours as warping white noise itself (a half-pixel shift
+    correlates neighbours strongly; no filter would leave them uncorrelated)."""
+    rng = np.random.default_rng(7)
+    white = rng.standard_normal((256, 256)).astype(np.float32)
+    warped = np.asarray(apply_registration(white, reg), np.float64)
+    warped /= warped[8:-8, 8:-8].std()
+    noise_warp = NoiseWarp(
+        lambda img: apply_registration(img, reg), shift_only=reg.scale == 1
+    )
+    assert (noise_warp.filters is not None) == (reg.scale == 1)
+    filtered = noise_warp(white)
+    var, cy, cx = _lag_correlations(filtered.astype(np.float64))
+    _, want_y, want_x = _lag_correlations(warped)
+    assert var == pytest.approx(1.0, abs=0.03)
+    assert cy == pytest.approx(want_y, abs=0.02)
+    assert cx == pytest.approx(want_x, abs=0.02)
+    if reg.shift_y_px == 0.5:
+        assert want_y > 0.2  # the test can tell a filter from none

@@ -17,7 +17,7 @@ from ._ideal_observer import (
     ideal_observer_for_rig,
     ideal_resolvable,
 )
-from ._intensity import affine_fit, percentile_normalize, psnr, ssim
+from ._intensity import TargetScores, affine_fit, percentile_normalize, psnr, ssim
 from ._plots import (
     new_figure,
     plot_frc_curves,
@@ -47,6 +47,7 @@ __all__ = [
     "ConsistencyResult",
     "FRCCurve",
     "IdealObserver",
+    "TargetScores",
     "TwoPointResult",
     "TwoPointTally",
     "TwoPointTarget",

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["affine_fit", "percentile_normalize", "psnr", "ssim"]
+__all__ = ["TargetScores", "affine_fit", "percentile_normalize", "psnr", "ssim"]
 
 _EPS = 1e-12
 
@@ -62,25 +62,77 @@ def affine_fit(prediction: ArrayLike, target: ArrayLike) -> NDArray[np.float64]:
     return a * pc + t.mean()
 
 
-def _prepare(
-    pred: ArrayLike, target: ArrayLike, scale_invariant: bool
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    p = np.asarray(pred, dtype=np.float64)
-    t = np.asarray(target, dtype=np.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"shape mismatch: {p.shape} vs {t.shape}")
-    if scale_invariant:
-        t = percentile_normalize(t)
-        p = affine_fit(p, t)
-    return p, t
-
-
 def _data_range(t: NDArray[np.float64], data_range: float | None) -> float:
     if data_range is None:
         data_range = float(t.max() - t.min())
     if data_range <= 0:
         raise ValueError("data_range must be positive (is the target constant?)")
     return float(data_range)
+
+
+class TargetScores:
+    """PSNR and SSIM of several predictions against one ``target``.
+
+    The target's normalisation (``scale_invariant``: as in :func:`psnr`), data
+    range and SSIM statistics are computed once (the live trust monitor scores
+    the model and bicubic against each reference); :func:`psnr` and :func:`ssim`
+    are this class for one prediction.
+    """
+
+    TRUNCATE = 3.5
+
+    def __init__(
+        self,
+        target: ArrayLike,
+        *,
+        data_range: float | None = None,
+        scale_invariant: bool = False,
+        win_sigma: float = 1.5,
+    ) -> None:
+        t = np.asarray(target, dtype=np.float64)
+        self.scale_invariant = scale_invariant
+        self.target = percentile_normalize(t) if scale_invariant else t
+        self.data_range = _data_range(self.target, data_range)
+        self.win_sigma = win_sigma
+        self._ssim_stats: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+
+    def _fitted(self, pred: ArrayLike) -> NDArray[np.float64]:
+        p = np.asarray(pred, dtype=np.float64)
+        if p.shape != self.target.shape:
+            raise ValueError(f"shape mismatch: {p.shape} vs {self.target.shape}")
+        return affine_fit(p, self.target) if self.scale_invariant else p
+
+    def _blur(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        return gaussian_filter(
+            x, self.win_sigma, mode="reflect", truncate=self.TRUNCATE
+        )
+
+    def psnr(self, pred: ArrayLike) -> float:
+        """:func:`psnr` of ``pred``."""
+        p, dr = self._fitted(pred), self.data_range
+        mse = float(np.mean((p - self.target) ** 2))
+        if mse == 0.0:
+            return float("inf")
+        return float(10.0 * np.log10(dr * dr / mse))
+
+    def ssim(self, pred: ArrayLike) -> float:
+        """:func:`ssim` of ``pred``."""
+        p, t, blur = self._fitted(pred), self.target, self._blur
+        c1, c2 = (0.01 * self.data_range) ** 2, (0.03 * self.data_range) ** 2
+        if self._ssim_stats is None:
+            mu = blur(t)
+            self._ssim_stats = (mu, blur(t * t) - mu * mu)
+        mu_t, var_t = self._ssim_stats
+        mu_p = blur(p)
+        var_p = blur(p * p) - mu_p * mu_p
+        cov = blur(p * t) - mu_p * mu_t
+        num = (2 * mu_p * mu_t + c1) * (2 * cov + c2)
+        den = (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
+        smap = num / den
+        pad = int(self.TRUNCATE * self.win_sigma + 0.5)
+        if all(n > 2 * pad for n in smap.shape):
+            smap = smap[tuple(slice(pad, n - pad) for n in smap.shape)]
+        return float(smap.mean())
 
 
 def psnr(
@@ -108,12 +160,10 @@ def psnr(
     float
         ``10 log10(data_range**2 / MSE)``; ``inf`` for a perfect match.
     """
-    p, t = _prepare(pred, target, scale_invariant)
-    dr = _data_range(t, data_range)
-    mse = float(np.mean((p - t) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(dr * dr / mse))
+    _check_shapes(pred, target)
+    return TargetScores(
+        target, data_range=data_range, scale_invariant=scale_invariant
+    ).psnr(pred)
 
 
 def ssim(
@@ -147,22 +197,16 @@ def ssim(
     float
         Mean SSIM; exactly 1.0 for identical inputs.
     """
-    p, t = _prepare(pred, target, scale_invariant)
-    dr = _data_range(t, data_range)
-    c1, c2 = (0.01 * dr) ** 2, (0.03 * dr) ** 2
-    truncate = 3.5
+    _check_shapes(pred, target)
+    return TargetScores(
+        target,
+        data_range=data_range,
+        scale_invariant=scale_invariant,
+        win_sigma=win_sigma,
+    ).ssim(pred)
 
-    def blur(x: NDArray[np.float64]) -> NDArray[np.float64]:
-        return gaussian_filter(x, win_sigma, mode="reflect", truncate=truncate)
 
-    mu_p, mu_t = blur(p), blur(t)
-    var_p = blur(p * p) - mu_p * mu_p
-    var_t = blur(t * t) - mu_t * mu_t
-    cov = blur(p * t) - mu_p * mu_t
-    num = (2 * mu_p * mu_t + c1) * (2 * cov + c2)
-    den = (mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)
-    smap = num / den
-    pad = int(truncate * win_sigma + 0.5)
-    if all(n > 2 * pad for n in smap.shape):
-        smap = smap[tuple(slice(pad, n - pad) for n in smap.shape)]
-    return float(smap.mean())
+def _check_shapes(pred: ArrayLike, target: ArrayLike) -> None:
+    ps, ts = np.shape(pred), np.shape(target)
+    if ps != ts:
+        raise ValueError(f"shape mismatch: {ps} vs {ts}")

@@ -37,7 +37,7 @@ from scipy.ndimage import gaussian_filter, uniform_filter
 from .._binning import bin_sum
 from ..io import same_instant
 from ..io.calibration import Registration, apply_registration
-from ..metrics import affine_fit, psnr, ssim, upsample
+from ..metrics import TargetScores, affine_fit, upsample
 
 __all__ = [
     "CONSISTENCY_SIGMA_PX",
@@ -331,17 +331,12 @@ def _reference_checks(
     target = ref.astype(np.float64)[crop]
     bicubic = upsample(low - cal.lowdose.offset_adu, cal.factor, "bicubic")[crop]
     model = rest[crop]
+    scores = TargetScores(
+        target, data_range=DATA_RANGE, scale_invariant=True, win_sigma=SSIM_SIGMA_PX
+    )
     for name, img in (("model", model), ("bicubic", bicubic)):
-        metrics[f"psnr_{name}"] = psnr(
-            img, target, data_range=DATA_RANGE, scale_invariant=True
-        )
-        metrics[f"ssim_{name}"] = ssim(
-            img,
-            target,
-            data_range=DATA_RANGE,
-            scale_invariant=True,
-            win_sigma=SSIM_SIGMA_PX,
-        )
+        metrics[f"psnr_{name}"] = scores.psnr(img)
+        metrics[f"ssim_{name}"] = scores.ssim(img)
     metrics["advantage_db"] = float(metrics["psnr_model"]) - float(  # type: ignore[arg-type]
         metrics["psnr_bicubic"]  # type: ignore[arg-type]
     )

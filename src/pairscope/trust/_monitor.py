@@ -47,7 +47,7 @@ from ._conformal import (
     uncrop_edges,
 )
 from ._monitor_util import central as _central
-from ._structures import StructureTally, structure_risks
+from ._structures import NoiseWarp, StructureTally, structure_risks
 
 __all__ = [
     "QUALITY_FILE",
@@ -146,6 +146,8 @@ class TrustMonitor:
         self.intervals: ConformalIntervals | None = None
         #: invented and lost structure over the same-instant reference pairs
         self.structures = StructureTally()
+        #: what the calibration's registration does to simulated noise
+        self._noise_warp: tuple[TrustCalibration, NoiseWarp] | None = None
         #: ``registration(timeout_s)``: the run's one live camera registration
         #: (None: it failed); without it the monitor estimates its own
         self._registration = registration
@@ -348,12 +350,16 @@ class TrustMonitor:
         cal, iv = self.calibration, self.intervals
         assert cal is not None and iv is not None
         a, b = iv.photometric_map(restored, target)
+        if self._noise_warp is None or self._noise_warp[0] is not cal:
+            warp = partial(apply_registration, reg=cal.registration)
+            shift_only = cal.registration.scale == 1
+            self._noise_warp = (cal, NoiseWarp(warp, shift_only=shift_only))
         risks = structure_risks(
-            a * np.asarray(restored, np.float64) + b,
+            a * np.asarray(restored, np.float32) + np.float32(b),
             target,
             iv.reference_variance,
             cal.rayleigh_px,
-            warp=partial(apply_registration, reg=cal.registration),
+            noise_warp=self._noise_warp[1],
             seed=result.pair,
         )
         result.metrics.update(risks.metrics())

@@ -19,7 +19,8 @@ restoration against itself plus simulated reference noise (a dim structure lost 
 the noise); for lost, the reference against itself plus a second simulated noise (a
 reference structure too faint to survive it) — a null built from the reference, not
 from the restoration, so a blurry restoration cannot hide its losses in it.  The
-simulated noise goes through the registration's warp as the reference did.
+simulated noise goes through the registration's warp as the reference did
+(:class:`NoiseWarp`).
 
 **Risk control.** With losses in [0, 1], conformal risk control (Angelopoulos et
 al., "Conformal risk control", ICLR 2024) bounds the expected risk of the next pair
@@ -50,9 +51,11 @@ from scipy.spatial import cKDTree
 
 __all__ = [
     "RISK_TOLERANCE",
+    "NoiseWarp",
     "StructureRisks",
     "StructureTally",
     "blobs",
+    "detection_threshold",
     "structure_risks",
 ]
 
@@ -119,21 +122,38 @@ def _log_noise_gain(sigma: float) -> float:
     return float(np.std(((hyy + hxx) * sigma * sigma)[12:-12, 12:-12]))
 
 
-def blobs(image: np.ndarray, noise_var: np.ndarray, rayleigh_px: float) -> np.ndarray:
+def detection_threshold(noise_var: np.ndarray, rayleigh_px: float) -> np.ndarray:
+    """Per pixel, the normalised LoG response a structure must exceed: ``THRESHOLD_SD``
+    local noise SDs as the filter passes them (``noise_var``: the noise variance)."""
+    s = LOG_SIGMA_RAYLEIGH * rayleigh_px
+    local_var = ndi.gaussian_filter(np.asarray(noise_var, np.float32), 2 * s)
+    return np.float32(THRESHOLD_SD * _log_noise_gain(s)) * np.sqrt(local_var)
+
+
+def blobs(
+    image: np.ndarray,
+    noise_var: np.ndarray | None,
+    rayleigh_px: float,
+    *,
+    threshold: np.ndarray | None = None,
+) -> np.ndarray:
     """``(n, 2)`` pixel positions (y, x) of the compact structures of ``image``
-    (module doc); ``noise_var`` the per-pixel noise variance of such an image."""
-    img = np.asarray(image, np.float64)
+    (module doc); ``noise_var`` the per-pixel noise variance of such an image (or
+    its ``threshold``, :func:`detection_threshold`, computed once for several)."""
+    img = np.asarray(image, np.float32)
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
     hyy, hxx, hxy = _hessian(img, s)
-    log = -(hyy + hxx) * s * s
-    local_sd = np.sqrt(ndi.gaussian_filter(np.asarray(noise_var, np.float64), 2 * s))
-    threshold = THRESHOLD_SD * _log_noise_gain(s) * local_sd
+    log = -(hyy + hxx) * np.float32(s * s)
+    if threshold is None:
+        assert noise_var is not None, "blobs needs noise_var or threshold"
+        threshold = detection_threshold(noise_var, rayleigh_px)
     size = max(3, round(0.8 * rayleigh_px) | 1)
     peaks = (log == ndi.maximum_filter(log, size=size)) & (log > threshold)
     ys, xs = np.nonzero(peaks)
     # a blob curves down in both directions, the flatter at least ISOTROPY as steeply
-    half_trace = (hxx[ys, xs] + hyy[ys, xs]) / 2
-    det = hxx[ys, xs] * hyy[ys, xs] - hxy[ys, xs] ** 2
+    h_yy, h_xx, h_xy = (h[ys, xs].astype(np.float64) for h in (hyy, hxx, hxy))
+    half_trace = (h_xx + h_yy) / 2
+    det = h_xx * h_yy - h_xy**2
     spread = np.sqrt(np.maximum(half_trace**2 - det, 0.0))
     steep, flat = half_trace - spread, half_trace + spread  # steep <= flat
     blob = (flat < 0) & (flat / np.minimum(steep, -1e-12) > ISOTROPY)
@@ -150,45 +170,92 @@ def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
     return float(np.mean(~np.isfinite(d)))
 
 
+class NoiseWarp:
+    """What the registration ``warp`` does to simulated (white) noise, keeping its
+    variance (the noise model is the registered reference's).
+
+    A shift (``shift_only``) interpolates alike everywhere and separably, so its
+    response to one bright pixel, split into its y and x parts, is all it does to
+    noise: two short 1-D filters, found once per registration (warping every
+    simulated noise frame cost two cubic-spline resamplings per pair).  A warp
+    that also scales interpolates differently across the frame: it is applied."""
+
+    def __init__(
+        self, warp: Callable[[np.ndarray], np.ndarray], *, shift_only: bool
+    ) -> None:
+        self.warp = warp
+        self.filters = _separable_response(warp) if shift_only else None
+
+    def __call__(self, noise: np.ndarray) -> np.ndarray:
+        if self.filters is not None:
+            ky, kx = self.filters
+            out = ndi.convolve1d(noise, ky, axis=0, mode="reflect")
+            return np.asarray(ndi.convolve1d(out, kx, axis=1, mode="reflect"))
+        warped = np.asarray(self.warp(noise), np.float32)
+        return warped * np.float32(np.std(noise) / max(float(np.std(warped)), 1e-12))
+
+
+def _separable_response(
+    warp: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``warp``'s response to one pixel as 1-D y and x filters of unit power."""
+    n = 33
+    impulse = np.zeros((n, n), np.float32)
+    impulse[n // 2, n // 2] = 1.0
+    u, _, vt = np.linalg.svd(np.asarray(warp(impulse), np.float64))
+    ky, kx = u[:, 0], vt[0]  # the response is outer(ky, kx) times a gain
+    if ky.sum() < 0:
+        ky, kx = -ky, -kx
+
+    def trimmed(k: np.ndarray) -> np.ndarray:
+        keep = np.nonzero(np.abs(k) > 1e-4 * np.abs(k).max())[0]
+        k = k[keep.min() : keep.max() + 1]
+        return (k / np.sqrt(np.sum(k**2))).astype(np.float32)
+
+    return trimmed(ky), trimmed(kx)
+
+
 def structure_risks(
     restored: np.ndarray,
     target: np.ndarray,
     noise_var: Callable[[np.ndarray], np.ndarray],
     rayleigh_px: float,
     *,
-    warp: Callable[[np.ndarray], np.ndarray] | None = None,
+    noise_warp: Callable[[np.ndarray], np.ndarray] | None = None,
     seed: int = 0,
 ) -> StructureRisks:
     """One pair's invented and lost structure (module doc).
 
     ``restored`` (in reference units) and ``target`` (the registered reference)
     share one grid; ``noise_var`` maps an expectation (reference ADU) to the
-    reference's noise variance there, as registered; ``warp`` is the registration
-    the simulated noise goes through (``None``: white noise)."""
-    rest = np.asarray(restored, np.float64)
-    ref = np.asarray(target, np.float64)
+    reference's noise variance there, as registered; ``noise_warp`` is what the
+    registration does to noise (a :class:`NoiseWarp`; ``None``: white noise)."""
+    rest = np.asarray(restored, np.float32)
+    ref = np.asarray(target, np.float32)
     rng = np.random.default_rng(seed)
 
-    def simulated(expected: np.ndarray) -> np.ndarray:
-        noise = rng.standard_normal(expected.shape) * np.sqrt(noise_var(expected))
-        if warp is None:
-            return noise
-        # the warp interpolates (smooths) white noise: keep the variance the model says
-        warped = np.asarray(warp(noise.astype(np.float32)), np.float64)
-        gain = float(np.std(noise) / max(float(np.std(warped)), 1e-12))
-        return warped * gain
+    def simulated(sd: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal(sd.shape, np.float32)
+        if noise_warp is not None:
+            noise = noise_warp(noise)
+        return noise * sd
 
-    var_rest, var_ref = noise_var(rest), noise_var(ref)
+    var_rest = np.asarray(noise_var(rest), np.float32)
+    var_ref = np.asarray(noise_var(ref), np.float32)
+    thr_rest = detection_threshold(var_rest, rayleigh_px)
+    thr_ref = detection_threshold(var_ref, rayleigh_px)
     radius = MATCH_RAYLEIGH * rayleigh_px
-    mine = blobs(rest, var_rest, rayleigh_px)
-    theirs = blobs(ref, var_ref, rayleigh_px)
+    mine = blobs(rest, None, rayleigh_px, threshold=thr_rest)
+    theirs = blobs(ref, None, rayleigh_px, threshold=thr_ref)
     invented = _unmatched(mine, theirs, radius)
     lost = _unmatched(theirs, mine, radius)
+    noisy_rest = rest + simulated(np.sqrt(var_rest))
+    noisy_ref = ref + simulated(np.sqrt(var_ref))
     invented_null = _unmatched(
-        mine, blobs(rest + simulated(rest), var_rest, rayleigh_px), radius
+        mine, blobs(noisy_rest, None, rayleigh_px, threshold=thr_rest), radius
     )
     lost_null = _unmatched(
-        theirs, blobs(ref + simulated(ref), var_ref, rayleigh_px), radius
+        theirs, blobs(noisy_ref, None, rayleigh_px, threshold=thr_ref), radius
     )
     enough_mine, enough_theirs = (
         len(mine) >= MIN_STRUCTURES,
