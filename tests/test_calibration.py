@@ -16,6 +16,7 @@ from pairscope.io.calibration import (
     estimate_registration,
     load_registration,
     save_calibration,
+    shift_frame,
 )
 
 # demo cfg: LowDoseCam OffsetX_um=0.13, OffsetY_um=-0.07, 0.1 µm reference pixels
@@ -127,3 +128,28 @@ def test_a_magnification_outside_the_fit_range_is_refused() -> None:
 
     with pytest.raises(ValueError, match="magnification ratio"):
         registration_from_pairs(_magnified_pairs(Registration(0.0, 0.0, 1.10)), 2)
+
+
+@pytest.mark.parametrize(
+    "shift",
+    [(0.3, -0.45), (1.5, -2.5), (-0.5, 0.5), (12.3, -0.7), (-40.2, 33.6), (3, 0)],
+)
+def test_a_shift_is_scipys_cubic_spline_shift(shift: tuple[float, float]) -> None:
+    """``shift_frame`` (two 1-D filters and a copy) equals scipy's cubic-spline
+    shift to float32 precision away from the edge, and stays within the frame's
+    range at it (the spline's own boundary handling: at most 6 pixels deep)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    frame = ndi.gaussian_filter(rng.random((256, 256)) * 1000, 1).astype(np.float32)
+    want = ndi.shift(frame, shift, order=3, mode="nearest")
+    got = shift_frame(frame, shift)
+    assert got.dtype == np.float32 and got.shape == frame.shape
+    inner = (slice(7, -7), slice(7, -7))
+    np.testing.assert_allclose(got[inner], want[inner], atol=1e-3 * np.ptp(frame))
+    span = np.ptp(frame)
+    assert (
+        got.min() >= frame.min() - 0.1 * span and got.max() <= frame.max() + 0.1 * span
+    )
+    reg = Registration(shift_y_px=-shift[0], shift_x_px=-shift[1])
+    np.testing.assert_array_equal(apply_registration(frame, reg), got)

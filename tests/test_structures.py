@@ -182,24 +182,23 @@ def _lag_correlations(noise: np.ndarray) -> tuple[float, float, float]:
     [
         Registration(shift_y_px=0.5, shift_x_px=0.0),
         Registration(shift_y_px=-0.3, shift_x_px=1.45),
+        Registration(shift_y_px=0.2, shift_x_px=-0.4, scale=1.0002),
         Registration(shift_y_px=0.2, shift_x_px=-0.4, scale=1.01),
     ],
 )
 def test_the_noise_filter_does_to_noise_what_the_registration_does(
     reg: Registration,
 ) -> None:
-    """The simulated reference noise goes through the registration (a shift: as
-    two 1-D filters) with the same variance (unit) and the same correlation
-    between neighbours as warping white noise itself (a half-pixel shift
-    correlates neighbours strongly; no filter would leave them uncorrelated)."""
+    """The simulated reference noise goes through the registration with unit
+    variance (a shift's gain found once from its response to one pixel) and the
+    correlation between neighbours that warping white noise gives (a half-pixel
+    shift correlates neighbours strongly; white noise would not be)."""
     rng = np.random.default_rng(7)
     white = rng.standard_normal((256, 256)).astype(np.float32)
     warped = np.asarray(apply_registration(white, reg), np.float64)
     warped /= warped[8:-8, 8:-8].std()
-    noise_warp = NoiseWarp(
-        lambda img: apply_registration(img, reg), shift_only=reg.scale == 1
-    )
-    assert (noise_warp.filters is not None) == (reg.scale == 1)
+    noise_warp = NoiseWarp.for_registration(reg)
+    assert (noise_warp.gain is not None) == (reg.scale == 1)  # found once
     filtered = noise_warp(white)
     var, cy, cx = _lag_correlations(filtered.astype(np.float64))
     _, want_y, want_x = _lag_correlations(warped)

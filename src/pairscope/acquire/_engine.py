@@ -59,6 +59,9 @@ from ._timing import FrameRecord, RunClock, overlap_ms, simultaneous
 
 logger = logging.getLogger(__name__)
 ROLE_CAM = {"lowdose": 0, "reference": 1}
+#: how long a hardware sequence's loop waits when no frame came (the frames wait
+#: in the cores' buffers; each look costs every core a call)
+POLL_S = 0.002
 
 
 class PairedEngine(MDAEngine):
@@ -529,6 +532,8 @@ class PairedEngine(MDAEngine):
     ) -> Iterator[ImagePayload]:
         b = self._burst
         assert b is not None
+        # the exposures stay as the burst started them: one read, not one per poll
+        timeout_s = self._timeout_ms() / 1000.0
         while not self._stop_requested():
             for label, exc in thread_errors.items():
                 raise camera_fault(label, b.k0 + b.index, exc)
@@ -539,7 +544,7 @@ class PairedEngine(MDAEngine):
                 return
             if got:
                 continue
-            stopped = stopped_camera(b.streams, n, period, self._timeout_ms() / 1000.0)
+            stopped = stopped_camera(b.streams, n, period, timeout_s)
             if stopped is not None:
                 raise CameraFault(
                     camera_stopped_message(
@@ -554,7 +559,7 @@ class PairedEngine(MDAEngine):
                 if quiet > 2 * period / 1000.0 + STOP_MARGIN_S:
                     self._check_followers(b.streams, n)
                     return
-            time.sleep(0.001)
+            time.sleep(POLL_S)
 
     def _check_followers(self, streams: list[CameraStream], n: int) -> None:
         """The leader is done: a follower that owes a few frames missed triggers

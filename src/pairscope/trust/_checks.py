@@ -195,13 +195,17 @@ def local_error_map(
     def box(x: np.ndarray) -> np.ndarray:
         return uniform_filter(x, window, mode="reflect")
 
-    mp, mt = box(restored), box(target)
-    cpp = box(restored * restored) - mp * mp
-    cpt = box(restored * target) - mp * mt
-    ctt = box(target * target) - mt * mt
+    # float32 about the mean: local (co)variances keep their precision
+    centre = float(np.mean(target))
+    r = np.asarray(restored, np.float32) - np.float32(centre)
+    t = np.asarray(target, np.float32) - np.float32(centre)
+    mp, mt = box(r), box(t)
+    cpp = box(r * r) - mp * mp
+    cpt = box(r * t) - mp * mt
+    ctt = box(t * t) - mt * mt
     a = np.clip(cpt / np.maximum(cpp, 1e-12), 0.0, None)  # no contrast inversion
     residual = np.maximum(ctt - 2 * a * cpt + a * a * cpp, 0.0)
-    return residual / box(noise.variance(restored))
+    return residual / box(np.asarray(noise.variance(restored), np.float32))
 
 
 def check_pair(

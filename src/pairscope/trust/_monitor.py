@@ -20,7 +20,6 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
 from .._threads import deprioritize_current_thread, restore_priority
-from ..io.calibration import apply_registration
 from ._calibrate import calibration_from_info
 from ._checks import (
     CheckResult,
@@ -351,9 +349,8 @@ class TrustMonitor:
         assert cal is not None and iv is not None
         a, b = iv.photometric_map(restored, target)
         if self._noise_warp is None or self._noise_warp[0] is not cal:
-            warp = partial(apply_registration, reg=cal.registration)
-            shift_only = cal.registration.scale == 1
-            self._noise_warp = (cal, NoiseWarp(warp, shift_only=shift_only))
+            warp = NoiseWarp.for_registration(cal.registration)
+            self._noise_warp = (cal, warp)
         risks = structure_risks(
             a * np.asarray(restored, np.float32) + np.float32(b),
             target,

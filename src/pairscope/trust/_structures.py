@@ -43,11 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+
+from ..io.calibration import Registration, apply_registration
 
 __all__ = [
     "RISK_TOLERANCE",
@@ -171,48 +173,40 @@ def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
 
 
 class NoiseWarp:
-    """What the registration ``warp`` does to simulated (white) noise, keeping its
-    variance (the noise model is the registered reference's).
+    """What the registration does to simulated (white) noise, keeping its variance
+    (the noise model is the registered reference's).
 
-    A shift (``shift_only``) interpolates alike everywhere and separably, so its
-    response to one bright pixel, split into its y and x parts, is all it does to
-    noise: two short 1-D filters, found once per registration (warping every
-    simulated noise frame cost two cubic-spline resamplings per pair).  A warp
-    that also scales interpolates differently across the frame: it is applied."""
+    The warp is applied to each simulated frame; how much it smooths white noise
+    is, for a shift, the same everywhere: the sum of squares of its response to
+    one pixel, found once.  A warp that also scales smooths differently across
+    the frame: its gain is measured on each frame."""
 
     def __init__(
         self, warp: Callable[[np.ndarray], np.ndarray], *, shift_only: bool
     ) -> None:
         self.warp = warp
-        self.filters = _separable_response(warp) if shift_only else None
+        self.gain: float | None = _white_noise_gain(warp) if shift_only else None
+
+    @classmethod
+    def for_registration(cls, reg: Registration) -> NoiseWarp:
+        """The noise warp of ``reg`` (:func:`~pairscope.io.calibration.apply_registration`)."""
+        return cls(partial(apply_registration, reg=reg), shift_only=reg.scale == 1)
 
     def __call__(self, noise: np.ndarray) -> np.ndarray:
-        if self.filters is not None:
-            ky, kx = self.filters
-            out = ndi.convolve1d(noise, ky, axis=0, mode="reflect")
-            return np.asarray(ndi.convolve1d(out, kx, axis=1, mode="reflect"))
         warped = np.asarray(self.warp(noise), np.float32)
-        return warped * np.float32(np.std(noise) / max(float(np.std(warped)), 1e-12))
+        gain = self.gain
+        if gain is None:
+            gain = float(np.std(noise) / max(float(np.std(warped)), 1e-12))
+        return warped * np.float32(gain)
 
 
-def _separable_response(
-    warp: Callable[[np.ndarray], np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """``warp``'s response to one pixel as 1-D y and x filters of unit power."""
+def _white_noise_gain(warp: Callable[[np.ndarray], np.ndarray]) -> float:
+    """1 / the standard deviation ``warp`` leaves of unit white noise."""
     n = 33
     impulse = np.zeros((n, n), np.float32)
     impulse[n // 2, n // 2] = 1.0
-    u, _, vt = np.linalg.svd(np.asarray(warp(impulse), np.float64))
-    ky, kx = u[:, 0], vt[0]  # the response is outer(ky, kx) times a gain
-    if ky.sum() < 0:
-        ky, kx = -ky, -kx
-
-    def trimmed(k: np.ndarray) -> np.ndarray:
-        keep = np.nonzero(np.abs(k) > 1e-4 * np.abs(k).max())[0]
-        k = k[keep.min() : keep.max() + 1]
-        return (k / np.sqrt(np.sum(k**2))).astype(np.float32)
-
-    return trimmed(ky), trimmed(kx)
+    response = np.asarray(warp(impulse), np.float64)
+    return float(1.0 / np.sqrt(np.sum(response**2)))
 
 
 def structure_risks(
