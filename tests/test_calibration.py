@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pairscope._spline import shift_frame
 from pairscope.io import open_run
 from pairscope.io.calibration import (
     Registration,
@@ -16,7 +17,6 @@ from pairscope.io.calibration import (
     estimate_registration,
     load_registration,
     save_calibration,
-    shift_frame,
 )
 
 # demo cfg: LowDoseCam OffsetX_um=0.13, OffsetY_um=-0.07, 0.1 µm reference pixels

@@ -159,3 +159,15 @@ def test_the_childs_disk_error_stops_the_snapshots(tmp_path: Path) -> None:
     sink.close()
     assert "preview_000001.png" in sink.write_error
     assert sink._renderer.fallback_reason == ""
+
+
+def test_snapshots_keep_a_minimum_interval(tmp_path: Path) -> None:
+    """Every 2 pairs, but at most one per hour: the first due snapshot and the
+    final one are written, not the ones between."""
+    sink = HeadlessPreview(tmp_path, snapshot_every=2, min_interval_s=3600.0)
+    for i in range(8):
+        sink.on_restored(make_restored(i))
+        sink.on_pair(make_pair(i))
+    sink.close()
+    names = sorted(p.name for p in tmp_path.glob("preview_*.png"))
+    assert names == ["preview_000002.png", "preview_000008.png"]

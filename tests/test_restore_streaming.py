@@ -99,6 +99,29 @@ def test_newest_frame_wins() -> None:
     assert s.device == "cpu"
 
 
+@pytest.mark.parametrize("finish_waiting", [False, True])
+def test_stop_drops_or_finishes_the_waiting_frame(finish_waiting: bool) -> None:
+    """A run's last frame waits while the one before is restored: ``stop`` drops
+    it, or restores it first when asked (the live session asks: the last pair
+    gets its restoration and its trust check)."""
+    got: list[RestoredFrame] = []
+    HeldUNet.entered.clear()
+    HeldUNet.release.clear()
+    r = StreamingRestorer(_model(HeldUNet(factor=2, width=4, depth=1)), num_threads=0)
+    r.events.restored.connect(got.append)
+    r.start()
+    r.submit(0, _frame(0))
+    assert HeldUNet.entered.wait(WAIT_S)  # frame 0 is being restored
+    r.submit(1, _frame(1))  # the last frame waits
+    stopper = threading.Thread(target=r.stop, kwargs={"finish_waiting": finish_waiting})
+    stopper.start()
+    _wait(lambda: r._stop)  # the stop is asked while frame 0 is still restored
+    HeldUNet.release.set()
+    stopper.join(WAIT_S)
+    assert not stopper.is_alive()
+    assert [f.index for f in got] == ([0, 1] if finish_waiting else [0])
+
+
 @pytest.mark.parametrize(
     "exc", [RuntimeError("boom"), torch.OutOfMemoryError("CUDA out of memory")]
 )

@@ -207,3 +207,33 @@ def test_the_noise_filter_does_to_noise_what_the_registration_does(
     assert cx == pytest.approx(want_x, abs=0.02)
     if reg.shift_y_px == 0.5:
         assert want_y > 0.2  # the test can tell a filter from none
+    # the bank's draws: the same statistics, and two draws are not one frame
+    a, b = (noise_warp.draw(white.shape, rng) for _ in range(2))
+    var, cy, cx = _lag_correlations(a.astype(np.float64))
+    assert var == pytest.approx(1.0, abs=0.03)
+    assert cy == pytest.approx(want_y, abs=0.02)
+    assert cx == pytest.approx(want_x, abs=0.02)
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.05
+
+
+def test_the_detections_shortcuts_equal_the_full_frame_filters() -> None:
+    """Maxima found around the pixels above the threshold, and the cross
+    derivative computed at them only, equal scipy's full-frame filters
+    (frame edges included)."""
+    from pairscope.trust._structures import _cross_derivative_at, _local_maxima
+
+    rng = np.random.default_rng(1)
+    img = ndi.gaussian_filter(rng.random((128, 128)) * 100, 1).astype(np.float32)
+    log = ndi.gaussian_laplace(img, 1.0)
+    for q, size in ((90, 3), (50, 5)):
+        thr = np.full(log.shape, np.percentile(log, q), np.float32)
+        want = np.nonzero((log == ndi.maximum_filter(log, size=size)) & (log > thr))
+        got = _local_maxima(log, thr, size)
+        assert len(want[0]) > 20
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    full = ndi.gaussian_filter(img.astype(np.float64), 0.9, order=(1, 1))
+    ys, xs = np.array([0, 5, 64, 127, 3]), np.array([0, 120, 64, 127, 60])
+    np.testing.assert_allclose(
+        _cross_derivative_at(img, 0.9, ys, xs), full[ys, xs], atol=1e-9
+    )

@@ -164,9 +164,11 @@ def test_ideal_prediction_scores_at_the_noise_and_invention_is_caught(
     assert check_pair(0, truth, pair.lowdose, None, cal).verdict == "ok"
 
 
+@pytest.mark.parametrize("backlog", [1, 3])
 def test_listeners_never_wait_and_skipped_checks_are_counted(
-    familiar_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    familiar_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backlog: int
 ) -> None:
+    import dataclasses
     import threading
 
     import pairscope.trust._monitor as monitor_module
@@ -177,7 +179,13 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     for i in range(len(run)):
         p = run[i]
         frames.append((p, restorer.restore_now(p.lowdose)))
-    monitor = TrustMonitor(tmp_path, calibration=calibration_for_run(run))
+    # the run's pairs again under later indices: more than the backlog can hold
+    n = len(frames)
+    frames += [(dataclasses.replace(p, index=p.index + n), im) for p, im in frames]
+    # ``backlog``: checks that may wait; beyond it the oldest waiting is skipped
+    monitor = TrustMonitor(
+        tmp_path, calibration=calibration_for_run(run), backlog=backlog
+    )
 
     class Restored:  # the restorer's RestoredFrame fields the monitor reads
         def __init__(self, index: int, image: np.ndarray) -> None:
@@ -204,7 +212,7 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     monitor.on_restored(Restored(p0.index, img0))
     assert entered.wait(WAIT_S), "the worker never took the first check"
 
-    def burst() -> None:  # while that check runs: newest wins
+    def burst() -> None:  # while that check runs: the newest `backlog` wait
         for p, img in rest:
             monitor.on_pair(p)
             monitor.on_restored(Restored(p.index, img))
@@ -215,9 +223,10 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     assert not feeder.is_alive(), "a listener waited for the trust check"
     release.set()
     summary = monitor.finish(timeout=WAIT_S)
-    assert summary.skipped == len(rest) - 1
-    assert summary.checked == 2
-    assert [ln["pair"] for ln in _lines(tmp_path)] == [p0.index, rest[-1][0].index]
+    assert summary.skipped == len(rest) - backlog
+    assert summary.checked == 1 + backlog
+    waited = [p.index for p, _ in rest[-backlog:]]
+    assert [ln["pair"] for ln in _lines(tmp_path)] == [p0.index, *waited]
 
 
 def test_qt_window_shows_the_trust_strip_and_error_overlay(familiar_run: Path) -> None:

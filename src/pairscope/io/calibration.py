@@ -17,7 +17,6 @@ then a least-squares fit of ``low ≈ a·bin(warp(ref)) + b`` over shift and sca
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ import scipy.optimize
 from .._binning import bin_sum
 from .._files import write_atomic
 from .._progress import progress as progress_bar
+from .._spline import shift_frame
 from . import layout as L
 from ._reader import Run, open_run
 
@@ -47,7 +47,6 @@ __all__ = [
     "registration_or_estimate",
     "save_calibration",
     "save_photometry",
-    "shift_frame",
 ]
 
 
@@ -97,51 +96,6 @@ def apply_registration(
     return ndi.affine_transform(
         ref, np.array([reg.scale, reg.scale]), offset=offset, order=3, mode="nearest"
     )
-
-
-def shift_frame(
-    image: np.ndarray, shift: np.ndarray | tuple[float, float]
-) -> np.ndarray:
-    """``scipy.ndimage.shift(image, shift, order=3, mode="nearest")`` of a 2-D
-    frame, about six times faster.
-
-    A cubic-spline shift by a fraction of a pixel is the same linear filter at
-    every pixel, separable in y and x: each axis is one convolution with the
-    shift's response to a single pixel (found once per fraction; its infinite
-    tail cut below 1e-7), after the whole pixels have moved by copying.  Away from the
-    edges it equals scipy's to float32 precision; at the edge the frame's edge
-    value is repeated as scipy does, up to the spline's boundary handling
-    (a few pixels, inside every registration margin)."""
-    out = np.asarray(image, np.float32)
-    for axis, s in enumerate(shift):
-        whole = math.floor(float(s) + 0.5)
-        part = round(float(s) - whole, 6)
-        if whole:  # first, so that what comes from outside is the edge's value
-            out = _whole_shift(out, whole, axis)
-        if part:
-            out = ndi.convolve1d(out, _fraction_filter(part), axis=axis, mode="nearest")
-    return out
-
-
-@functools.lru_cache(maxsize=256)
-def _fraction_filter(part: float) -> np.ndarray:
-    """The cubic-spline shift by ``part`` (|part| <= 0.5 px) as a centred 1-D
-    filter (its response to one pixel)."""
-    n = 63
-    impulse = np.zeros(n)
-    impulse[n // 2] = 1.0
-    h = ndi.shift(impulse, part, order=3, mode="constant")
-    mid = n // 2
-    reach = int(np.max(np.abs(np.nonzero(np.abs(h) > 1e-7)[0] - mid))) + 1
-    return h[mid - reach : mid + reach + 1].astype(np.float32)
-
-
-def _whole_shift(image: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """``image`` moved by ``k`` whole pixels along ``axis``, edges repeated."""
-    n = image.shape[axis]
-    k = max(-n, min(n, k))
-    index = np.clip(np.arange(n) - k, 0, n - 1)
-    return np.take(image, index, axis=axis)
 
 
 def _phase_correlation_sum(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -8,6 +8,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import zoom
 
+from .._spline import upsample_cubic
+
 __all__ = ["UpsampleMethod", "upsample"]
 
 UpsampleMethod = Literal["nearest", "bilinear", "bicubic"]
@@ -52,5 +54,7 @@ def upsample(
     factor = int(factor)
     if method == "nearest":
         return np.repeat(np.repeat(x, factor, axis=-2), factor, axis=-1)
+    if method == "bicubic":  # scipy's zoom, as phase filters (pairscope._spline)
+        return upsample_cubic(x, factor)
     zooms = (1,) * (x.ndim - 2) + (factor, factor)
     return zoom(x, zooms, order=_ORDER[method], mode="reflect", grid_mode=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,7 +34,8 @@ _STOP = object()
 
 
 class HeadlessPreview:
-    """Write ``preview_NNNNNN.png`` every ``snapshot_every`` pairs and a stats log.
+    """Write ``preview_NNNNNN.png`` every ``snapshot_every`` pairs (and no more often
+    than every ``min_interval_s`` seconds: a fast timelapse gets fewer) and a stats log.
 
     Each snapshot is a 1×4 panel figure (low-dose upsampled, restored, reference,
     restored − reference), named by the number of pairs received so far; every
@@ -54,6 +56,7 @@ class HeadlessPreview:
         out_dir: str | Path,
         *,
         snapshot_every: int = 25,
+        min_interval_s: float = 0.0,
         method: Literal["nearest", "bilinear"] = "nearest",
         dpi: int = 100,
     ) -> None:
@@ -66,6 +69,8 @@ class HeadlessPreview:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_every = snapshot_every
+        self.min_interval_s = min_interval_s
+        self._last_snapshot_at = -math.inf
         self.method: Literal["nearest", "bilinear"] = method
         self.dpi = dpi
         self.stats_path = self.out_dir / "preview_stats.jsonl"
@@ -98,7 +103,8 @@ class HeadlessPreview:
             with self._lock:
                 self.pairs_received += 1
                 count = self.pairs_received
-            if count % self.snapshot_every == 0:
+            due = time.monotonic() - self._last_snapshot_at >= self.min_interval_s
+            if count % self.snapshot_every == 0 and due:
                 self._request_snapshot(count, pair)
         except Exception:
             logger.exception("headless preview: on_pair failed")
@@ -168,6 +174,7 @@ class HeadlessPreview:
                 return
             self._pending += 1
             self._last_snapshot_count = count
+            self._last_snapshot_at = time.monotonic()
         self._jobs.put(("snapshot", count, pair))
 
     def _work(self) -> None:

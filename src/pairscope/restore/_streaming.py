@@ -320,6 +320,7 @@ class StreamingRestorer:
         self._cond = threading.Condition()
         self._pending: tuple[int, np.ndarray, float] | None = None
         self._stop = False
+        self._finish_waiting = False
         self._thread: threading.Thread | None = None
         self._received = self._restored = self._skipped = self._errors = 0
         self._latencies: deque[float] = deque(maxlen=2000)
@@ -333,15 +334,18 @@ class StreamingRestorer:
         if self.device.type == "cpu" and self.num_threads > 0:
             torch.set_num_threads(self.num_threads)
         self._stop = False
+        self._finish_waiting = False
         self._thread = threading.Thread(
             target=self._run, name="pairscope-restorer", daemon=True
         )
         self._thread.start()
 
-    def stop(self, timeout: float = 5) -> None:
-        """Stop the worker after the frame in progress; a waiting frame is dropped."""
+    def stop(self, timeout: float = 5, *, finish_waiting: bool = False) -> None:
+        """Stop the worker after the frame in progress; a waiting frame is dropped,
+        or restored first with ``finish_waiting`` (the run's last frame)."""
         with self._cond:
             self._stop = True
+            self._finish_waiting = finish_waiting
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -434,7 +438,7 @@ class StreamingRestorer:
             with self._cond:
                 while self._pending is None and not self._stop:
                     self._cond.wait()
-                if self._stop:
+                if self._stop and (self._pending is None or not self._finish_waiting):
                     return
                 assert self._pending is not None
                 index, frame, arrival = self._pending

@@ -7,9 +7,10 @@ set-up (see :class:`Thresholds`).
 Reference checks (a pair with a reference): the reference is resampled onto the
 low-dose camera's frame with the camera registration (where restored frames live);
 the restored frame and the bicubic baseline (on offset-subtracted data) are each
-least-squares affine-fitted to it, and scored with PSNR/SSIM on a fixed data range
-(the target's 0.1-99.9 % percentile span = 1.0) and SSIM's Gaussian window
-(sigma 1.5 px, 11 px), the model's *advantage* is their PSNR difference.  The
+least-squares affine-fitted to it and scored with PSNR on a fixed data range (the
+target's 0.1-99.9 % percentile span = 1.0); the model's *advantage* is their PSNR
+difference.  (SSIM, which no verdict uses, is left to ``pairscope evaluate``: the
+live check runs on every pair and keeps to what its verdicts need.)  The
 SQUIRREL-style error map is the squared error of the fitted restoration over the
 reference's expected noise variance at that intensity, after a *local* affine fit in
 windows of ``WINDOW_RAYLEIGH`` Rayleigh distances (so a few percent of brightness
@@ -335,12 +336,9 @@ def _reference_checks(
     target = ref.astype(np.float64)[crop]
     bicubic = upsample(low - cal.lowdose.offset_adu, cal.factor, "bicubic")[crop]
     model = rest[crop]
-    scores = TargetScores(
-        target, data_range=DATA_RANGE, scale_invariant=True, win_sigma=SSIM_SIGMA_PX
-    )
+    scores = TargetScores(target, data_range=DATA_RANGE, scale_invariant=True)
     for name, img in (("model", model), ("bicubic", bicubic)):
         metrics[f"psnr_{name}"] = scores.psnr(img)
-        metrics[f"ssim_{name}"] = scores.ssim(img)
     metrics["advantage_db"] = float(metrics["psnr_model"]) - float(  # type: ignore[arg-type]
         metrics["psnr_bicubic"]  # type: ignore[arg-type]
     )

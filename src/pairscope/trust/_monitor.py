@@ -1,9 +1,9 @@
 """The live trust monitor: checks restored frames off the acquisition path.
 
 Listeners (``on_pair`` from the acquisition, ``on_restored`` from the restorer) only
-store references and hand the newest (pair, restored frame) to a mailbox of one;
-a check still waiting when a newer one arrives is replaced and counted as
-``skipped``.  The checks run on their own thread at the lowest priority, so the
+store references and queue (pair, restored frame) for the worker; up to ``BACKLOG``
+checks may wait (a burst of other work passes without a skip), beyond it the oldest
+waiting is dropped and counted as ``skipped``.  The checks run on their own thread at the lowest priority, so the
 acquisition never waits for them.  Every checked pair appends one line to
 ``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
 ``quality.png`` (the metrics over time).  A same-instant reference pair also
@@ -17,7 +17,7 @@ import errno
 import json
 import logging
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +64,9 @@ QUALITY_FILE = "quality.jsonl"
 SUMMARY_FILE = "quality_summary.json"
 PLOT_FILE = "quality.png"
 TRUST_NICENESS = 19  # below the restorer and the preview: trust comes last
+#: checks that may wait (a burst of other work, e.g. a preview snapshot, passes
+#: without a skip); beyond it the oldest waiting is skipped
+BACKLOG = 8
 
 
 class TrustSignals(SignalGroup):
@@ -134,6 +137,7 @@ class TrustMonitor:
         run_info: dict[str, Any] | None = None,
         calibration_pairs: int = 4,
         keep_pairs: int = 64,
+        backlog: int = BACKLOG,
         registration: Callable[[float], Any] | None = None,
         alpha: float = ALPHA_DEFAULT,
     ) -> None:
@@ -163,7 +167,9 @@ class TrustMonitor:
         self._early: OrderedDict[int, Any] = OrderedDict()
         self._keep = keep_pairs
         self._cond = threading.Condition()
-        self._pending: tuple[Any, Any] | None = None
+        #: (pair, restored frame) waiting for their check, oldest first
+        self._pending: deque[tuple[Any, Any]] = deque()
+        self._backlog = max(1, backlog)
         self._stop = False
         self._thread: threading.Thread | None = None
         self._counts: Counter[str] = Counter()
@@ -203,7 +209,7 @@ class TrustMonitor:
             logger.exception("trust monitor: on_pair failed")
 
     def on_restored(self, frame: Any) -> None:
-        """Queue the check of ``frame`` with its pair (newest wins)."""
+        """Queue the check of ``frame`` with its pair."""
         try:
             with self._cond:
                 self._counts["restored"] += 1
@@ -220,10 +226,12 @@ class TrustMonitor:
             logger.exception("trust monitor: on_restored failed")
 
     def _queue_check(self, pair: Any, frame: Any) -> None:
-        """Hand (pair, restored frame) to the worker, newest wins (under _cond)."""
-        if self._pending is not None:
+        """Hand (pair, restored frame) to the worker; a full backlog skips its
+        oldest (under _cond)."""
+        if len(self._pending) >= self._backlog:  # the oldest waiting is skipped
+            self._pending.popleft()
             self._counts["skipped"] += 1
-        self._pending = (pair, frame)
+        self._pending.append((pair, frame))
         self._cond.notify()
 
     # -- lifecycle --------------------------------------------------------------
@@ -480,11 +488,11 @@ class TrustMonitor:
         deprioritize_current_thread(TRUST_NICENESS)
         while True:
             with self._cond:
-                while self._pending is None and not self._stop:
+                while not self._pending and not self._stop:
                     self._cond.wait()
-                job, self._pending = self._pending, None
-                if job is None:
+                if not self._pending:
                     return
+                job = self._pending.popleft()
             pair, frame = job
             if self.calibration is None and not self._try_calibrate():
                 continue

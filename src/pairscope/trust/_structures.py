@@ -144,22 +144,66 @@ def blobs(
     its ``threshold``, :func:`detection_threshold`, computed once for several)."""
     img = np.asarray(image, np.float32)
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
-    hyy, hxx, hxy = _hessian(img, s)
+    hyy = ndi.gaussian_filter(img, s, order=(2, 0))
+    hxx = ndi.gaussian_filter(img, s, order=(0, 2))
     log = -(hyy + hxx) * np.float32(s * s)
     if threshold is None:
         assert noise_var is not None, "blobs needs noise_var or threshold"
         threshold = detection_threshold(noise_var, rayleigh_px)
-    size = max(3, round(0.8 * rayleigh_px) | 1)
-    peaks = (log == ndi.maximum_filter(log, size=size)) & (log > threshold)
-    ys, xs = np.nonzero(peaks)
+    ys, xs = _local_maxima(log, threshold, max(3, round(0.8 * rayleigh_px) | 1))
     # a blob curves down in both directions, the flatter at least ISOTROPY as steeply
-    h_yy, h_xx, h_xy = (h[ys, xs].astype(np.float64) for h in (hyy, hxx, hxy))
+    h_yy, h_xx = (h[ys, xs].astype(np.float64) for h in (hyy, hxx))
+    h_xy = _cross_derivative_at(img, s, ys, xs)
     half_trace = (h_xx + h_yy) / 2
     det = h_xx * h_yy - h_xy**2
     spread = np.sqrt(np.maximum(half_trace**2 - det, 0.0))
     steep, flat = half_trace - spread, half_trace + spread  # steep <= flat
     blob = (flat < 0) & (flat / np.minimum(steep, -1e-12) > ISOTROPY)
     return np.stack([ys[blob], xs[blob]], axis=1)
+
+
+def _local_maxima(
+    values: np.ndarray, threshold: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero((values == maximum_filter(values, size)) & (values >
+    threshold))``, looking only around the pixels above the threshold (a few
+    percent of a frame; the full maximum filter was a third of the detection)."""
+    ys, xs = np.nonzero(values > threshold)
+    r = size // 2
+    padded = np.pad(values, r, mode="symmetric")  # maximum_filter's "reflect"
+    v = values[ys, xs]
+    keep = np.ones(v.shape, bool)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                keep &= v >= padded[ys + r + dy, xs + r + dx]
+    return ys[keep], xs[keep]
+
+
+def _cross_derivative_at(
+    img: np.ndarray, sigma: float, ys: np.ndarray, xs: np.ndarray
+) -> np.ndarray:
+    """``gaussian_filter(img, sigma, order=(1, 1))`` at the pixels ``(ys, xs)``
+    only (the isotropy test needs it at the maxima, not over the frame)."""
+    w = _derivative_weights(sigma)
+    r = len(w) // 2
+    padded = np.pad(np.asarray(img, np.float64), r, mode="symmetric")
+    steps = np.arange(2 * r + 1)
+    patches = padded[
+        ys[:, None, None] + steps[None, :, None],
+        xs[:, None, None] + steps[None, None, :],
+    ]
+    return np.einsum("nij,i,j->n", patches, w, w)
+
+
+@cache
+def _derivative_weights(sigma: float) -> np.ndarray:
+    """The first-derivative Gaussian filter's weights, as ``gaussian_filter1d``
+    correlates them (its response to one pixel, reversed)."""
+    r = int(4.0 * sigma + 0.5)  # gaussian_filter's default truncate
+    impulse = np.zeros(2 * r + 1)
+    impulse[r] = 1.0
+    return ndi.gaussian_filter1d(impulse, sigma, order=1, mode="constant")[::-1].copy()
 
 
 def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
@@ -173,19 +217,25 @@ def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
 
 
 class NoiseWarp:
-    """What the registration does to simulated (white) noise, keeping its variance
-    (the noise model is the registered reference's).
+    """Simulated noise as the registered reference has it: white noise through the
+    registration, unit variance (the noise model is the registered reference's).
 
-    The warp is applied to each simulated frame; how much it smooths white noise
-    is, for a shift, the same everywhere: the sum of squares of its response to
-    one pixel, found once.  A warp that also scales smooths differently across
-    the frame: its gain is measured on each frame."""
+    How much a shift smooths white noise is the same everywhere: the sum of squares
+    of its response to one pixel, found once; a warp that also scales smooths
+    differently across the frame, so its gain is measured on each frame.  Noise
+    frames come from a bank of ``BANK`` warped frames per shape, made once, each
+    draw one of them moved by a random offset (warping a fresh frame twice per
+    pair was a quarter of the check's cost); the pairs' nulls then share noise
+    frames, never where a structure sits relative to them."""
+
+    BANK = 4
 
     def __init__(
         self, warp: Callable[[np.ndarray], np.ndarray], *, shift_only: bool
     ) -> None:
         self.warp = warp
         self.gain: float | None = _white_noise_gain(warp) if shift_only else None
+        self._bank: dict[tuple[int, ...], list[np.ndarray]] = {}
 
     @classmethod
     def for_registration(cls, reg: Registration) -> NoiseWarp:
@@ -193,11 +243,25 @@ class NoiseWarp:
         return cls(partial(apply_registration, reg=reg), shift_only=reg.scale == 1)
 
     def __call__(self, noise: np.ndarray) -> np.ndarray:
+        """``noise`` (white, unit variance) as registered."""
         warped = np.asarray(self.warp(noise), np.float32)
         gain = self.gain
         if gain is None:
             gain = float(np.std(noise) / max(float(np.std(warped)), 1e-12))
         return warped * np.float32(gain)
+
+    def draw(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        """A registered unit noise frame of ``shape`` (from the bank)."""
+        bank = self._bank.get(shape)
+        if bank is None:
+            seeds = np.random.default_rng(len(self._bank))
+            bank = [
+                self(seeds.standard_normal(shape, np.float32)) for _ in range(self.BANK)
+            ]
+            self._bank[shape] = bank
+        frame = bank[int(rng.integers(len(bank)))]
+        offset = tuple(int(rng.integers(n)) for n in shape)
+        return np.roll(frame, offset, axis=tuple(range(len(shape))))
 
 
 def _white_noise_gain(warp: Callable[[np.ndarray], np.ndarray]) -> float:
@@ -215,7 +279,7 @@ def structure_risks(
     noise_var: Callable[[np.ndarray], np.ndarray],
     rayleigh_px: float,
     *,
-    noise_warp: Callable[[np.ndarray], np.ndarray] | None = None,
+    noise_warp: NoiseWarp | None = None,
     seed: int = 0,
 ) -> StructureRisks:
     """One pair's invented and lost structure (module doc).
@@ -229,10 +293,9 @@ def structure_risks(
     rng = np.random.default_rng(seed)
 
     def simulated(sd: np.ndarray) -> np.ndarray:
-        noise = rng.standard_normal(sd.shape, np.float32)
-        if noise_warp is not None:
-            noise = noise_warp(noise)
-        return noise * sd
+        if noise_warp is None:
+            return rng.standard_normal(sd.shape, np.float32) * sd
+        return noise_warp.draw(sd.shape, rng) * sd
 
     var_rest = np.asarray(noise_var(rest), np.float32)
     var_ref = np.asarray(noise_var(ref), np.float32)
