@@ -236,6 +236,10 @@ def _feed(monitor: TrustMonitor, run_dir: Path) -> int:
     return handed
 
 
+def _quality_lines(folder: Path) -> list[str]:
+    return (folder / "quality.jsonl").read_text().splitlines()
+
+
 def test_a_legacy_run_with_gain_0_still_gets_checked(
     cpp_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -250,9 +254,12 @@ def test_a_legacy_run_with_gain_0_still_gets_checked(
     for noise in (cal.lowdose, cal.reference):
         assert noise.photometry_source in NOT_DECLARED and noise.gain_e_per_adu > 0
     assert summary.restored == handed == 12
-    # the first 4 pairs of one instant register the cameras, the rest are checked
-    assert summary.checked + summary.calibrating == handed
-    assert summary.checked >= 1 and summary.errors == 0
+    # the first 4 pairs of one instant register the cameras; they and every pair
+    # that came while the calibration was made are checked once it is
+    assert summary.checked == handed and summary.calibrating == 0
+    assert summary.errors == 0
+    checked = [ln["pair"] for ln in map(json.loads, _quality_lines(tmp_path / "live"))]
+    assert checked == sorted(checked) and len(set(checked)) == handed
     s = _summary(tmp_path / "live")
     for role in ("lowdose", "reference"):
         assert s["calibration"][role]["photometry_source"] in NOT_DECLARED

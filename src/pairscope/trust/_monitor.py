@@ -8,7 +8,9 @@ acquisition never waits for them.  Every checked pair appends one line to
 ``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
 ``quality.png`` (the metrics over time).  A same-instant reference pair also
 calibrates or measures the per-pixel intervals (:mod:`._conformal`) and gets its
-invented and lost structure (:mod:`._structures`).
+invented and lost structure (:mod:`._structures`).  Pairs restored before the
+monitor's calibration (registration and photometry from the first same-instant
+pairs) wait for it and are checked once it is made.
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ class TrustSummary:
     checked: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     skipped: int = 0  # newer pair arrived before the check started
-    calibrating: int = 0  # before the calibration was made (failed ones included)
+    #: came before the calibration and were not checked after it (it failed, or
+    #: more came than the backlog keeps)
+    calibrating: int = 0
     unmatched: int = 0  # restored frame whose pair was no longer kept
     errors: int = 0
     pairs: int = 0  # acquired pairs with a low-dose frame (live)
@@ -169,6 +173,9 @@ class TrustMonitor:
         self._cond = threading.Condition()
         #: (pair, restored frame) waiting for their check, oldest first
         self._pending: deque[tuple[Any, Any]] = deque()
+        #: those that came before the calibration (counted ``calibrating`` until
+        #: checked); the oldest beyond ``backlog`` stay unchecked
+        self._held: deque[tuple[Any, Any]] = deque(maxlen=max(1, backlog))
         self._backlog = max(1, backlog)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -493,28 +500,38 @@ class TrustMonitor:
                 if not self._pending:
                     return
                 job = self._pending.popleft()
-            pair, frame = job
             if self.calibration is None and not self._try_calibrate():
+                with self._cond:  # checked once the calibration is made
+                    self._held.append(job)
                 continue
-            try:
-                meta = pair.metadata or {}
-                self.check(
-                    pair.index,
-                    frame.image,
-                    pair.lowdose,
-                    pair.reference,
-                    simultaneous=same_instant(meta),
-                    metadata=meta,
-                )
-            except Exception as exc:  # one line for the first, the rest counted
-                with self._cond:
-                    self._counts["errors"] += 1
-                    first = not self._first_error
-                    if first:
-                        self._first_error = f"pair {pair.index}: {exc!r}"
+            with self._cond:  # the pairs that came before it, oldest first
+                jobs = [*self._held, job]
+                self._counts["calibrating"] -= len(self._held)
+                self._held.clear()
+            for pair, frame in jobs:
+                self._check_job(pair, frame)
+
+    def _check_job(self, pair: Any, frame: Any) -> None:
+        """Check one (pair, restored frame); a failure is counted, the first said."""
+        try:
+            meta = pair.metadata or {}
+            self.check(
+                pair.index,
+                frame.image,
+                pair.lowdose,
+                pair.reference,
+                simultaneous=same_instant(meta),
+                metadata=meta,
+            )
+        except Exception as exc:  # one line for the first, the rest counted
+            with self._cond:
+                self._counts["errors"] += 1
+                first = not self._first_error
                 if first:
-                    logger.warning("trust check of pair %s failed: %r", pair.index, exc)
-                logger.debug("trust check of pair %s failed", pair.index, exc_info=True)
+                    self._first_error = f"pair {pair.index}: {exc!r}"
+            if first:
+                logger.warning("trust check of pair %s failed: %r", pair.index, exc)
+            logger.debug("trust check of pair %s failed", pair.index, exc_info=True)
 
     def _try_calibrate(self) -> bool:
         """Calibrate if enough pairs are in; a failure is said once (one line, its
