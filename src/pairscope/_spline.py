@@ -29,10 +29,10 @@ def shift_frame(
     A cubic-spline shift by a fraction of a pixel is the same linear filter at
     every pixel, separable in y and x: each axis is one convolution with the
     shift's response to a single pixel (found once per fraction; its infinite
-    tail cut below 1e-7), after the whole pixels have moved by copying.  Away from the
-    edges it equals scipy's to float32 precision; at the edge the frame's edge
-    value is repeated as scipy does, up to the spline's boundary handling
-    (a few pixels, inside every registration margin)."""
+    tail cut below 1e-7), after the whole pixels have moved by copying.  More
+    than 6 pixels from the frame's edge it equals scipy's to float32 precision;
+    nearer, the frame's edge value is repeated as scipy's does, but the two
+    splines' boundary handling differ (tested: ``tests/test_calibration.py``)."""
     out = np.asarray(image, np.float32)
     for axis, s in enumerate(shift):
         whole = math.floor(float(s) + 0.5)

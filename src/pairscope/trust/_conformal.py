@@ -189,10 +189,11 @@ class ConformalIntervals:
     def _interval(self, restored: np.ndarray) -> Interval | None:
         if not self.ready:
             return None
-        r = np.asarray(restored, np.float64)
+        r = np.asarray(restored, np.float32)
         a, b = self._map()
         # the half-width in reference units, back in the restored frame's
-        half = self._lambda * np.sqrt(self._sigma_d2[self._strata(r, a * r + b, a)])
+        mu = np.float32(a) * r + np.float32(b)
+        half = self._lambda * np.sqrt(self._sigma_d2[self._strata(r, mu, a)])
         half /= abs(a)
         return Interval(
             (r - half).astype(np.float32), (r + half).astype(np.float32), self.alpha
@@ -214,8 +215,9 @@ class ConformalIntervals:
         self, restored: np.ndarray, target: np.ndarray, role: Role
     ) -> dict[str, Any]:
         self.last_outside = None  # set again below once the pair is measured
-        r = np.asarray(restored, np.float64)
-        t = np.asarray(target, np.float64)
+        # float32 per pixel (a live check per pair); the fits accumulate in float64
+        r = np.asarray(restored, np.float32)
+        t = np.asarray(target, np.float32)
         out: dict[str, Any] = {"alpha": self.alpha, "interval_role": role}
         if role == "none":
             return out
@@ -224,7 +226,7 @@ class ConformalIntervals:
         if not self._photometry:  # a held-out pair before any calibration pair
             return {**out, "coverage": None, "interval_width": None}
         a, b = self._map()
-        mu = a * r + b
+        mu = np.float32(a) * r + np.float32(b)
         if self._edges is None:
             self._edges = _edges(mu, _structure(r, a))
         e = t - mu
@@ -480,10 +482,15 @@ def _worst_window(missed: np.ndarray, side: int) -> float:
 
 def _fit_map(r: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     """Least-squares ``t ≈ a·r + b``."""
-    rc = r - r.mean()
+    r_mean, t_mean = float(r.mean(dtype=np.float64)), float(t.mean(dtype=np.float64))
+    rc = np.asarray(r, np.float64) - r_mean
     var = float(np.mean(rc * rc))
-    a = float(np.mean(rc * (t - t.mean()))) / var if var > 1e-12 else 1.0
-    return a, float(t.mean() - a * r.mean())
+    a = (
+        float(np.mean(rc * (np.asarray(t, np.float64) - t_mean))) / var
+        if var > 1e-12
+        else 1.0
+    )
+    return a, t_mean - a * r_mean
 
 
 def _structure(r: np.ndarray, a: float) -> np.ndarray:
