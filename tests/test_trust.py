@@ -285,3 +285,53 @@ def test_a_restored_frame_that_comes_before_its_pair_is_still_checked(
     late.start()
     late.on_restored(RestoredFrame(8, ref.astype(np.float32), 1.0, "m", "0" * 64))
     assert late.finish().unmatched == 1
+
+
+def test_a_run_whose_checks_fell_behind_says_how_many_were_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trust monitor's checks are held until the last pair is acquired (every
+    frame restored, in lockstep), with room for one waiting check: the others are
+    skipped, and the run says how many in one line (the monitor's own count, as
+    in quality_summary.json)."""
+    import threading
+
+    import pairscope.trust._monitor as monitor_module
+
+    n = 12
+    release = threading.Event()
+    real_check = monitor_module.check_pair
+
+    def held_check(*args: object, **kw: object) -> object:
+        assert release.wait(WAIT_S), "never released"
+        return real_check(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(monitor_module, "check_pair", held_check)
+    monkeypatch.setattr(monitor_module, "BACKLOG", 1)
+
+    def release_at_the_end(acq, _restorer) -> None:
+        acq.events.pairReady.connect(
+            lambda p: release.set() if p.index == n - 1 else None
+        )
+
+    said: list[str] = []
+    lockstep = Lockstep(then=release_at_the_end)  # every frame restored
+    with open_rig(demo_rig_path()) as rig:
+        configure(rig, seed=5)
+        summary = run_live(
+            rig,
+            AcquisitionSettings(),
+            useq.MDASequence(time_plan={"interval": 0, "loops": n}),
+            options=LiveOptions(
+                out=tmp_path, headless=True, progress=False, announce=said.append
+            ),
+            on_started=lockstep,
+        )
+    lockstep.check()
+    assert summary.status == "completed" and summary.pairs == n
+    q = json.loads((Path(summary.run_dir) / "quality_summary.json").read_text())
+    assert q["skipped"] >= 1, q
+    assert q["checked"] + q["skipped"] + q["calibrating"] == n
+    lines = [s for s in said if s.startswith("trust: ")]
+    assert len(lines) == 1 and f"{q['skipped']} skipped" in lines[0]
+    assert "every pair is on disk" in lines[0]

@@ -203,7 +203,12 @@ def run_live(
         if restorer is not None:
             restorer.stop(finish_waiting=True)  # the last pair gets its check too
         if trust is not None:
-            trust.finish()
+            checks = trust.finish()
+            if checks.skipped:  # the checks could not keep up: say how many
+                say(
+                    f"{checks.line()}: newer pairs came while they waited (every "
+                    "pair is on disk; `pairscope evaluate` checks them all)"
+                )
         if calibration is not None:
             calibration.finish()
         link.disconnect()  # pushes the final status

@@ -141,7 +141,7 @@ class TrustMonitor:
         run_info: dict[str, Any] | None = None,
         calibration_pairs: int = 4,
         keep_pairs: int = 64,
-        backlog: int = BACKLOG,
+        backlog: int | None = None,
         registration: Callable[[float], Any] | None = None,
         alpha: float = ALPHA_DEFAULT,
     ) -> None:
@@ -173,10 +173,10 @@ class TrustMonitor:
         self._cond = threading.Condition()
         #: (pair, restored frame) waiting for their check, oldest first
         self._pending: deque[tuple[Any, Any]] = deque()
+        self._backlog = max(1, BACKLOG if backlog is None else backlog)
         #: those that came before the calibration (counted ``calibrating`` until
         #: checked); the oldest beyond ``backlog`` stay unchecked
-        self._held: deque[tuple[Any, Any]] = deque(maxlen=max(1, backlog))
-        self._backlog = max(1, backlog)
+        self._held: deque[tuple[Any, Any]] = deque(maxlen=self._backlog)
         self._stop = False
         self._thread: threading.Thread | None = None
         self._counts: Counter[str] = Counter()
