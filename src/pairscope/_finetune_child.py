@@ -25,8 +25,9 @@ def _end_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     snapshot, out, config, nice, parent = argv
     threading.Thread(target=_end_with_parent, args=(int(parent),), daemon=True).start()
-    with contextlib.suppress(OSError):
-        os.nice(int(nice))
+    if hasattr(os, "nice"):  # not on Windows
+        with contextlib.suppress(OSError):
+            os.nice(int(nice))
     from .train import TrainConfig, train
 
     train([snapshot], out, TrainConfig(**json.loads(config)))

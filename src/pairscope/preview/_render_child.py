@@ -36,8 +36,9 @@ def _serve(source: IO[bytes], replies: IO[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        os.nice(int(argv[0]))
+    if hasattr(os, "nice"):  # not on Windows
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.nice(int(argv[0]))
     # the replies get their own copy of stdout; anything else printed goes to stderr
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
