@@ -557,6 +557,8 @@ def test_a_stage_that_raises_is_one_line_naming_it(
     traced = [
         (r.name, r.threadName, r.getMessage())
         for r in caplog.records
-        if r.exc_info and r.thread not in earlier
+        # what a user sees: a restore that outlived its timeout on a busy machine
+        # says so once (a warning); its later failures are logged at debug only
+        if r.exc_info and r.thread not in earlier and r.levelno >= logging.WARNING
     ]
     assert not traced, traced  # no traceback beside it
