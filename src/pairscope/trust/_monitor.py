@@ -3,8 +3,8 @@
 Listeners (``on_pair`` from the acquisition, ``on_restored`` from the restorer) only
 store references and queue (pair, restored frame) for the worker; up to ``BACKLOG``
 checks may wait (a burst of other work passes without a skip), beyond it the oldest
-waiting is dropped and counted as ``skipped``.  The checks run on their own thread at the lowest priority, so the
-acquisition never waits for them.  Every checked pair appends one line to
+waiting is dropped and counted as ``skipped``.  The checks run on their own thread
+at the lowest priority, so the acquisition never waits for them.  Every checked pair appends one line to
 ``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
 ``quality.png`` (the metrics over time).  A same-instant reference pair also
 calibrates or measures the per-pixel intervals (:mod:`._conformal`) and gets its

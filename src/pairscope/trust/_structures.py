@@ -107,12 +107,13 @@ class StructureRisks:
         )
 
 
-def _hessian(img: np.ndarray, sigma: float) -> tuple[np.ndarray, ...]:
-    """``(hyy, hxx, hxy)`` of ``img``: Gaussian derivative filters at scale
-    ``sigma`` (the Laplacian of Gaussian is ``hyy + hxx``)."""
-    return tuple(
-        ndi.gaussian_filter(img, sigma, order=order)
-        for order in ((2, 0), (0, 2), (1, 1))
+def _second_derivatives(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(hyy, hxx)`` of ``img``: Gaussian second-derivative filters at scale
+    ``sigma`` (the Laplacian of Gaussian is their sum; the cross derivative is
+    needed at the maxima only, :func:`_cross_derivative_at`)."""
+    return (
+        ndi.gaussian_filter(img, sigma, order=(2, 0)),
+        ndi.gaussian_filter(img, sigma, order=(0, 2)),
     )
 
 
@@ -120,7 +121,7 @@ def _hessian(img: np.ndarray, sigma: float) -> tuple[np.ndarray, ...]:
 def _log_noise_gain(sigma: float) -> float:
     """How the normalised LoG filter scales white noise's standard deviation."""
     g = np.random.default_rng(0).standard_normal((96, 96))
-    hyy, hxx, _ = _hessian(g, sigma)
+    hyy, hxx = _second_derivatives(g, sigma)
     return float(np.std(((hyy + hxx) * sigma * sigma)[12:-12, 12:-12]))
 
 
@@ -132,24 +133,14 @@ def detection_threshold(noise_var: np.ndarray, rayleigh_px: float) -> np.ndarray
     return np.float32(THRESHOLD_SD * _log_noise_gain(s)) * np.sqrt(local_var)
 
 
-def blobs(
-    image: np.ndarray,
-    noise_var: np.ndarray | None,
-    rayleigh_px: float,
-    *,
-    threshold: np.ndarray | None = None,
-) -> np.ndarray:
+def blobs(image: np.ndarray, threshold: np.ndarray, rayleigh_px: float) -> np.ndarray:
     """``(n, 2)`` pixel positions (y, x) of the compact structures of ``image``
-    (module doc); ``noise_var`` the per-pixel noise variance of such an image (or
-    its ``threshold``, :func:`detection_threshold`, computed once for several)."""
+    (module doc) above ``threshold`` (:func:`detection_threshold` of such an
+    image's noise variance, made once for an image and its noisy copy)."""
     img = np.asarray(image, np.float32)
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
-    hyy = ndi.gaussian_filter(img, s, order=(2, 0))
-    hxx = ndi.gaussian_filter(img, s, order=(0, 2))
+    hyy, hxx = _second_derivatives(img, s)
     log = -(hyy + hxx) * np.float32(s * s)
-    if threshold is None:
-        assert noise_var is not None, "blobs needs noise_var or threshold"
-        threshold = detection_threshold(noise_var, rayleigh_px)
     ys, xs = _local_maxima(log, threshold, max(3, round(0.8 * rayleigh_px) | 1))
     # a blob curves down in both directions, the flatter at least ISOTROPY as steeply
     h_yy, h_xx = (h[ys, xs].astype(np.float64) for h in (hyy, hxx))
@@ -302,18 +293,14 @@ def structure_risks(
     thr_rest = detection_threshold(var_rest, rayleigh_px)
     thr_ref = detection_threshold(var_ref, rayleigh_px)
     radius = MATCH_RAYLEIGH * rayleigh_px
-    mine = blobs(rest, None, rayleigh_px, threshold=thr_rest)
-    theirs = blobs(ref, None, rayleigh_px, threshold=thr_ref)
+    mine = blobs(rest, thr_rest, rayleigh_px)
+    theirs = blobs(ref, thr_ref, rayleigh_px)
     invented = _unmatched(mine, theirs, radius)
     lost = _unmatched(theirs, mine, radius)
     noisy_rest = rest + simulated(np.sqrt(var_rest))
     noisy_ref = ref + simulated(np.sqrt(var_ref))
-    invented_null = _unmatched(
-        mine, blobs(noisy_rest, None, rayleigh_px, threshold=thr_rest), radius
-    )
-    lost_null = _unmatched(
-        theirs, blobs(noisy_ref, None, rayleigh_px, threshold=thr_ref), radius
-    )
+    invented_null = _unmatched(mine, blobs(noisy_rest, thr_rest, rayleigh_px), radius)
+    lost_null = _unmatched(theirs, blobs(noisy_ref, thr_ref, rayleigh_px), radius)
     enough_mine, enough_theirs = (
         len(mine) >= MIN_STRUCTURES,
         len(theirs) >= MIN_STRUCTURES,
