@@ -7,12 +7,13 @@ is gone, so a killed run leaves no training behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import threading
 import time
+
+from ._threads import lower_process_priority
 
 
 def _end_with_parent(parent: int) -> None:
@@ -25,9 +26,7 @@ def _end_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     snapshot, out, config, nice, parent = argv
     threading.Thread(target=_end_with_parent, args=(int(parent),), daemon=True).start()
-    if hasattr(os, "nice"):  # not on Windows
-        with contextlib.suppress(OSError):
-            os.nice(int(nice))
+    lower_process_priority(int(nice))
     from .train import TrainConfig, train
 
     train([snapshot], out, TrainConfig(**json.loads(config)))

@@ -10,6 +10,7 @@ elsewhere it stays low and its end is bounded by its caller's timeout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -41,6 +42,14 @@ def deprioritize_current_thread(niceness: int = BACKGROUND_NICENESS) -> None:
         )
         return
     _LOWERED[tid] = before
+
+
+def lower_process_priority(increment: int) -> None:
+    """Lower this (child) process's CPU priority by ``increment`` where the system
+    has niceness (not on Windows) and permits it; a no-op elsewhere."""
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(increment)
 
 
 def restore_priority(thread: threading.Thread | None) -> bool:

@@ -7,12 +7,12 @@ spec on stdout; it ends at stdin's end (with its parent).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 from typing import IO, Any
 
+from .._threads import lower_process_priority
 from ._snapshot import read_spec, save_snapshot
 
 
@@ -36,9 +36,7 @@ def _serve(source: IO[bytes], replies: IO[bytes]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if hasattr(os, "nice"):  # not on Windows
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            os.nice(int(argv[0]))
+    lower_process_priority(int(argv[0]) if argv else 0)
     # the replies get their own copy of stdout; anything else printed goes to stderr
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
