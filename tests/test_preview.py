@@ -103,7 +103,7 @@ def test_status_line() -> None:
         "pairs 12",
         "9.8 pairs/s",
         "p50 –",
-        "preview skipped 3 (a newer frame came; all are saved)",
+        "preview skipped 3 (newer frames came; all are saved)",
         "dropped 0 (pairs lost)",
         "model m",
     ):

@@ -1,4 +1,5 @@
-"""The streaming restorer: newest frame wins, errors survive, hot swap, tiling."""
+"""The streaming restorer: bursts caught up within a bound, errors survive, hot swap,
+tiling."""
 
 from __future__ import annotations
 
@@ -76,27 +77,63 @@ def _frame(i: int = 0, shape: tuple[int, int] = (32, 32)) -> np.ndarray:
     return np.random.default_rng(i).random(shape, dtype=np.float32)
 
 
-def test_newest_frame_wins() -> None:
-    got: list[RestoredFrame] = []
+def _held_burst(r: StreamingRestorer, n: int, before_release: float = 0.0) -> None:
+    """Frame 0 is held in the network while frames 1..n-1 arrive; released after
+    ``before_release`` seconds."""
     HeldUNet.entered.clear()
     HeldUNet.release.clear()
-    r = StreamingRestorer(_model(HeldUNet(factor=2, width=4, depth=1)), num_threads=0)
+    r.submit(0, _frame(0))
+    assert HeldUNet.entered.wait(WAIT_S)  # frame 0 is being restored
+    for i in range(1, n):
+        r.submit(i, _frame(i))
+    time.sleep(before_release)
+    HeldUNet.release.set()
+    _wait(lambda: _idle(r))
+
+
+def test_a_burst_is_restored_whole_in_order() -> None:
+    """Frames that come at once (the pairer's first pairs) while the worker is
+    busy are all restored, oldest first: every pair gets its restoration."""
+    got: list[RestoredFrame] = []
+    model = _model(HeldUNet(factor=2, width=4, depth=1))
+    r = StreamingRestorer(model, num_threads=0, max_wait_s=WAIT_S)
     r.events.restored.connect(got.append)
     with r:
-        r.submit(0, _frame(0))
-        assert HeldUNet.entered.wait(WAIT_S)  # frame 0 is being restored
-        for i in range(1, 60):  # meanwhile 59 frames arrive: only the newest waits
-            r.submit(i, _frame(i))
-        HeldUNet.release.set()
-        _wait(lambda: _idle(r))
+        _held_burst(r, 8)
     s = r.stats()
-    assert s.received == 60
-    assert (s.restored, s.skipped) == (2, 58)
-    assert [f.index for f in got] == [0, 59]
+    assert (s.received, s.restored, s.skipped) == (8, 8, 0)
+    assert [f.index for f in got] == list(range(8))
     assert got[-1].image.shape == (64, 64)
     assert got[-1].image.dtype == np.float32
     assert s.latency_p50_ms > 0
     assert s.device == "cpu"
+
+
+def test_it_never_falls_behind_more_than_its_backlog() -> None:
+    """Beyond ``backlog`` waiting frames the oldest are pushed out (skipped)."""
+    got: list[RestoredFrame] = []
+    model = _model(HeldUNet(factor=2, width=4, depth=1))
+    r = StreamingRestorer(model, num_threads=0, backlog=8, max_wait_s=WAIT_S)
+    r.events.restored.connect(got.append)
+    with r:
+        _held_burst(r, 60)  # 59 arrive while frame 0 is held: the newest 8 wait
+    s = r.stats()
+    assert (s.received, s.restored, s.skipped) == (60, 9, 51)
+    assert [f.index for f in got] == [0, *range(52, 60)]
+
+
+def test_frames_that_waited_too_long_are_passed_over_for_the_newest() -> None:
+    """A frame that waited longer than ``max_wait_s`` is skipped unless it is the
+    newest, so the preview never lags far (``max_wait_s=0``: the newest wins)."""
+    got: list[RestoredFrame] = []
+    model = _model(HeldUNet(factor=2, width=4, depth=1))
+    r = StreamingRestorer(model, num_threads=0, max_wait_s=0.05)
+    r.events.restored.connect(got.append)
+    with r:
+        _held_burst(r, 6, before_release=0.3)  # 5 wait longer than 0.05 s
+    s = r.stats()
+    assert (s.received, s.restored, s.skipped) == (6, 2, 4)
+    assert [f.index for f in got] == [0, 5]
 
 
 @pytest.mark.parametrize("finish_waiting", [False, True])
@@ -230,11 +267,11 @@ def test_tiled_equals_untiled() -> None:
 
 
 def test_submit_never_raises_and_counts_replacements() -> None:
-    r = StreamingRestorer(_model(), num_threads=0)  # not started: frames wait
+    r = StreamingRestorer(_model(), num_threads=0, backlog=2)  # not started: wait
     for i in range(3):
         r.submit(i, _frame(i))
     s = r.stats()
-    assert (s.received, s.skipped, s.restored) == (3, 2, 0)
+    assert (s.received, s.skipped, s.restored) == (3, 1, 0)
     assert np.isnan(s.latency_p50_ms)
 
 

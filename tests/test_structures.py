@@ -217,10 +217,11 @@ def test_the_noise_filter_does_to_noise_what_the_registration_does(
 
 
 def test_the_detections_shortcuts_equal_the_full_frame_filters() -> None:
-    """Maxima found around the pixels above the threshold, and the cross
-    derivative computed at them only, equal scipy's full-frame filters
-    (frame edges included)."""
-    from pairscope.trust._structures import _cross_derivative_at, _local_maxima
+    """Maxima found around the pixels above the threshold, and the Hessian
+    computed at them only, equal scipy's full-frame filters (frame edges
+    included)."""
+    from pairscope._fft_filter import gaussian_plan
+    from pairscope.trust._structures import _hessian_at, _local_maxima
 
     rng = np.random.default_rng(1)
     img = ndi.gaussian_filter(rng.random((128, 128)) * 100, 1).astype(np.float32)
@@ -232,8 +233,8 @@ def test_the_detections_shortcuts_equal_the_full_frame_filters() -> None:
         assert len(want[0]) > 20
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
-    full = ndi.gaussian_filter(img.astype(np.float64), 0.9, order=(1, 1))
     ys, xs = np.array([0, 5, 64, 127, 3]), np.array([0, 120, 64, 127, 60])
-    np.testing.assert_allclose(
-        _cross_derivative_at(img, 0.9, ys, xs), full[ys, xs], atol=1e-9
-    )
+    got_h = _hessian_at(img, gaussian_plan(img.shape, 0.9), ys, xs)
+    for order, got_o in zip(((2, 0), (0, 2), (1, 1)), got_h, strict=True):
+        full = ndi.gaussian_filter(img.astype(np.float64), 0.9, order=order)
+        np.testing.assert_allclose(got_o, full[ys, xs], atol=1e-9)

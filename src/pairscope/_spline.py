@@ -17,6 +17,8 @@ import math
 import numpy as np
 import scipy.ndimage as ndi
 
+from ._fft_filter import SeparableFFT
+
 __all__ = ["shift_frame", "upsample_cubic"]
 
 
@@ -34,14 +36,28 @@ def shift_frame(
     nearer, the frame's edge value is repeated as scipy's does, but the two
     splines' boundary handling differ (tested: ``tests/test_calibration.py``)."""
     out = np.asarray(image, np.float32)
+    parts = []
     for axis, s in enumerate(shift):
         whole = math.floor(float(s) + 0.5)
-        part = round(float(s) - whole, 6)
+        parts.append(round(float(s) - whole, 6))
         if whole:  # first, so that what comes from outside is the edge's value
             out = _whole_shift(out, whole, axis)
-        if part:
-            out = ndi.convolve1d(out, _fraction_filter(part), axis=axis, mode="nearest")
-    return out
+    if not any(parts):
+        return out
+    plan, transfer = _fraction_plan(out.shape, parts[0], parts[1], "nearest")
+    return plan.apply(plan.spectrum(out), transfer)
+
+
+@functools.lru_cache(maxsize=64)
+def _fraction_plan(
+    shape: tuple[int, int], part_y: float, part_x: float, mode: str
+) -> tuple[SeparableFFT, np.ndarray]:
+    """The FFT plan and transfer function of the separable shift by ``(part_y,
+    part_x)`` pixels (a whole frame's fractional shifts: one transform; the
+    whole pixels moved first commute with it)."""
+    ky, kx = _fraction_filter(part_y), _fraction_filter(part_x)
+    plan = SeparableFFT(shape, max(len(ky), len(kx)) // 2, mode)
+    return plan, plan.transfer(ky, kx)
 
 
 @functools.lru_cache(maxsize=256)

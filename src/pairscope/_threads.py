@@ -13,9 +13,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKGROUND_NICENESS = 10
 #: native thread ids lowered by :func:`deprioritize_current_thread`: their
@@ -77,3 +82,45 @@ def restore_process_priority(pid: int, niceness: int | None = None) -> bool:
     except OSError:  # not permitted (raising priority needs CAP_SYS_NICE), or gone
         return False
     return True
+
+
+class HelperThread:
+    """A daemon thread that runs the calls handed to it, in order, at a lowered
+    priority: a second core for work that splits in two (the trust check's
+    reference comparison beside its intervals and structures).  Started on the
+    first call; :meth:`close` ends it after the calls waiting."""
+
+    def __init__(self, name: str, niceness: int = BACKGROUND_NICENESS) -> None:
+        self.name = name
+        self.niceness = niceness
+        self.thread: threading.Thread | None = None
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn()`` on the thread after the calls before it."""
+        if self.thread is None:
+            self.thread = threading.Thread(
+                target=self._run, name=self.name, daemon=True
+            )
+            self.thread.start()
+        future: Future[T] = Future()
+        self._calls.put((future, fn))
+        return future
+
+    def close(self) -> None:
+        """End the thread once the calls waiting have run (does not wait)."""
+        if self.thread is not None:
+            self._calls.put(None)
+            self.thread = None
+
+    def _run(self) -> None:
+        deprioritize_current_thread(self.niceness)
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to whoever waits for it
+                    future.set_exception(exc)

@@ -1,8 +1,8 @@
 """A live session: paired acquisition + writer, with restoration and preview on top.
 
-Acquisition never waits for the restorer or the preview: they get the newest
-low-dose frame and skip the rest (counted); only the writer may apply
-back-pressure, and it never drops data.
+Acquisition never waits for the restorer or the preview: the restorer catches up
+on the frames waiting for it within a bound and skips the rest (counted); only the
+writer may apply back-pressure, and it never drops data.
 """
 
 from __future__ import annotations

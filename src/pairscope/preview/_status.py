@@ -34,8 +34,8 @@ STATUS_MIN_INTERVAL_S = 0.1  # automatic status pushes: at most 10 per second
 class PreviewStatus:
     """What the preview's status line shows (a snapshot; NaN latency = none yet).
 
-    ``skipped`` counts preview frames the restorer skipped (by design: newest
-    wins); ``dropped`` counts *data* lost (incomplete pairs, writer problems).
+    ``skipped`` counts preview frames the restorer skipped (by design: it never
+    falls far behind the newest); ``dropped`` counts *data* lost (incomplete pairs, writer problems).
     """
 
     pairs: int = 0
@@ -60,7 +60,7 @@ class PreviewStatus:
             f"{self.acquisition_fps:.1f} pairs/s",
             f"restore {self.restorer_fps:.1f} fps",
             f"latency p50 {ms(self.latency_p50_ms)} / p99 {ms(self.latency_p99_ms)} ms",
-            f"preview skipped {self.skipped} (a newer frame came; all are saved)",
+            f"preview skipped {self.skipped} (newer frames came; all are saved)",
             f"dropped {self.dropped} (pairs lost)",
         ]
         if self.model_name:

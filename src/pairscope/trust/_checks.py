@@ -48,6 +48,7 @@ __all__ = [
     "Thresholds",
     "TrustCalibration",
     "check_pair",
+    "register_reference",
     "registered_crop",
     "same_instant",
 ]
@@ -218,11 +219,13 @@ def check_pair(
     thresholds: Thresholds | None = None,
     *,
     simultaneous: bool = True,
+    registered: np.ndarray | None = None,
 ) -> CheckResult:
     """Check one restored frame (module doc); never uses more than the pair itself.
 
     A reference that is not of the same instant (``simultaneous=False``: a
     sequential pair) is not compared with: the pair gets the consistency check only.
+    ``registered``: the reference already registered (:func:`register_reference`).
     """
     th = thresholds or Thresholds()
     f = cal.factor
@@ -262,9 +265,13 @@ def check_pair(
         "restored structure the low-dose data do not support: local chi2",
     )
     # -- against the reference
-    err_map = registered = None
-    if reference is not None:
-        err_map, registered = _reference_checks(rest, low, reference, cal, metrics)
+    err_map = None
+    if reference is None:
+        registered = None
+    else:
+        if registered is None:
+            registered = register_reference(reference, cal)
+        err_map = _reference_checks(rest, low, registered, cal, metrics)
         grade(
             cast(float, metrics["error_excess"]),  # a float (_reference_checks)
             th.error_ok,
@@ -323,15 +330,19 @@ def _consistency(
     return (low - predicted) ** 2 / cal.lowdose.variance(predicted)
 
 
+def register_reference(reference: np.ndarray, cal: TrustCalibration) -> np.ndarray:
+    """The reference on the restored frame's grid (float32)."""
+    return apply_registration(np.asarray(reference, np.float32), cal.registration)
+
+
 def _reference_checks(
     rest: np.ndarray,
     low: np.ndarray,
-    reference: np.ndarray,
+    ref: np.ndarray,
     cal: TrustCalibration,
     metrics: dict[str, float | bool | None],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The error map and the registered reference (both on the restored grid)."""
-    ref = apply_registration(np.asarray(reference, np.float32), cal.registration)
+) -> np.ndarray:
+    """The error map on the restored grid (``ref``: the registered reference)."""
     crop = registered_crop(cal, ref.shape)
     target = ref.astype(np.float64)[crop]
     bicubic = upsample(low - cal.lowdose.offset_adu, cal.factor, "bicubic")[crop]
@@ -352,4 +363,4 @@ def _reference_checks(
     metrics["error_excess_local"] = _worst_area(inner, window * window)
     full = np.zeros(ref.shape, np.float32)  # the map on the full frame (0 at edges)
     full[crop] = emap
-    return full, ref
+    return full

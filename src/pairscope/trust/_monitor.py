@@ -18,9 +18,11 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,14 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
-from .._threads import deprioritize_current_thread, restore_priority
+from .._threads import HelperThread, deprioritize_current_thread, restore_priority
 from ._calibrate import calibration_from_info
 from ._checks import (
     CheckResult,
     Thresholds,
     TrustCalibration,
     check_pair,
+    register_reference,
     same_instant,
 )
 from ._conformal import (
@@ -189,6 +192,12 @@ class TrustMonitor:
         #: first failed check's
         self.calibration_error = ""
         self._first_error = ""
+        #: a second core's thread for half of each check (none on one core)
+        self._helper = (
+            HelperThread("pairscope-trust-helper", TRUST_NICENESS)
+            if (os.cpu_count() or 1) > 1
+            else None
+        )
 
     # -- listeners (any thread; quick; never raise) -----------------------------
     def on_pair(self, pair: Any) -> None:
@@ -263,9 +272,13 @@ class TrustMonitor:
             self._cond.notify_all()
         if self._thread is not None:
             restore_priority(self._thread)  # the acquisition is over: catch up
+            if self._helper is not None:
+                restore_priority(self._helper.thread)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("trust monitor did not finish within %.0f s", timeout)
+        if self._helper is not None:
+            self._helper.close()
         with self._write_lock:
             if not self._file.closed:
                 try:
@@ -289,46 +302,79 @@ class TrustMonitor:
         metadata: dict[str, Any] | None = None,
     ) -> CheckResult:
         """Check one pair now and log it (needs ``calibration``); a same-instant
-        reference also calibrates, or measures, the per-pixel intervals."""
-        if self.calibration is None:
+        reference also calibrates, or measures, the per-pixel intervals.
+
+        With a second core, the intervals and structures (:meth:`_interval_checks`)
+        run on the helper thread beside the reference and consistency checks."""
+        cal = self.calibration
+        if cal is None:
             raise ValueError("TrustMonitor.check needs a calibration")
-        result = check_pair(
-            index,
-            restored,
-            lowdose,
-            reference,
-            self.calibration,
-            self.thresholds,
-            simultaneous=simultaneous,
+        registered = None
+        if reference is not None and simultaneous:
+            registered = register_reference(reference, cal)
+
+        def intervals() -> tuple[dict[str, Any], list[str], np.ndarray | None]:
+            return self._interval_checks(index, restored, registered, metadata)
+
+        alongside = self._helper.submit(intervals) if self._helper else None
+        try:
+            result = check_pair(
+                index,
+                restored,
+                lowdose,
+                reference,
+                cal,
+                self.thresholds,
+                simultaneous=simultaneous,
+                registered=registered,
+            )
+        except BaseException:
+            if alongside is not None:  # never two checks' intervals at once
+                wait([alongside])
+            raise
+        metrics, flags, outside = (
+            intervals() if alongside is None else alongside.result()
         )
-        self._interval_checks(result, restored, metadata)
+        result.reference_registered = None  # not kept beyond this check
+        result.metrics.update(metrics)
+        if outside is not None:
+            result.outside_map = outside
+        for flag in flags:
+            result.reason = (
+                flag if result.verdict == "ok" else f"{result.reason}; {flag}"
+            )
+            if result.verdict == "ok":
+                result.verdict = "warn"
         self._record(result)
         return result
 
     def _interval_checks(
         self,
-        result: CheckResult,
+        index: int,
         restored: np.ndarray,
+        registered: np.ndarray | None,
         metadata: dict[str, Any] | None,
-    ) -> None:
-        """The pair's interval metrics and, with a same-instant reference, its
-        invented and lost structure (and a warning when they need attention)."""
+    ) -> tuple[dict[str, Any], list[str], np.ndarray | None]:
+        """The pair's interval metrics and, with a same-instant reference
+        (``registered``), its invented and lost structure; with their flags (the
+        reasons they need attention) and the map of pixels outside the interval."""
         cal = self.calibration
         assert cal is not None
         if self.intervals is None:
             self.intervals = intervals_for(cal, self.alpha)
         iv = self.intervals
         was_ready = iv.ready
-        target = result.reference_registered
-        result.reference_registered = None  # not kept beyond this check
-        flags = []
-        if target is not None:  # a same-instant reference: calibrate or measure
-            r, t = crop_edges(cal, np.asarray(restored)), crop_edges(cal, target)
-            role = iv.role(result.pair, metadata)
+        outside = None
+        flags: list[str] = []
+        if registered is not None:  # a same-instant reference: calibrate or measure
+            r, t = crop_edges(cal, np.asarray(restored)), crop_edges(cal, registered)
+            role = iv.role(index, metadata)
             metrics = iv.observe(r, t, role)
             if iv.last_outside is not None:
-                result.outside_map = uncrop_edges(cal, iv.last_outside, target.shape)
-            flags.append(self._structure_checks(result, r, t, counted=role != "none"))
+                outside = uncrop_edges(cal, iv.last_outside, registered.shape)
+            structures, flag = self._structure_checks(index, r, t, role != "none")
+            metrics.update(structures)
+            flags.append(flag)
         else:
             interval = iv.interval(restored)
             metrics = {
@@ -338,28 +384,20 @@ class TrustMonitor:
                 "interval_width": None if interval is None else interval.mean_width,
             }
         metrics["intervals"] = "calibrated" if was_ready else "calibrating"
-        result.metrics.update(metrics)
         if iv.ready and not was_ready:
             logger.info("trust: %s", iv.status())
-        for flag in (iv.flag(metrics), *flags):
-            if not flag:
-                continue
-            result.reason = (
-                flag if result.verdict == "ok" else f"{result.reason}; {flag}"
-            )
-            if result.verdict == "ok":
-                result.verdict = "warn"
+        return metrics, [f for f in (iv.flag(metrics), *flags) if f], outside
 
     def _structure_checks(
         self,
-        result: CheckResult,
+        index: int,
         restored: np.ndarray,
         target: np.ndarray,
         counted: bool,
-    ) -> str:
-        """The pair's invented and lost structure (``pairscope.trust._structures``),
-        in its metrics; returns its flag ("" if none).  ``counted``: it enters the
-        run's risk bounds (a reference taken on demand does not)."""
+    ) -> tuple[dict[str, Any], str]:
+        """The pair's invented and lost structure (``pairscope.trust._structures``):
+        its metrics and its flag ("" if none).  ``counted``: it enters the run's
+        risk bounds (a reference taken on demand does not)."""
         cal, iv = self.calibration, self.intervals
         assert cal is not None and iv is not None
         a, b = iv.photometric_map(restored, target)
@@ -372,12 +410,11 @@ class TrustMonitor:
             iv.reference_variance,
             cal.rayleigh_px,
             noise_warp=self._noise_warp[1],
-            seed=result.pair,
+            seed=index,
         )
-        result.metrics.update(risks.metrics())
         if counted:
             self.structures.add(risks)
-        return risks.flag(self.structures.tolerance)
+        return risks.metrics(), risks.flag(self.structures.tolerance)
 
     def summary(self) -> TrustSummary:
         with self._cond:

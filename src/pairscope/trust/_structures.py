@@ -49,6 +49,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
+from .._fft_filter import GaussianFFT, gaussian_plan
 from ..io.calibration import Registration, apply_registration
 
 __all__ = [
@@ -107,44 +108,38 @@ class StructureRisks:
         )
 
 
-def _second_derivatives(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(hyy, hxx)`` of ``img``: Gaussian second-derivative filters at scale
-    ``sigma`` (the Laplacian of Gaussian is their sum; the cross derivative is
-    needed at the maxima only, :func:`_cross_derivative_at`)."""
-    return (
-        ndi.gaussian_filter(img, sigma, order=(2, 0)),
-        ndi.gaussian_filter(img, sigma, order=(0, 2)),
-    )
-
-
 @cache
 def _log_noise_gain(sigma: float) -> float:
     """How the normalised LoG filter scales white noise's standard deviation."""
     g = np.random.default_rng(0).standard_normal((96, 96))
-    hyy, hxx = _second_derivatives(g, sigma)
-    return float(np.std(((hyy + hxx) * sigma * sigma)[12:-12, 12:-12]))
+    log = ndi.gaussian_laplace(g, sigma) * sigma * sigma
+    return float(np.std(log[12:-12, 12:-12]))
 
 
 def detection_threshold(noise_var: np.ndarray, rayleigh_px: float) -> np.ndarray:
     """Per pixel, the normalised LoG response a structure must exceed: ``THRESHOLD_SD``
     local noise SDs as the filter passes them (``noise_var``: the noise variance)."""
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
-    local_var = ndi.gaussian_filter(np.asarray(noise_var, np.float32), 2 * s)
+    var = np.asarray(noise_var, np.float32)
+    local_var = np.maximum(gaussian_plan(var.shape, 2 * s)(var), 0.0)
     return np.float32(THRESHOLD_SD * _log_noise_gain(s)) * np.sqrt(local_var)
 
 
 def blobs(image: np.ndarray, threshold: np.ndarray, rayleigh_px: float) -> np.ndarray:
     """``(n, 2)`` pixel positions (y, x) of the compact structures of ``image``
     (module doc) above ``threshold`` (:func:`detection_threshold` of such an
-    image's noise variance, made once for an image and its noisy copy)."""
+    image's noise variance, made once for an image and its noisy copy).
+
+    The Laplacian of Gaussian is filtered by FFT (one transform); the Hessian's
+    three components are computed at its maxima only."""
     img = np.asarray(image, np.float32)
     s = LOG_SIGMA_RAYLEIGH * rayleigh_px
-    hyy, hxx = _second_derivatives(img, s)
-    log = -(hyy + hxx) * np.float32(s * s)
+    plan = gaussian_plan(img.shape, s)
+    log = plan.apply(plan.spectrum(img), plan.laplacian())
+    log *= np.float32(-s * s)
     ys, xs = _local_maxima(log, threshold, max(3, round(0.8 * rayleigh_px) | 1))
     # a blob curves down in both directions, the flatter at least ISOTROPY as steeply
-    h_yy, h_xx = (h[ys, xs].astype(np.float64) for h in (hyy, hxx))
-    h_xy = _cross_derivative_at(img, s, ys, xs)
+    h_yy, h_xx, h_xy = _hessian_at(img, plan, ys, xs)
     half_trace = (h_xx + h_yy) / 2
     det = h_xx * h_yy - h_xy**2
     spread = np.sqrt(np.maximum(half_trace**2 - det, 0.0))
@@ -171,30 +166,25 @@ def _local_maxima(
     return ys[keep], xs[keep]
 
 
-def _cross_derivative_at(
-    img: np.ndarray, sigma: float, ys: np.ndarray, xs: np.ndarray
-) -> np.ndarray:
-    """``gaussian_filter(img, sigma, order=(1, 1))`` at the pixels ``(ys, xs)``
-    only (the isotropy test needs it at the maxima, not over the frame)."""
-    w = _derivative_weights(sigma)
-    r = len(w) // 2
+def _hessian_at(
+    img: np.ndarray, plan: GaussianFFT, ys: np.ndarray, xs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gaussian_filter(img, sigma, order)`` for the orders (2, 0), (0, 2) and
+    (1, 1), at the pixels ``(ys, xs)`` only (reflect mode, float64)."""
+    r = plan.radius
     padded = np.pad(np.asarray(img, np.float64), r, mode="symmetric")
     steps = np.arange(2 * r + 1)
     patches = padded[
         ys[:, None, None] + steps[None, :, None],
         xs[:, None, None] + steps[None, None, :],
     ]
-    return np.einsum("nij,i,j->n", patches, w, w)
-
-
-@cache
-def _derivative_weights(sigma: float) -> np.ndarray:
-    """The first-derivative Gaussian filter's weights, as ``gaussian_filter1d``
-    correlates them (its response to one pixel, reversed)."""
-    r = int(4.0 * sigma + 0.5)  # gaussian_filter's default truncate
-    impulse = np.zeros(2 * r + 1)
-    impulse[r] = 1.0
-    return ndi.gaussian_filter1d(impulse, sigma, order=1, mode="constant")[::-1].copy()
+    # correlation weights: each kernel reversed (odd orders change sign)
+    k0, k1, k2 = (plan.kernel(order)[::-1] for order in (0, 1, 2))
+    return (
+        np.einsum("nij,i,j->n", patches, k2, k0),
+        np.einsum("nij,i,j->n", patches, k0, k2),
+        np.einsum("nij,i,j->n", patches, k1, k1),
+    )
 
 
 def _unmatched(a: np.ndarray, b: np.ndarray, radius: float) -> float:
