@@ -46,3 +46,29 @@ def test_a_helper_gets_its_priority_back_after_the_acquisition() -> None:
     release.set()
     thread.join(60)
     assert not restore_priority(thread)  # a finished thread is left alone
+
+
+def test_a_helper_thread_runs_its_calls_in_order_and_hands_back_their_errors() -> None:
+    from pairscope._threads import HelperThread
+
+    started: list[str] = []
+    helper = HelperThread("test-helper", on_start=lambda: started.append("on"))
+    done: list[int] = []
+
+    def fail() -> None:
+        raise ValueError("this call failed")
+
+    futures = [helper.submit(lambda i=i: done.append(i) or i) for i in range(5)]
+    failed = helper.submit(fail)
+    assert [f.result(timeout=30) for f in futures] == list(range(5))
+    with pytest.raises(ValueError, match="this call failed"):
+        failed.result(timeout=30)
+    assert (
+        helper.submit(lambda: "after an error").result(timeout=30) == "after an error"
+    )
+    assert done == list(range(5)) and started == ["on"]
+    thread = helper.thread
+    helper.close()
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive()

@@ -156,10 +156,15 @@ def test_ideal_prediction_scores_at_the_noise_and_invention_is_caught(
     assert check_pair(0, truth, pair.lowdose, None, cal).verdict == "ok"
 
 
-@pytest.mark.parametrize("backlog", [1, 3])
+@pytest.mark.parametrize("backlog", [1, 3, None])
 def test_listeners_never_wait_and_skipped_checks_are_counted(
-    familiar_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backlog: int
+    familiar_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backlog: int | None,
 ) -> None:
+    """``backlog`` checks may wait; None: as many as ``BACKLOG_BYTES`` of frames
+    hold (at least ``BACKLOG``), here 5."""
     import dataclasses
     import threading
 
@@ -174,6 +179,13 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     # the run's pairs again under later indices: more than the backlog can hold
     n = len(frames)
     frames += [(dataclasses.replace(p, index=p.index + n), im) for p, im in frames]
+    waiting = backlog
+    if backlog is None:  # by size: frames of 5 checks fit
+        p, im = frames[0]
+        size = im.nbytes + p.lowdose.nbytes + p.reference.nbytes
+        monkeypatch.setattr(monitor_module, "BACKLOG", 2)
+        monkeypatch.setattr(monitor_module, "BACKLOG_BYTES", 5 * size + 1)
+        waiting = 5
     # ``backlog``: checks that may wait; beyond it the oldest waiting is skipped
     monitor = TrustMonitor(
         tmp_path, calibration=calibration_for_run(run), backlog=backlog
@@ -215,9 +227,9 @@ def test_listeners_never_wait_and_skipped_checks_are_counted(
     assert not feeder.is_alive(), "a listener waited for the trust check"
     release.set()
     summary = monitor.finish(timeout=WAIT_S)
-    assert summary.skipped == len(rest) - backlog
-    assert summary.checked == 1 + backlog
-    waited = [p.index for p, _ in rest[-backlog:]]
+    assert summary.skipped == len(rest) - waiting
+    assert summary.checked == 1 + waiting
+    waited = [p.index for p, _ in rest[-waiting:]]
     assert [ln["pair"] for ln in _lines(tmp_path)] == [p0.index, *waited]
 
 
@@ -308,6 +320,7 @@ def test_a_run_whose_checks_fell_behind_says_how_many_were_skipped(
 
     monkeypatch.setattr(monitor_module, "check_pair", held_check)
     monkeypatch.setattr(monitor_module, "BACKLOG", 1)
+    monkeypatch.setattr(monitor_module, "BACKLOG_BYTES", 0)
 
     def release_at_the_end(acq, _restorer) -> None:
         acq.events.pairReady.connect(

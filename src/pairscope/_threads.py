@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKGROUND_NICENESS = 10
+#: what comes last: the trust checks and the headless preview's snapshot drawing
+#: (a PNG every few seconds can wait; a check that waits too long is skipped, so
+#: the two share what the acquisition, restorer and preview leave)
+LOWEST_NICENESS = 19
 #: native thread ids lowered by :func:`deprioritize_current_thread`: their
 #: niceness before
 _LOWERED: dict[int, int] = {}
@@ -85,14 +89,15 @@ def restore_process_priority(pid: int, niceness: int | None = None) -> bool:
 
 
 class HelperThread:
-    """A daemon thread that runs the calls handed to it, in order, at a lowered
-    priority: a second core for work that splits in two (the trust check's
-    reference comparison beside its intervals and structures).  Started on the
-    first call; :meth:`close` ends it after the calls waiting."""
+    """A daemon thread that runs the calls handed to it, in order: a second core
+    for work that splits in two (the trust check's reference comparison beside its
+    intervals and structures).  ``on_start`` runs first on the thread (e.g. to lower
+    its priority).  Started on the first call; :meth:`close` ends it after the
+    calls waiting."""
 
-    def __init__(self, name: str, niceness: int = BACKGROUND_NICENESS) -> None:
+    def __init__(self, name: str, on_start: Callable[[], None] | None = None) -> None:
         self.name = name
-        self.niceness = niceness
+        self.on_start = on_start
         self.thread: threading.Thread | None = None
         self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
             queue.SimpleQueue()
@@ -116,7 +121,8 @@ class HelperThread:
             self.thread = None
 
     def _run(self) -> None:
-        deprioritize_current_thread(self.niceness)
+        if self.on_start is not None:
+            self.on_start()
         while (call := self._calls.get()) is not None:
             future, fn = call
             if future.set_running_or_notify_cancel():

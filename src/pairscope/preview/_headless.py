@@ -91,6 +91,7 @@ class HeadlessPreview:
         #: draws snapshots in a child process (matplotlib would hold the interpreter
         #: lock the acquisition's threads wait for)
         self._renderer = SnapshotRenderer()
+        self._renderer.start()  # its start-up now, before the run's pairs flow
         self._thread = threading.Thread(
             target=self._work, name="pairscope-preview", daemon=True
         )

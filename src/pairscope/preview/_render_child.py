@@ -1,7 +1,7 @@
 """The snapshot renderer's child process (:mod:`._render_process` starts it).
 
-``python -m pairscope.preview._render_child NICENESS``: lowers its priority, then
-draws and saves each snapshot spec read on stdin and answers one JSON line per
+``python -m pairscope.preview._render_child NICENESS``: lowers its priority, warms
+matplotlib up, then draws and saves each snapshot spec read on stdin and answers one JSON line per
 spec on stdout; it ends at stdin's end (with its parent).
 """
 
@@ -35,8 +35,25 @@ def _serve(source: IO[bytes], replies: IO[bytes]) -> None:
         replies.flush()
 
 
+def _warm_up() -> None:
+    """Pay matplotlib's imports, font loading and first PNG now (about a second of
+    CPU), while the parent starts its run, not when its first pairs flow."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), dpi=50)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow([[0.0, 1.0], [1.0, 0.0]], cmap="gray")
+    ax.set_title("warm-up")
+    fig.savefig(io.BytesIO(), format="png")
+
+
 def main(argv: list[str]) -> int:
     lower_process_priority(int(argv[0]) if argv else 0)
+    _warm_up()
     # the replies get their own copy of stdout; anything else printed goes to stderr
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

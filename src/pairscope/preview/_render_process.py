@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .._threads import BACKGROUND_NICENESS, restore_process_priority
+from .._threads import LOWEST_NICENESS, restore_process_priority
 from ._snapshot import SnapshotSpec, save_snapshot, write_spec
 
 __all__ = ["SnapshotRenderer"]
@@ -46,7 +46,7 @@ class SnapshotRenderer:
     snapshot is never lost to its renderer.
     """
 
-    def __init__(self, niceness: int = BACKGROUND_NICENESS) -> None:
+    def __init__(self, niceness: int = LOWEST_NICENESS) -> None:
         self.niceness = niceness
         #: why snapshots are drawn in this process ("" while the child draws them)
         self.fallback_reason = ""

@@ -1,9 +1,10 @@
 """The live trust monitor: checks restored frames off the acquisition path.
 
 Listeners (``on_pair`` from the acquisition, ``on_restored`` from the restorer) only
-store references and queue (pair, restored frame) for the worker; up to ``BACKLOG``
-checks may wait (a burst of other work passes without a skip), beyond it the oldest
-waiting is dropped and counted as ``skipped``.  The checks run on their own thread
+store references and queue (pair, restored frame) for the worker; at least
+``BACKLOG`` checks may wait (a burst of other work passes without a skip), more
+while their frames hold at most ``BACKLOG_BYTES``; beyond it the oldest waiting is
+dropped and counted as ``skipped``.  The checks run on their own thread
 at the lowest priority, so the acquisition never waits for them.  Every checked pair appends one line to
 ``quality.jsonl``; :meth:`TrustMonitor.finish` writes ``quality_summary.json`` and
 ``quality.png`` (the metrics over time).  A same-instant reference pair also
@@ -31,7 +32,12 @@ import numpy as np
 from psygnal import Signal, SignalGroup
 
 from .._files import os_reason
-from .._threads import HelperThread, deprioritize_current_thread, restore_priority
+from .._threads import (
+    LOWEST_NICENESS,
+    HelperThread,
+    deprioritize_current_thread,
+    restore_priority,
+)
 from ._calibrate import calibration_from_info
 from ._checks import (
     CheckResult,
@@ -68,10 +74,14 @@ REGISTRATION_WAIT_S = 60.0
 QUALITY_FILE = "quality.jsonl"
 SUMMARY_FILE = "quality_summary.json"
 PLOT_FILE = "quality.png"
-TRUST_NICENESS = 19  # below the restorer and the preview: trust comes last
-#: checks that may wait (a burst of other work, e.g. a preview snapshot, passes
-#: without a skip); beyond it the oldest waiting is skipped
+#: below the restorer and the preview, beside the snapshots' drawing (_threads)
+TRUST_NICENESS = LOWEST_NICENESS
+#: checks that may wait: at least ``BACKLOG`` (a burst of other work, e.g. a
+#: preview snapshot, passes without a skip), more while their frames hold at most
+#: ``BACKLOG_BYTES`` (``BACKLOG_MAX`` at most); beyond it the oldest is skipped
 BACKLOG = 8
+BACKLOG_MAX = 64
+BACKLOG_BYTES = 128 * 2**20
 
 
 class TrustSignals(SignalGroup):
@@ -177,6 +187,7 @@ class TrustMonitor:
         #: (pair, restored frame) waiting for their check, oldest first
         self._pending: deque[tuple[Any, Any]] = deque()
         self._backlog = max(1, BACKLOG if backlog is None else backlog)
+        self._backlog_by_size = backlog is None
         #: those that came before the calibration (counted ``calibrating`` until
         #: checked); the oldest beyond ``backlog`` stay unchecked
         self._held: deque[tuple[Any, Any]] = deque(maxlen=self._backlog)
@@ -194,7 +205,10 @@ class TrustMonitor:
         self._first_error = ""
         #: a second core's thread for half of each check (none on one core)
         self._helper = (
-            HelperThread("pairscope-trust-helper", TRUST_NICENESS)
+            HelperThread(
+                "pairscope-trust-helper",
+                lambda: deprioritize_current_thread(TRUST_NICENESS),
+            )
             if (os.cpu_count() or 1) > 1
             else None
         )
@@ -244,7 +258,14 @@ class TrustMonitor:
     def _queue_check(self, pair: Any, frame: Any) -> None:
         """Hand (pair, restored frame) to the worker; a full backlog skips its
         oldest (under _cond)."""
-        if len(self._pending) >= self._backlog:  # the oldest waiting is skipped
+        limit = self._backlog
+        if self._backlog_by_size:
+            size = sum(
+                getattr(a, "nbytes", 0)
+                for a in (frame.image, pair.lowdose, pair.reference)
+            )
+            limit = max(limit, min(BACKLOG_MAX, BACKLOG_BYTES // max(size, 1)))
+        while len(self._pending) >= limit:  # the oldest waiting is skipped
             self._pending.popleft()
             self._counts["skipped"] += 1
         self._pending.append((pair, frame))
