@@ -24,9 +24,11 @@ def acquire(
     scenario: str = "none",
     onset_pair: int = 0,
     props: Sequence[tuple[str, str, object]] = (),
+    specimen: str = "cells",
 ) -> Path:
-    """One run of ``frames`` triggered pairs; ``props`` as ``(device, property,
-    value)`` on whichever core holds the device."""
+    """One run of ``frames`` triggered pairs of the ``specimen`` (``cells`` or
+    ``beads``); ``props`` as ``(device, property, value)`` on whichever core holds
+    the device."""
     with open_rig(demo_rig_path()) as rig:
         configure_demo_rig(
             rig,
@@ -36,6 +38,7 @@ def acquire(
             scenario=scenario,
             onset_pair=onset_pair,
             props=props,
+            specimen=specimen,
         )
         assert rig.spec is not None
         acq = PairedAcquisition(rig, rig.spec.pairing)  # triggered sequences

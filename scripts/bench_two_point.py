@@ -41,6 +41,8 @@ def main() -> None:
     p.add_argument("--power", type=float, nargs="+", default=[100.0],
                    help="light power(s), percent (the photon level)")  # fmt: skip
     p.add_argument("--binning", type=int, default=2)
+    p.add_argument("--specimen", choices=("cells", "beads"), default="cells",
+                   help="the demo specimen (beads: a bead slide)")  # fmt: skip
     p.add_argument("--models", type=Path, nargs="*", default=[],
                    help="model files (default: the bundled model)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON of every row")
@@ -54,7 +56,8 @@ def main() -> None:
         for power in args.power:
             runs = [
                 acquire(Path(tmp) / f"p{power:g}", s, frames=args.frames,
-                        binning=args.binning, props=[("LED", "Power_percent", power)])
+                        binning=args.binning, props=[("LED", "Power_percent", power)],
+                        specimen=args.specimen)
                 for s in args.seeds
             ]  # fmt: skip
             for path in models:

@@ -247,6 +247,60 @@ def test_every_pair_has_a_matched_rod_away_from_every_bead() -> None:
     assert extra.sum() == pytest.approx(24 * 2 * spec.bead_brightness)  # 2 beads each
 
 
+def test_a_bead_slide_is_the_band_and_a_static_field_of_beads_pairs_and_rods() -> None:
+    """The ``beads`` specimen (issue 23, item 2): no tubules or vesicles; the band's
+    pairs and matched rods; elsewhere single beads, bead pairs 0.75-2.5 Rayleigh
+    apart and single rods as bright as a pair, in equal numbers, all still."""
+    from pairscope.sim._specimen import BEAD_FIELD_OBJECTS, BEAD_SLIDE_BRIGHTNESS
+
+    spec = Specimen(41, kind="beads")
+    assert spec.bead_brightness == BEAD_SLIDE_BRIGHTNESS
+    assert len(spec.targets) == len(spec.rods) == 24
+    now, later = spec.emitters(0.0), spec.emitters(30.0)
+    np.testing.assert_array_equal(now.xy_um, later.xy_um)  # a slide: nothing moves
+    beads = np.isclose(now.weights, BEAD_SLIDE_BRIGHTNESS)
+    field = now.xy_um[:, 1] > -6.0  # above the target band: the field only
+    bead_xy = now.xy_um[beads & field]
+    nearest = np.sort(np.linalg.norm(bead_xy[:, None] - bead_xy[None], axis=-1), 1)[
+        :, 1
+    ]
+    in_pairs = nearest < 2.6 * spec.rayleigh_um  # a pair's beads, not neighbours
+    singles, paired = int((~in_pairs).sum()), int(in_pairs.sum())
+    assert paired % 2 == 0
+    assert abs(singles - paired // 2) <= 0.05 * BEAD_FIELD_OBJECTS
+    assert 0.74 * spec.rayleigh_um < nearest[in_pairs].min()
+    rod_light = now.weights[field & ~beads].sum()
+    assert rod_light == pytest.approx(
+        paired // 2 * 2 * BEAD_SLIDE_BRIGHTNESS, rel=0.1
+    )  # as many rods as pairs, each as bright as a pair
+    with pytest.raises(ValueError, match="unknown specimen 'cell'"):
+        Specimen(41, kind="cell")
+
+
+def test_a_run_of_the_bead_slide_is_rebuilt_as_one() -> None:
+    """The demo hub's ``Specimen`` property is recorded with the run and the
+    ground truth (two-point targets, evaluation) is rebuilt from it."""
+    from pairscope.hardware import demo_rig_path, open_rig
+    from pairscope.sim import configure_demo_rig
+    from pairscope.sim.ground_truth import scene_for_run
+
+    with open_rig(demo_rig_path()) as rig:
+        configure_demo_rig(rig, seed=41, specimen="beads")
+        hub = rig.core_of("LowDoseCam").core
+        state = {
+            "DemoHub": {
+                k: hub.getProperty("DemoHub", k)
+                for k in hub.getDevicePropertyNames("DemoHub")
+            }
+        }
+    assert state["DemoHub"]["Specimen"] == "beads"
+    scene = scene_for_run({"system_state": state})
+    assert scene.specimen.kind == "beads"
+    assert scene.specimen.seed == 41
+    del state["DemoHub"]["Specimen"]  # a run acquired before bead slides existed
+    assert scene_for_run({"system_state": state}).specimen.kind == "cells"
+
+
 # -- the targets file: rods, and pairs and rods mixed up -----------------------------
 
 

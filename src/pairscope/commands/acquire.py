@@ -58,6 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--seed", type=int, default=0, help="specimen seed (0)")
     demo.add_argument(
+        "--specimen",
+        choices=("cells", "beads"),
+        default="cells",
+        help="cells (tubules, vesicles, bead pairs) or beads, a bead slide (single "
+        "beads, bead pairs and rods over the field): the slide to fine-tune a model "
+        "on, giving it your sample's prior (default: cells)",
+    )
+    demo.add_argument(
         "--sensor", type=int, default=512, help="reference pixels per side (512)"
     )
     demo.add_argument(
@@ -312,6 +320,7 @@ def _demo(args: argparse.Namespace, stopper: _Stopper) -> int:
         )
     with _open(args, path) as rig:
         primary = rig.primary.core
+        primary.setProperty("DemoHub", "Specimen", args.specimen)
         primary.setProperty("DemoHub", "Seed", args.seed)
         for rc in rig.cores:
             for cam in _demo_cameras(rc.core):

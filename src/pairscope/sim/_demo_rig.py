@@ -15,11 +15,14 @@ def configure_demo_rig(
     scenario: str = "none",
     onset_pair: int = 0,
     props: Sequence[tuple[str, str, object]] = (),
+    specimen: str = "cells",
 ) -> None:
     """Seed, sensor size (both cameras), low-dose binning, the drill scenario from
-    pair ``onset_pair`` on, and any ``(device, property, value)`` on the core that
-    holds the device, for a rig opened from ``hardware.demo_rig_path()``."""
+    pair ``onset_pair`` on, the specimen (``cells`` or ``beads``), and any
+    ``(device, property, value)`` on the core that holds the device, for a rig
+    opened from ``hardware.demo_rig_path()``."""
     hub = rig.core_of("LowDoseCam").core
+    hub.setProperty("DemoHub", "Specimen", specimen)
     hub.setProperty("DemoHub", "Seed", seed)
     for cam in ("LowDoseCam", "ReferenceCam"):
         rig.core_of(cam).core.setProperty(cam, "SensorSize", sensor)

@@ -12,6 +12,15 @@ rod splits a single object in two: it invents.
 Every quantity is an analytic function of ``(seed, t)``, so any instant can be
 recomputed exactly and the ground truth is always available to tests.
 
+Kinds: ``"cells"`` (the default: tubules, vesicles and the target band) and
+``"beads"``, a bead slide: no tubules or vesicles, the target band as in
+``"cells"``, and elsewhere a static field of ``BEAD_FIELD_OBJECTS`` objects, as many
+single beads as bead pairs (``BEAD_FIELD_SEPARATIONS_RAYLEIGH`` apart) and single
+rods as long as matched rods of the same separations, every bead
+``BEAD_SLIDE_BRIGHTNESS`` bright (five times the cells' beads: a bead slide is
+bright).  It is the specimen a user fine-tunes on to give a model their sample's
+prior (issue 23).
+
 Scenarios (drills for the live trust monitor): ``"unseen-structure"`` adds, from
 ``scenario_onset_s`` on, structure families the demo model never saw near the
 resolution limit: a dense square lattice of beads (pitch 1.1 Rayleigh), a fine
@@ -33,6 +42,10 @@ ROD_OFFSET_X_UM = 4.0  # a rod sits halfway between its pair and the next column
 #: the target band's columns (one per separation), µm
 TARGET_COLUMNS_UM = np.linspace(-20.0, 20.0, len(TARGET_SEPARATIONS_RAYLEIGH))
 SCENARIOS = ("none", "unseen-structure")
+KINDS = ("cells", "beads")
+BEAD_FIELD_OBJECTS = 900  # in -extent < x < extent, -6 < y < extent µm
+BEAD_FIELD_SEPARATIONS_RAYLEIGH = (0.75, 2.5)  # pairs and rods, uniform in between
+BEAD_SLIDE_BRIGHTNESS = 200.0  # photons per ms per bead at full light
 TUBULE_SAMPLE_UM = 0.025
 TUBULE_LINE_OFFSETS_UM = (-0.1, 0.0, 0.1)  # three lines give a ~0.3 µm wide tubule
 
@@ -84,6 +97,8 @@ class Specimen:
     matched_rods
         Whether the pairs' control rods are present (runs acquired before they
         existed are rebuilt without them).
+    kind
+        ``"cells"`` or ``"beads"`` (module doc).
     """
 
     def __init__(
@@ -99,10 +114,17 @@ class Specimen:
         scenario: str | None = None,
         scenario_onset_s: float = 0.0,
         matched_rods: bool = True,
+        kind: str = "cells",
     ) -> None:
         scenario = scenario or "none"
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; use one of {SCENARIOS}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown specimen {kind!r}; use one of {KINDS}")
+        self.kind = kind
+        if kind == "beads":
+            n_tubules = n_vesicles = 0
+            bead_brightness = BEAD_SLIDE_BRIGHTNESS
         self.seed = seed
         self.scenario = scenario
         self.scenario_onset_s = float(scenario_onset_s)
@@ -125,7 +147,9 @@ class Specimen:
         self._tub_brightness = tubule_brightness * rng.uniform(0.6, 1.4, n_tubules)
         counts = np.maximum((self._tub_length / TUBULE_SAMPLE_UM).astype(int), 2)
         self._pt_tubule = np.repeat(np.arange(n_tubules), counts)
-        self._pt_s = np.concatenate([np.linspace(0.0, 1.0, n) for n in counts])
+        self._pt_s = np.concatenate(
+            [np.zeros(0), *(np.linspace(0, 1, n) for n in counts)]
+        )
         self._ves_center = np.column_stack(
             [rng.uniform(-e, e, n_vesicles), rng.uniform(-6.0, e, n_vesicles)]
         )
@@ -137,6 +161,11 @@ class Specimen:
         self.targets = self._layout_targets(rng)
         self.rods = self._layout_rods() if matched_rods else ()
         self._rod_xy, self._rod_w = self._rod_points()
+        self._field = (
+            _bead_field(seed, rayleigh_um, bead_brightness, extent_um)
+            if kind == "beads"
+            else Emitters(np.zeros((0, 2)), np.zeros(0))
+        )
         self._unseen = (
             _unseen_structures(seed, rayleigh_um, bead_brightness)
             if scenario == "unseen-structure"
@@ -225,8 +254,8 @@ class Specimen:
         )
         bead_xy = np.array([p for tg in self.targets for p in (tg.p1_um, tg.p2_um)])
         bead_w = np.full(len(bead_xy), self.bead_brightness)
-        xy = [tub_xy, ves_xy, bead_xy, self._rod_xy]
-        w = [tub_w, self._ves_brightness, bead_w, self._rod_w]
+        xy = [tub_xy, ves_xy, bead_xy, self._rod_xy, self._field.xy_um]
+        w = [tub_w, self._ves_brightness, bead_w, self._rod_w, self._field.weights]
         if self._unseen is not None and self.scenario_active(t):
             xy.append(self._unseen.xy_um)
             w.append(self._unseen.weights)
@@ -235,6 +264,8 @@ class Specimen:
     def _tubule_points(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Points along every tubule's spine (three parallel lines), vectorised."""
         i, s = self._pt_tubule, self._pt_s
+        if len(i) == 0:  # a bead slide
+            return np.zeros((0, 2)), np.zeros(0)
         center = self._tub_center + self._tub_drift * np.sin(
             self._tub_drift_freq * t + self._tub_phase[:, :2]
         )
@@ -254,6 +285,41 @@ class Specimen:
         xy = (spine[None] + offsets * normal[None]).reshape(-1, 2)
         w = self._tub_brightness[i] * TUBULE_SAMPLE_UM / len(TUBULE_LINE_OFFSETS_UM)
         return xy, np.tile(w, len(TUBULE_LINE_OFFSETS_UM))
+
+
+def _bead_field(
+    seed: int, rayleigh_um: float, brightness: float, extent_um: float
+) -> Emitters:
+    """A bead slide's static field (module doc), own RNG stream: single beads, bead
+    pairs and single rods in equal numbers, at random angles, about a Rayleigh
+    distance or more apart from each other (positions on a jittered grid)."""
+    rng = np.random.default_rng((seed, 0xBEAD))
+    e = extent_um
+    area = 2 * e * (e + 6.0)
+    pitch = float(np.sqrt(area / BEAD_FIELD_OBJECTS))
+    gx, gy = np.meshgrid(np.arange(-e, e, pitch), np.arange(-6.0, e, pitch))
+    centres = np.column_stack([gx.ravel(), gy.ravel()]) + pitch / 2
+    centres += rng.uniform(-0.2, 0.2, centres.shape) * pitch
+    lo, hi = BEAD_FIELD_SEPARATIONS_RAYLEIGH
+    xy: list[np.ndarray] = []
+    w: list[np.ndarray] = []
+    for k, c in enumerate(centres):
+        a = rng.uniform(0.0, np.pi)
+        u = np.array([np.cos(a), np.sin(a)])
+        sep = rng.uniform(lo, hi) * rayleigh_um
+        if k % 3 == 0:  # a single bead
+            xy.append(c[None])
+            w.append(np.array([brightness]))
+        elif k % 3 == 1:  # a bead pair
+            xy.append(np.stack([c - 0.5 * sep * u, c + 0.5 * sep * u]))
+            w.append(np.full(2, brightness))
+        else:  # a single rod, as bright as a pair
+            half = 0.5 * ROD_LENGTH_OVER_SEPARATION * sep
+            n = max(int(np.ceil(2 * half / TUBULE_SAMPLE_UM)), 2)
+            t = (np.arange(n) + 0.5) / n
+            xy.append(c - half * u + np.outer(t, 2 * half * u))
+            w.append(np.full(n, 2.0 * brightness / n))
+    return Emitters(np.concatenate(xy), np.concatenate(w))
 
 
 def _unseen_structures(seed: int, rayleigh_um: float, brightness: float) -> Emitters:

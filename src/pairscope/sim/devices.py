@@ -48,7 +48,7 @@ from pymmcore_plus.experimental.unicore import (
 from ._optics import Optics
 from ._scene import Scene, SensorGeometry
 from ._sensor import Sensor
-from ._specimen import Specimen
+from ._specimen import KINDS, Specimen
 
 # ``@x.setter  # type: ignore[no-redef]`` below: mypy accepts the getter/setter pair
 # of one name only for the builtin ``property``, not for ``pymm_property``
@@ -196,15 +196,17 @@ class DemoHub(HubDevice):
         self._rebuild_scenario()
 
     def _rebuild_scenario(self) -> None:
-        self._rebuild()  # then the same specimen with the scenario added
-        with self._lock:
-            old = self.scene.specimen
-            self.scene.specimen = Specimen(
-                old.seed,
-                rayleigh_um=old.rayleigh_um,
-                scenario=self.scenario,
-                scenario_onset_s=self.scenario_onset_s,
-            )
+        self._rebuild()
+
+    @pymm_property(allowed_values=KINDS, name="Specimen")
+    def specimen_kind(self) -> str:
+        """``cells`` (the default) or ``beads``, a bead slide (``pairscope.sim._specimen``)."""
+        return getattr(self, "_specimen_kind", "cells")
+
+    @specimen_kind.setter  # type: ignore[no-redef]
+    def specimen_kind(self, value: str) -> None:
+        self._specimen_kind = str(value)
+        self._rebuild()
 
     @pymm_property(is_read_only=True, name="MatchedRods")
     def matched_rods(self) -> str:
@@ -245,7 +247,13 @@ class DemoHub(HubDevice):
     def _rebuild(self) -> None:
         with self._lock:
             optics = self.optics
-            specimen = Specimen(self._seed, rayleigh_um=optics.rayleigh_um)
+            specimen = Specimen(
+                self._seed,
+                rayleigh_um=optics.rayleigh_um,
+                scenario=self.scenario,
+                scenario_onset_s=self.scenario_onset_s,
+                kind=self.specimen_kind,
+            )
             self._scene = Scene(specimen, optics)
             self._rendered = OrderedDict()
 

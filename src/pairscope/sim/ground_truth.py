@@ -46,6 +46,7 @@ def scene_for_run(info: dict[str, Any]) -> Scene:
         scenario=hub.get("Scenario", "none"),
         scenario_onset_s=float(hub.get("ScenarioOnset_s", 0.0)),
         matched_rods=hub.get("MatchedRods") == "yes",
+        kind=hub.get("Specimen", "cells"),
     )
     return Scene(specimen, optics)
 
