@@ -230,17 +230,17 @@ class Specimen:
     def _rod_points(self) -> tuple[np.ndarray, np.ndarray]:
         """Every rod as points about ``TUBULE_SAMPLE_UM`` apart, each rod as bright as
         two beads."""
-        xy: list[np.ndarray] = []
-        w: list[np.ndarray] = []
-        for rod in self.rods:
-            a, b = np.asarray(rod.p1_um), np.asarray(rod.p2_um)
-            n = max(int(np.ceil(np.hypot(*(b - a)) / TUBULE_SAMPLE_UM)), 2)
-            t = (np.arange(n) + 0.5) / n
-            xy.append(a + np.outer(t, b - a))
-            w.append(np.full(n, 2.0 * self.bead_brightness / n))
-        if not xy:
+        if not self.rods:
             return np.zeros((0, 2)), np.zeros(0)
-        return np.concatenate(xy), np.concatenate(w)
+        rods = [
+            _rod_emitters(
+                np.asarray(r.p1_um), np.asarray(r.p2_um), self.bead_brightness
+            )
+            for r in self.rods
+        ]
+        return np.concatenate([xy for xy, _ in rods]), np.concatenate(
+            [w for _, w in rods]
+        )
 
     def tubule_gap_open(self, t: float) -> np.ndarray:
         """Which tubules are broken (fission) at time ``t`` (s)."""
@@ -314,12 +314,21 @@ def _bead_field(
             xy.append(np.stack([c - 0.5 * sep * u, c + 0.5 * sep * u]))
             w.append(np.full(2, brightness))
         else:  # a single rod, as bright as a pair
-            half = 0.5 * ROD_LENGTH_OVER_SEPARATION * sep
-            n = max(int(np.ceil(2 * half / TUBULE_SAMPLE_UM)), 2)
-            t = (np.arange(n) + 0.5) / n
-            xy.append(c - half * u + np.outer(t, 2 * half * u))
-            w.append(np.full(n, 2.0 * brightness / n))
+            half = 0.5 * ROD_LENGTH_OVER_SEPARATION * sep * u
+            rod_xy, rod_w = _rod_emitters(c - half, c + half, brightness)
+            xy.append(rod_xy)
+            w.append(rod_w)
     return Emitters(np.concatenate(xy), np.concatenate(w))
+
+
+def _rod_emitters(
+    p1: np.ndarray, p2: np.ndarray, bead_brightness: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A straight rod from ``p1`` to ``p2`` (µm) as points about
+    ``TUBULE_SAMPLE_UM`` apart, as bright as two beads: positions and weights."""
+    n = max(int(np.ceil(np.hypot(*(p2 - p1)) / TUBULE_SAMPLE_UM)), 2)
+    t = (np.arange(n) + 0.5) / n
+    return p1 + np.outer(t, p2 - p1), np.full(n, 2.0 * bead_brightness / n)
 
 
 def _unseen_structures(seed: int, rayleigh_um: float, brightness: float) -> Emitters:

@@ -183,7 +183,7 @@ class DemoHub(HubDevice):
     @scenario.setter  # type: ignore[no-redef]
     def scenario(self, value: str) -> None:
         self._scenario = str(value)
-        self._rebuild_scenario()
+        self._rebuild()
 
     @pymm_property(limits=(0.0, 1e6), name="ScenarioOnset_s")
     def scenario_onset_s(self) -> float:
@@ -193,9 +193,6 @@ class DemoHub(HubDevice):
     @scenario_onset_s.setter  # type: ignore[no-redef]
     def scenario_onset_s(self, value: float) -> None:
         self._scenario_onset_s = float(value)
-        self._rebuild_scenario()
-
-    def _rebuild_scenario(self) -> None:
         self._rebuild()
 
     @pymm_property(allowed_values=KINDS, name="Specimen")
