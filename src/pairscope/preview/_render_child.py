@@ -1,8 +1,8 @@
 """The snapshot renderer's child process (:mod:`._render_process` starts it).
 
 ``python -m pairscope.preview._render_child NICENESS``: lowers its priority, warms
-matplotlib up, then draws and saves each snapshot spec read on stdin and answers one JSON line per
-spec on stdout; it ends at stdin's end (with its parent).
+matplotlib up, then draws and saves each snapshot spec read on stdin and answers
+one JSON line per spec on stdout; it ends at stdin's end (with its parent).
 """
 
 from __future__ import annotations

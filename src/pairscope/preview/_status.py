@@ -35,7 +35,8 @@ class PreviewStatus:
     """What the preview's status line shows (a snapshot; NaN latency = none yet).
 
     ``skipped`` counts preview frames the restorer skipped (by design: it never
-    falls far behind the newest); ``dropped`` counts *data* lost (incomplete pairs, writer problems).
+    falls far behind the newest); ``dropped`` counts *data* lost (incomplete
+    pairs, writer problems).
     """
 
     pairs: int = 0

@@ -7,7 +7,9 @@ pair gets its restoration and its trust check.  It never falls far behind: at mo
 ``backlog`` frames wait (a newer one pushes the oldest out), and a waiting frame
 that has waited longer than ``max_wait_s`` when the worker comes to it is passed
 over unless it is the newest; frames passed over are counted as ``skipped``.  With
-``max_wait_s=0`` the newest frame always wins (the preview's lowest latency).  Restored frames, errors and model swaps are announced through
+``max_wait_s=0`` the newest frame always wins (the preview's lowest latency).
+
+Restored frames, errors and model swaps are announced through
 :attr:`StreamingRestorer.events`; listeners run on the worker thread (connect with
 ``thread=`` to relay them elsewhere); a listener that raises is logged once, never
 stops the others and is disconnected after repeated failures.  An output of the
