@@ -41,6 +41,7 @@ from pairscope.metrics import new_figure, save_figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _demo_runs import acquire
+from bench_two_point import bead_electrons, label_panels
 
 TARGET_SHARE = 0.9  # of the ideal observer's resolvable pairs
 ROD_LIMIT = 0.05
@@ -100,7 +101,8 @@ def main() -> None:
             for name, path in (("shipped", shipped), ("fine-tuned", tuned)):
                 report = evaluate(path, held, tmp / f"eval-{power:g}-{name}")
                 level["models"][name] = report["two_point"]
-                level["bead_electrons"] = _bead_electrons(report)
+                table = report["two_point_table"]["per_separation"]
+                level["bead_electrons"] = bead_electrons(table)
             level["verdict"] = verdict(level["models"]["fine-tuned"])
             levels.append(level)
     summary = {
@@ -138,12 +140,6 @@ def fine_tune(
         "--block-size", "5", "--gap-blocks", "0",
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
-
-
-def _bead_electrons(report: dict) -> float | None:
-    table = report["two_point_table"]["per_separation"]
-    values = [r["ideal"]["bead_electrons_median"] for r in table if r.get("ideal")]
-    return round(sum(values) / len(values), 1) if values else None
 
 
 def _rows(rows: list[dict], method: str) -> dict[float, dict]:
@@ -248,13 +244,8 @@ def plot(summary: dict, path: Path) -> None:
         seps = [r["separation_rayleigh"] for r in per]
         ax1.plot(seps, [r["ideal"] for r in per], "k:x", label="ideal observer")
         ax1.plot(seps, [r["reference"] for r in per], "g:+", label="reference")
-        ax2.axhline(ROD_LIMIT, color="k", ls="--", lw=1, label="5 %: inventing above")
-        title = f"bead slide, {lv['bead_electrons']} e- per bead"
-        ax1.set_title(f"{title}: pairs resolved", fontsize="small")
-        ax2.set_title(f"{title}: matched rods split", fontsize="small")
+        label_panels(ax1, ax2, f"bead slide, {lv['bead_electrons']} e- per bead")
         for ax in (ax1, ax2):
-            ax.set_xlabel("separation (Rayleigh)")
-            ax.set_ylim(-0.05, 1.05)
             ax.legend(fontsize="x-small")
     save_figure(fig, path)
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pairscope.evaluate import evaluate
 from pairscope.live import bundled_model_path
@@ -70,7 +71,7 @@ def main() -> None:
                         "power_percent": power,
                         "model": str(path.name),
                         "pairs": report["pairs"],
-                        "bead_electrons": _bead_electrons(table),
+                        "bead_electrons": bead_electrons(table),
                         "rows": report["two_point"],
                         "regressions": report["regressions"],
                     }
@@ -89,7 +90,10 @@ def main() -> None:
         plot(summary, args.plot)
 
 
-def _bead_electrons(table: list[dict]) -> float | None:
+def bead_electrons(table: list[dict]) -> float | None:
+    """The beads' mean photoelectrons in the low-dose frame, over the separations
+    of ``pairscope evaluate``'s two-point table (``None`` without the ideal
+    observer's fit)."""
     values = [r["ideal"]["bead_electrons_median"] for r in table if r.get("ideal")]
     return round(sum(values) / len(values), 1) if values else None
 
@@ -142,15 +146,20 @@ def plot(summary: dict, path: Path) -> None:
         ax1.plot([r["separation_rayleigh"] for r in ideal],
                  [r["ideal_resolvable"] for r in ideal], "k--x",
                  label="ideal observer (5 % rods split)")  # fmt: skip
-        ax2.axhline(0.05, color="k", ls="--", lw=1, label="5 %: inventing above")
-        title = f"{res['model']}, light {res['power_percent']:g} %"
-        ax1.set_title(f"{title}: pairs resolved", fontsize="small")
-        ax2.set_title(f"{title}: matched rods split", fontsize="small")
-        for ax in (ax1, ax2):
-            ax.set_xlabel("separation (Rayleigh)")
-            ax.set_ylim(-0.05, 1.05)
+        label_panels(ax1, ax2, f"{res['model']}, light {res['power_percent']:g} %")
         ax1.legend(fontsize="x-small")
     save_figure(fig, path)
+
+
+def label_panels(ax1: Any, ax2: Any, title: str) -> None:
+    """A pairs-resolved (``ax1``) and rods-split (``ax2``) panel pair: titles,
+    axes and the 5 % line above which a method invents."""
+    ax2.axhline(0.05, color="k", ls="--", lw=1, label="5 %: inventing above")
+    ax1.set_title(f"{title}: pairs resolved", fontsize="small")
+    ax2.set_title(f"{title}: matched rods split", fontsize="small")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("separation (Rayleigh)")
+        ax.set_ylim(-0.05, 1.05)
 
 
 if __name__ == "__main__":
