@@ -31,6 +31,14 @@ from .test_preview import make_pair, make_restored
 HANG_S = 120.0  # bounds that fail only on a hang
 
 
+@pytest.fixture(autouse=True)
+def _child_at_full_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's priority is not under test here: at nice 19 beside CPU-bound
+    processes it gets ~1 % of a core, and its start-up alone took ~110 s of a
+    120 s bound."""
+    monkeypatch.setattr(render_process, "LOWEST_NICENESS", 0)
+
+
 def _spec() -> SnapshotSpec:
     rng = np.random.default_rng(3)
     gray = rng.integers(0, 256, (64, 64), dtype=np.uint8)

@@ -46,8 +46,9 @@ class SnapshotRenderer:
     snapshot is never lost to its renderer.
     """
 
-    def __init__(self, niceness: int = LOWEST_NICENESS) -> None:
-        self.niceness = niceness
+    def __init__(self, niceness: int | None = None) -> None:
+        #: the child's niceness (default ``LOWEST_NICENESS``: snapshots come last)
+        self.niceness = LOWEST_NICENESS if niceness is None else niceness
         #: why snapshots are drawn in this process ("" while the child draws them)
         self.fallback_reason = ""
         self._proc: subprocess.Popen[bytes] | None = None
