@@ -21,6 +21,7 @@ the two-point test (pairs at 0.8-2 Rayleigh distances) against bicubic and the t
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import tifffile
@@ -37,19 +39,8 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from heldout_forward_model import (  # noqa: E402
-    HELD_OUT,
-    LOW_CAMERA,
-    REF_CAMERA,
-    SEED_BASE,
-    SPLIT_LOW,
-    SPLIT_REF,
-    TRAIN_FAMILIES,
-    ForwardModel,
-    held_out_seeds,
-)
 from pairscope._progress import progress  # noqa: E402
-from pairscope.metrics import two_point_resolved  # noqa: E402
+from pairscope.metrics import rod_split, two_point_resolved  # noqa: E402
 from pairscope.offline import restore  # noqa: E402
 
 
@@ -57,13 +48,18 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
     return np.stack(frames).astype(np.uint16)
 
 
+#: the held-out forward models (modules beside this script), by --forward-model
+FORWARD_MODELS = {"a": "heldout_forward_model", "b": "heldout_forward_model_b"}
+
+
 def make_training_set(
-    fm: ForwardModel, n: int, folder: Path, families: tuple[str, ...] = TRAIN_FAMILIES
+    fwd: ModuleType, n: int, folder: Path, families: tuple[str, ...]
 ) -> tuple[Path, Path]:
     """``n`` independent snapshots, the training families in turn, as two stacks."""
+    fm = fwd.ForwardModel()
     lows, refs = [], []
     for i in progress(range(n), desc="rendering training pairs", leave=False):
-        fr = fm.render(families[i % len(families)], SEED_BASE["train"] + i)
+        fr = fm.render(families[i % len(families)], fwd.SEED_BASE["train"] + i)
         lows.append(fr.lowdose)
         refs.append(fr.reference)
     low, ref = folder / "train_low.tif", folder / "train_ref.tif"
@@ -72,13 +68,9 @@ def make_training_set(
     return low, ref
 
 
-def dose_matched_bicubic(low: np.ndarray, factor: int) -> np.ndarray:
+def dose_matched_bicubic(fwd: ModuleType, low: np.ndarray, factor: int) -> np.ndarray:
     """Low-dose ADU -> expected reference ADU above offset, bicubic to the fine grid."""
-    photons = (low.astype(np.float64) - LOW_CAMERA.offset_adu) * (
-        LOW_CAMERA.gain_e_per_adu / LOW_CAMERA.quantum_efficiency
-    )
-    ref_photons = photons * (SPLIT_REF / SPLIT_LOW) / factor**2
-    adu = REF_CAMERA.expected_above_offset(ref_photons)
+    adu = fwd.lowdose_in_reference_units(low)
     t = torch.from_numpy(adu.astype(np.float32))[None, None]
     return F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False)[
         0, 0
@@ -95,11 +87,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--split", choices=("dev", "test"), default="dev")
+    p.add_argument(
+        "--forward-model", choices=tuple(FORWARD_MODELS), default="a",
+        help="a: heldout_forward_model.py (issue 10); b: heldout_forward_model_b.py "
+        "(issue 23: vectorial PSF, sCMOS maps, other families; test split only)",
+    )  # fmt: skip
     p.add_argument("--train-frames", type=int, default=128)
     p.add_argument(
-        "--train-families", default=",".join(TRAIN_FAMILIES),
-        help="specimen families of the training set, comma-separated (a control: "
-        "'beads' trains on the held-out kind itself; use its own --work)",
+        "--train-families", default=None,
+        help="specimen families of the training set, comma-separated (default: the "
+        "model's TRAIN_FAMILIES; a control: 'beads' trains on the held-out kind "
+        "itself; use its own --work)",
     )  # fmt: skip
     p.add_argument("--frames", type=int, default=6, help="frames per held-out set")
     p.add_argument("--minutes", type=float, default=15.0, help="CARE's budget")
@@ -155,23 +153,22 @@ def main() -> None:
             print(markdown(report))
         return
     torch.set_num_threads(args.threads)
-    fm = ForwardModel()
+    fwd = importlib.import_module(FORWARD_MODELS[args.forward_model])
+    if args.forward_model == "b" and args.split != "test":
+        p.error("forward model b is never tuned on: it has a test split only")
+    fm = fwd.ForwardModel()
     work = args.work or Path(tempfile.mkdtemp(prefix="generalisation-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
-    families = tuple(args.train_families.split(","))
-    low_tif, ref_tif = make_training_set(fm, args.train_frames, work, families)
+    families = tuple((args.train_families or ",".join(fwd.TRAIN_FAMILIES)).split(","))
+    low_tif, ref_tif = make_training_set(fwd, args.train_frames, work, families)
     run_parent = work / "runs"
     if not run_parent.exists():
         subprocess.run(
             ["pairscope", "import", "--lowdose", str(low_tif), "--reference",
              str(ref_tif), "--reference-pixel-um", str(fm.ref_pixel_um),
-             "--binning", str(fm.binning),
-             "--offset", str(LOW_CAMERA.offset_adu),
-             "--gain", str(LOW_CAMERA.gain_e_per_adu),
-             "--reference-offset", str(REF_CAMERA.offset_adu),
-             "--reference-gain", str(REF_CAMERA.gain_e_per_adu),
+             "--binning", str(fm.binning), *fwd.import_options(),
              "--out", str(run_parent), "--no-progress"],
             check=True,
         )  # fmt: skip
@@ -193,10 +190,10 @@ def main() -> None:
     train_s = 60 * max(train_minutes.values(), default=args.minutes)
 
     sets = {}
-    for k, (family, photons) in enumerate(HELD_OUT):
+    for k, (family, photons) in enumerate(fwd.HELD_OUT):
         frames = [
             fm.render(family, seed, photons)
-            for seed in held_out_seeds(args.split, k, args.frames)
+            for seed in fwd.held_out_seeds(args.split, k, args.frames)
         ]
         sets[f"{family}@{photons}"] = frames
     care_pred: dict[str, np.ndarray] = {}
@@ -238,15 +235,15 @@ def main() -> None:
                     np.stack(
                         [restore(m, f.lowdose, self_ensemble=ensemble) for f in frames]
                     )
-                    - REF_CAMERA.offset_adu
+                    - fwd.REF_CAMERA.offset_adu
                 )
         preds["bicubic"] = np.stack(
-            [dose_matched_bicubic(f.lowdose, fm.binning) for f in frames]
+            [dose_matched_bicubic(fwd, f.lowdose, fm.binning) for f in frames]
         )
         for key, pred in care_pred.items():
             if key.startswith(name + "/"):
                 preds[key.split("/")[1]] = (
-                    pred.astype(np.float64) - REF_CAMERA.offset_adu
+                    pred.astype(np.float64) - fwd.REF_CAMERA.offset_adu
                 )
         row: dict = {"psnr": {m: psnr(v, truth, rng_) for m, v in preds.items()}}
         if frames[0].pairs:
@@ -261,8 +258,21 @@ def main() -> None:
                 m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
                 for m, t in tally.items()
             }
+        if getattr(frames[0], "rods", None):
+            split: dict[str, dict[float, list[bool]]] = {m: {} for m in preds}
+            for m, imgs in preds.items():
+                for img, fr in zip(imgs, frames, strict=True):
+                    px_per_r = fm.optics.rayleigh_um / fm.ref_pixel_um
+                    for e1, e2, sep in fr.rods:
+                        hit = rod_split(img, e1, e2, sep * px_per_r).resolved
+                        split[m].setdefault(sep, []).append(hit)
+            row["rods_split"] = {
+                m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
+                for m, t in split.items()
+            }
         results[name] = row
     report = {
+        "forward_model": fwd.__name__,
         "split": args.split,
         "train_frames": args.train_frames,
         "train_families": families,
@@ -344,14 +354,20 @@ def markdown(report: dict) -> str:
                      + "".join(f" | {ps[a] - ps[b]:+.2f}" for a, b in diffs)
                      + " |")  # fmt: skip
     for name, row in report["sets"].items():
-        if "two_point" not in row:
-            continue
-        seps = list(next(iter(row["two_point"].values())))
-        lines += ["", f"two-point, {name} (fraction of pairs resolved)", "",
-                  "| method | " + " | ".join(f"{s} R" for s in seps) + " |",
-                  "|---" * (len(seps) + 1) + "|"]  # fmt: skip
-        for m, t in row["two_point"].items():
-            lines.append(f"| {m} | " + " | ".join(f"{t[s]:.2f}" for s in seps) + " |")
+        for key, what in (
+            ("two_point", "fraction of pairs resolved"),
+            ("rods_split", "fraction of matched single rods split"),
+        ):
+            if key not in row:
+                continue
+            seps = list(next(iter(row[key].values())))
+            lines += ["", f"{key.replace('_', ' ')}, {name} ({what})", "",
+                      "| method | " + " | ".join(f"{s} R" for s in seps) + " |",
+                      "|---" * (len(seps) + 1) + "|"]  # fmt: skip
+            for m, t in row[key].items():
+                lines.append(
+                    f"| {m} | " + " | ".join(f"{t[s]:.2f}" for s in seps) + " |"
+                )
     return "\n".join(lines)
 
 
