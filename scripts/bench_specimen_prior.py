@@ -60,6 +60,9 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=6.0, help="fine-tuning budget")
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate")
     p.add_argument("--loss", default="l1", help="fine-tuning loss (pairscope train)")
+    p.add_argument("--block-size", type=int, default=5,
+                   help="training's --block-size (pairs per block of a run's "
+                   "training / validation split)")  # fmt: skip
     p.add_argument("--binning", type=int, default=2)
     p.add_argument("--keep", type=Path, default=None,
                    help="folder to keep the fine-tuned models in")  # fmt: skip
@@ -86,7 +89,8 @@ def main() -> None:
             ) / f"beads_x{args.binning}_{power:g}pct.safetensors"
             tuned.parent.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
-            fine_tune(shipped, train_runs, tuned, args.minutes, args.lr, args.loss)
+            fine_tune(shipped, train_runs, tuned, args.minutes, args.lr, args.loss,
+                      args.block_size)  # fmt: skip
             tune_s = time.monotonic() - started
             held = [
                 acquire(tmp / f"test-{power:g}", s, frames=args.frames,
@@ -122,7 +126,13 @@ def main() -> None:
 
 
 def fine_tune(
-    init: Path, runs: list[Path], out: Path, minutes: float, lr: float, loss: str
+    init: Path,
+    runs: list[Path],
+    out: Path,
+    minutes: float,
+    lr: float,
+    loss: str,
+    block_size: int = 5,
 ) -> None:
     """``pairscope calibrate RUN`` for each run, then ``pairscope train RUNS --init
     INIT``: the user's own pairs, no synthetic
@@ -137,7 +147,7 @@ def fine_tune(
         "--init", str(init), "--out", str(out), "--force",
         "--minutes", str(minutes), "--lr", str(lr), "--loss", loss,
         "--point-emitters", "0", "--textured-objects", "0", "--select", "last",
-        "--block-size", "5", "--gap-blocks", "0",
+        "--block-size", str(block_size), "--gap-blocks", "0",
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
 
