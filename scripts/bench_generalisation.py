@@ -13,6 +13,9 @@ Scored on held-out sets of other structure families, photon levels and seeds:
 PSNR against the noise-free reference (no affine fit, data range of the truth), and
 the two-point test (pairs at 0.8-2 Rayleigh distances) against bicubic and the truth.
 ``--split dev`` sets are for choosing levers; ``--split test`` sets are reported.
+``--forward-model b`` (``heldout_forward_model_b.py``: a vectorial PSF, sCMOS cameras
+with pixel-wise maps, yet other families, bead pairs with matched rods) has a test
+split only: it is never tuned on.
 
     python scripts/bench_generalisation.py --split test --minutes 15 \
         --care-python /work/care-venv/bin/python --markdown
