@@ -286,7 +286,9 @@ def _points(n: int, xy: np.ndarray, w: np.ndarray) -> np.ndarray:
     return img
 
 
-def _polyline(a: np.ndarray, b: np.ndarray, bend: float, rng) -> np.ndarray:
+def _polyline(
+    a: np.ndarray, b: np.ndarray, bend: float, rng: np.random.Generator
+) -> np.ndarray:
     """Points every 0.4 fine pixels along a gently bent segment from a to b."""
     length = float(np.hypot(*(b - a)))
     t = np.linspace(0, 1, max(int(length / 0.4), 2))[:, None]
@@ -391,7 +393,8 @@ def _speckles(fm: ForwardModel, rng: np.random.Generator, n: int):
         theta = rng.uniform(0, 2 * np.pi)
         b = a + rng.uniform(0.2, 0.8) * n * np.array([np.cos(theta), np.sin(theta)])
         line = _polyline(a, b, 0.05, rng)
-        k = rng.poisson(len(line) * 0.4 / rng.uniform(80, 250) / nm * 1)
+        # speckles 80-250 nm apart along the filament (its length / spacing)
+        k = rng.poisson(len(line) * 0.4 / rng.uniform(80, 250) / nm)
         pick = line[rng.integers(0, len(line), k)]
         xy.append(pick)
         w.append(rng.integers(1, 4, k).astype(float))  # 1-3 fluorophores a speckle
