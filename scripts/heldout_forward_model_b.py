@@ -8,10 +8,11 @@ What differs from both:
   apodisation) of an oil objective (NA 1.4, n 1.518) imaging 1.5 um deep into an
   aqueous specimen (n 1.36): the refractive-index mismatch (the Gibson-Lanni
   situation) gives depth-induced spherical aberration and cuts the effective NA to
-  1.36 (supercritical angles are evanescent); a random defocus per frame
-  (sigma 100 nm; Strehl about 0.78 at best focus).  GFP emission, 0.52 um.  The first model is a scalar Zernike pupil,
-  the simulator an analytic in-focus OTF.
-- **Sampling**: 65 nm reference pixels (3.5 per Rayleigh distance; the first model
+  1.36 (supercritical angles are evanescent; the peak is 0.65-0.9 of the
+  unaberrated one); a random defocus per frame (sigma 100 nm).  GFP emission,
+  0.52 um.  The first model is a scalar Zernike pupil, the simulator an analytic
+  in-focus OTF.
+- **Sampling**: 65 nm reference pixels (3.6 per Rayleigh distance; the first model
   has 2.8).
 - **Cameras**: two sCMOS cameras with pixel-wise maps of offset (with column
   pattern), gain (1.5 % spread) and read noise (log-normal, with a tail of noisy
