@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -71,9 +72,33 @@ def make_training_set(
     return low, ref
 
 
+def import_options(fwd: ModuleType) -> list[str]:
+    """``pairscope import`` camera options: the model's cameras' (mean) gains and
+    offsets, as a user has them from a datasheet."""
+    low, ref = fwd.LOW_CAMERA, fwd.REF_CAMERA
+    return [
+        "--offset", str(low.offset_adu), "--gain", str(low.gain_e_per_adu),
+        "--reference-offset", str(ref.offset_adu),
+        "--reference-gain", str(ref.gain_e_per_adu),
+    ]  # fmt: skip
+
+
+def lowdose_in_reference_units(
+    fwd: ModuleType, low: np.ndarray, factor: int
+) -> np.ndarray:
+    """Low-dose ADU -> expected reference ADU above offset, per reference pixel of
+    each low-dose pixel (the cameras' mean gains and offsets, the split)."""
+    cam = fwd.LOW_CAMERA
+    photons = (low.astype(np.float64) - cam.offset_adu) * (
+        cam.gain_e_per_adu / cam.quantum_efficiency
+    )
+    ref_photons = photons * (fwd.SPLIT_REF / fwd.SPLIT_LOW) / factor**2
+    return fwd.REF_CAMERA.expected_above_offset(ref_photons)
+
+
 def dose_matched_bicubic(fwd: ModuleType, low: np.ndarray, factor: int) -> np.ndarray:
     """Low-dose ADU -> expected reference ADU above offset, bicubic to the fine grid."""
-    adu = fwd.lowdose_in_reference_units(low)
+    adu = lowdose_in_reference_units(fwd, low, factor)
     t = torch.from_numpy(adu.astype(np.float32))[None, None]
     return F.interpolate(t, scale_factor=factor, mode="bicubic", align_corners=False)[
         0, 0
@@ -171,7 +196,7 @@ def main() -> None:
         subprocess.run(
             ["pairscope", "import", "--lowdose", str(low_tif), "--reference",
              str(ref_tif), "--reference-pixel-um", str(fm.ref_pixel_um),
-             "--binning", str(fm.binning), *fwd.import_options(),
+             "--binning", str(fm.binning), *import_options(fwd),
              "--out", str(run_parent), "--no-progress"],
             check=True,
         )  # fmt: skip
@@ -226,6 +251,7 @@ def main() -> None:
                     path.with_name(f"{path.stem}_{suffix}.tif")
                 )
 
+    px_per_r = fm.optics.rayleigh_um / fm.ref_pixel_um  # for the rods' split test
     results: dict[str, dict] = {}
     for name, frames in progress(sets.items(), desc="scoring", leave=False):
         truth = np.stack([f.truth for f in frames]).astype(np.float64)
@@ -251,28 +277,15 @@ def main() -> None:
         row: dict = {"psnr": {m: psnr(v, truth, rng_) for m, v in preds.items()}}
         if frames[0].pairs:
             preds["truth"] = truth
-            tally: dict[str, dict[float, list[bool]]] = {m: {} for m in preds}
-            for m, imgs in preds.items():
-                for img, fr in zip(imgs, frames, strict=True):
-                    for p1, p2, sep in fr.pairs:
-                        ok = two_point_resolved(img, p1, p2).resolved
-                        tally[m].setdefault(sep, []).append(ok)
-            row["two_point"] = {
-                m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
-                for m, t in tally.items()
-            }
+            row["two_point"] = fractions(
+                preds, frames, "pairs",
+                lambda img, a, b, _: two_point_resolved(img, a, b).resolved,
+            )  # fmt: skip
         if getattr(frames[0], "rods", None):
-            split: dict[str, dict[float, list[bool]]] = {m: {} for m in preds}
-            for m, imgs in preds.items():
-                for img, fr in zip(imgs, frames, strict=True):
-                    px_per_r = fm.optics.rayleigh_um / fm.ref_pixel_um
-                    for e1, e2, sep in fr.rods:
-                        hit = rod_split(img, e1, e2, sep * px_per_r).resolved
-                        split[m].setdefault(sep, []).append(hit)
-            row["rods_split"] = {
-                m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
-                for m, t in split.items()
-            }
+            row["rods_split"] = fractions(
+                preds, frames, "rods",
+                lambda img, a, b, sep: rod_split(img, a, b, sep * px_per_r).resolved,
+            )  # fmt: skip
         results[name] = row
     report = {
         "forward_model": fwd.__name__,
@@ -296,6 +309,25 @@ def main() -> None:
         print(markdown(report))
     if args.plot:
         plot(report, args.plot)
+
+
+def fractions(
+    preds: dict[str, np.ndarray],
+    frames: list,
+    targets: str,
+    hit: Callable[[np.ndarray, tuple, tuple, float], bool],
+) -> dict[str, dict[str, float]]:
+    """Per method and separation, the fraction of the frames' ``targets`` (``pairs``
+    or ``rods``: (end, end, separation in Rayleigh)) for which ``hit`` holds."""
+    tally: dict[str, dict[float, list[bool]]] = {m: {} for m in preds}
+    for m, imgs in preds.items():
+        for img, fr in zip(imgs, frames, strict=True):
+            for a, b, sep in getattr(fr, targets):
+                tally[m].setdefault(sep, []).append(hit(img, a, b, sep))
+    return {
+        m: {str(s): float(np.mean(v)) for s, v in sorted(t.items())}
+        for m, t in tally.items()
+    }
 
 
 def plot(report: dict, path: Path) -> None:

@@ -195,27 +195,6 @@ def held_out_seeds(split: str, set_index: int, frames: int) -> list[int]:
     return [SEED_BASE[split] + 100 * set_index + i for i in range(frames)]
 
 
-def import_options() -> list[str]:
-    """``pairscope import`` camera options for this model's frames."""
-    return [
-        "--offset", str(LOW_CAMERA.offset_adu),
-        "--gain", str(LOW_CAMERA.gain_e_per_adu),
-        "--reference-offset", str(REF_CAMERA.offset_adu),
-        "--reference-gain", str(REF_CAMERA.gain_e_per_adu),
-    ]  # fmt: skip
-
-
-def lowdose_in_reference_units(low: np.ndarray, binning: int = 2) -> np.ndarray:
-    """Low-dose ADU -> expected reference ADU above offset per reference pixel of
-    each binned pixel (the dose-matched baseline's input)."""
-    photons = (low.astype(np.float64) - LOW_CAMERA.offset_adu) * (
-        LOW_CAMERA.gain_e_per_adu / LOW_CAMERA.quantum_efficiency
-    )
-    return REF_CAMERA.expected_above_offset(
-        photons * (SPLIT_REF / SPLIT_LOW) / binning**2
-    )
-
-
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size] / size
     a, b = rng.uniform(-0.5, 0.5, 2)

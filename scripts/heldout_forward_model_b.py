@@ -241,25 +241,6 @@ def held_out_seeds(split: str, set_index: int, frames: int) -> list[int]:
     return [SEED_BASE[split] + 100 * set_index + i for i in range(frames)]
 
 
-def import_options() -> list[str]:
-    """``pairscope import`` camera options: the datasheet means, as a user has them."""
-    return [
-        "--offset", str(LOW_CAMERA.offset_adu),
-        "--gain", str(LOW_CAMERA.gain_e_per_adu),
-        "--reference-offset", str(REF_CAMERA.offset_adu),
-        "--reference-gain", str(REF_CAMERA.gain_e_per_adu),
-    ]  # fmt: skip
-
-
-def lowdose_in_reference_units(low: np.ndarray) -> np.ndarray:
-    """Low-dose ADU -> expected reference ADU above offset per low-dose pixel's
-    2x2 reference pixels (datasheet means, as a user would convert)."""
-    photons = (low.astype(np.float64) - LOW_CAMERA.offset_adu) * (
-        LOW_CAMERA.gain_e_per_adu / LOW_CAMERA.quantum_efficiency
-    )
-    return REF_CAMERA.expected_above_offset(photons * (SPLIT_REF / SPLIT_LOW) / 4)
-
-
 def _haze(rng: np.random.Generator, n: int, level: float) -> np.ndarray:
     """Out-of-focus light (a coarse random field blurred by ~1.5 um) and a flat
     autofluorescence, together 10-40 % of the in-focus image's mean."""
