@@ -128,6 +128,12 @@ class Frame:
         default_factory=list
     )  # ((x1, y1), (x2, y2), separation in Rayleigh), reference pixels
 
+    @property
+    def truth_lowdose_frame(self) -> np.ndarray:
+        """The truth in the low-dose camera's frame: the same (the low-dose camera
+        bins the reference camera's pixels)."""
+        return self.truth
+
 
 @dataclass(frozen=True)
 class ForwardModel:
@@ -143,6 +149,9 @@ class ForwardModel:
     @property
     def fine_px(self) -> float:
         return self.ref_pixel_um / self.oversample
+
+    #: (x, y) reference pixels between the cameras' frames: none
+    camera_shift_ref_px = (0.0, 0.0)
 
     def scene(self, family: str, seed: int, peak_photons: float = 300.0) -> Scene:
         """The noise-free state of one frame, before the cameras read it."""

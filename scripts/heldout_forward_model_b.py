@@ -197,6 +197,9 @@ class Frame:
     rods: list[tuple[tuple[float, float], tuple[float, float], float]] = field(
         default_factory=list
     )  # ((x1, y1), (x2, y2) ends, the matched pair's separation), reference pixels
+    #: the truth as the low-dose camera's frame shows it (its offset from the
+    #: reference grid), at the reference pixel: what registered pairs restore to
+    truth_lowdose_frame: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,15 @@ class ForwardModel:
     @property
     def fine_px(self) -> float:
         return self.ref_pixel_um / self.oversample
+
+    @property
+    def camera_shift_ref_px(self) -> tuple[float, float]:
+        """(x, y): the low-dose camera's frame shows what the reference camera's
+        shows at p at p + this (reference pixels)."""
+        return (
+            CAMERA_SHIFT_FINE[0] / self.oversample,
+            CAMERA_SHIFT_FINE[1] / self.oversample,
+        )
 
     def render(
         self, family: str, seed: int, peak_photons: float = TRAIN_PEAK_PHOTONS
@@ -233,7 +245,11 @@ class ForwardModel:
         lowdose = LOW_CAMERA.read(SPLIT_LOW * scale * low, rng)
         reference = REF_CAMERA.read(ref_photons, rng)
         truth = REF_CAMERA.expected_above_offset(ref_photons).astype(np.float32)
-        return Frame(lowdose, reference, truth, pairs, rods)
+        in_low_frame = shifted.reshape(self.size, o, self.size, o).sum((1, 3))
+        truth_low = REF_CAMERA.expected_above_offset(SPLIT_REF * scale * in_low_frame)
+        return Frame(
+            lowdose, reference, truth, pairs, rods, truth_low.astype(np.float32)
+        )
 
 
 def held_out_seeds(split: str, set_index: int, frames: int) -> list[int]:

@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from pairscope._binning import bin_sum
-from pairscope.io.calibration import Registration, save_calibration
+from pairscope.io.calibration import (
+    Registration,
+    registration_from_pairs,
+    save_calibration,
+)
 from pairscope.io.dataset import PairDataset, split_blocks
 from pairscope.restore import Normalization
 
@@ -86,3 +90,23 @@ def test_dataset_split_on_run(calibrated_run: Path) -> None:
     assert val.normalization == train.normalization
     with pytest.raises(ValueError, match="too few"):
         PairDataset([calibrated_run], split="train", block_size=10)
+
+
+def test_a_run_without_calibration_is_registered_from_its_pairs(
+    demo_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unregistered pairs would teach a model an offset that every flip and turn of
+    the crops moves elsewhere (a blur); the dataset estimates the registration."""
+    run = Path(shutil.copytree(demo_run, tmp_path / "run"))
+    (run / "calibration.json").unlink(missing_ok=True)
+    ds = PairDataset([run], crop=64, augment=False)
+    assert "no calibration" in caplog.text
+    reg = ds.registrations[0]
+    assert abs(reg.shift_y_px + 0.7) < 0.15 and abs(reg.shift_x_px - 1.3) < 0.15
+    # the pairs it serves are aligned: what is left between the cameras is ~0
+    left = registration_from_pairs(
+        [ds.load(key) for key in ds.items[:6]], ds.factor, fit_scale=False
+    )
+    assert abs(left.shift_y_px) < 0.1 and abs(left.shift_x_px) < 0.1
+    given = PairDataset([run], crop=64, registrations=[Registration()])
+    assert given.registrations == [Registration()]

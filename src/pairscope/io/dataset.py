@@ -24,9 +24,13 @@ from torch.utils.data import Dataset
 
 from .._binning import bin_sum
 from ._reader import Run, open_run
-from .calibration import Registration, apply_registration, load_registration
+from .calibration import (
+    Registration,
+    apply_registration,
+    registration_or_estimate,
+)
 
-__all__ = ["PairDataset", "frames_independent", "split_blocks"]
+__all__ = ["PairDataset", "frames_independent", "run_registration", "split_blocks"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +115,11 @@ class PairDataset(Dataset):
 
     Items are ``(lowdose[1, c/f, c/f], reference[1, c, c])`` with ``c = crop``.  The
     reference is resampled onto the low-dose camera's grid with the run's
-    ``calibration.json`` (``apply_calibration``); the low-dose crop starts at the
-    reference origin ``/ f``.  Training crops and augmentations (flips, 90°
+    ``calibration.json`` (``apply_calibration``), or with one estimated from its
+    pairs where it has none (``registrations`` gives them instead): a model learns
+    one geometry, the low-dose camera's, whatever flips and turns the crops take (an
+    offset left between the cameras would turn with them and blur the model).  The
+    low-dose crop starts at the reference origin ``/ f``.  Training crops and augmentations (flips, 90°
     rotations, applied to both) draw from torch's global RNG (seeded per DataLoader
     worker); validation items (``augment=False``) use a fixed crop per index.
 
@@ -137,6 +144,7 @@ class PairDataset(Dataset):
         apply_calibration: bool = True,
         samples_per_epoch: int | None = None,
         cache_size: int = 512,
+        registrations: Sequence[Registration] | None = None,
     ) -> None:
         if not runs:
             raise ValueError("PairDataset needs at least one run")
@@ -151,17 +159,18 @@ class PairDataset(Dataset):
         self.crop, self.augment, self.seed = crop, augment, seed
         self.samples_per_epoch = samples_per_epoch
         self.cache_size = cache_size
-        self.registrations: list[Registration] = []
+        if registrations is not None and len(registrations) != len(opened):
+            raise ValueError("give one registration per run")
+        self.registrations = (
+            list(registrations)
+            if registrations is not None
+            else [
+                run_registration(r) if apply_calibration else Registration()
+                for r in opened
+            ]
+        )
         self.items: list[tuple[int, int]] = []
         for ri, run in enumerate(opened):
-            reg = load_registration(run) if apply_calibration else None
-            if apply_calibration and reg is None:
-                logger.warning(
-                    "%s has no calibration.json: pairs used unregistered "
-                    "(run `pairscope calibrate` on it)",
-                    run.path,
-                )
-            self.registrations.append(reg or Registration())
             idx = run.with_reference()
             if split is not None:
                 trig = [int(run.records[i]["trigger_index"]) for i in idx]
@@ -276,6 +285,17 @@ class PairDataset(Dataset):
             "input": _norm_dict(np.concatenate(lows)),
             "target": _norm_dict(np.concatenate(refs)),
         }
+
+
+def run_registration(run: Run) -> Registration:
+    """The run's stored camera registration, else one estimated from its pairs
+    (:func:`registration_or_estimate`), else, for frames without structure, none
+    (warned: the pairs are used as they are)."""
+    try:
+        return registration_or_estimate(run)
+    except ValueError as e:
+        logger.warning("%s: %s; pairs used unregistered", run.path, e)
+        return Registration()
 
 
 def _norm_dict(data: np.ndarray) -> dict[str, Any]:

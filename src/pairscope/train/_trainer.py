@@ -35,7 +35,12 @@ from pairscope._files import OutputLock, make_parents, remove_empty, write_atomi
 from pairscope._progress import progress as progress_bar
 from pairscope.errors import OutputError
 from pairscope.io import Run, same_instant
-from pairscope.io.dataset import PairDataset, frames_independent, split_blocks
+from pairscope.io.dataset import (
+    PairDataset,
+    frames_independent,
+    run_registration,
+    split_blocks,
+)
 from pairscope.restore import (
     CameraModel,
     ModelInfo,
@@ -419,7 +424,11 @@ def _datasets(
     """Training and validation sets on :func:`_split`; the normalisation (unless
     given) from the training pairs' percentiles only."""
     split = _split(runs, config)
-    kw: dict[str, Any] = {"crop": config.crop, "seed": config.seed}
+    kw: dict[str, Any] = {
+        "crop": config.crop,
+        "seed": config.seed,
+        "registrations": [run_registration(r) for r in runs],  # estimated once
+    }
     if norm is None:
         unit = {"mode": "fixed", "low": 0.0, "high": 1.0}
         probe = PairDataset(runs, normalization={"input": unit, "target": unit}, **kw)
