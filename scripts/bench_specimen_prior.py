@@ -63,6 +63,10 @@ def main() -> None:
     p.add_argument("--block-size", type=int, default=5,
                    help="training's --block-size (pairs per block of a run's "
                    "training / validation split)")  # fmt: skip
+    p.add_argument("--train-options", default="",
+                   help="more `pairscope train` options for the fine-tune, after "
+                   "the bench's own (a later option wins), e.g. "
+                   "'--point-emitters 1.0'")  # fmt: skip
     p.add_argument("--binning", type=int, default=2)
     p.add_argument("--keep", type=Path, default=None,
                    help="folder to keep the fine-tuned models in")  # fmt: skip
@@ -90,7 +94,7 @@ def main() -> None:
             tuned.parent.mkdir(parents=True, exist_ok=True)
             started = time.monotonic()
             fine_tune(shipped, train_runs, tuned, args.minutes, args.lr, args.loss,
-                      args.block_size)  # fmt: skip
+                      args.block_size, args.train_options.split())  # fmt: skip
             tune_s = time.monotonic() - started
             held = [
                 acquire(tmp / f"test-{power:g}", s, frames=args.frames,
@@ -133,6 +137,7 @@ def fine_tune(
     lr: float,
     loss: str,
     block_size: int = 5,
+    more: list[str] | None = None,
 ) -> None:
     """``pairscope calibrate RUN`` for each run, then ``pairscope train RUNS --init
     INIT``: the user's own pairs, no synthetic
@@ -147,7 +152,7 @@ def fine_tune(
         "--init", str(init), "--out", str(out), "--force",
         "--minutes", str(minutes), "--lr", str(lr), "--loss", loss,
         "--point-emitters", "0", "--textured-objects", "0", "--select", "last",
-        "--block-size", str(block_size), "--gap-blocks", "0",
+        "--block-size", str(block_size), "--gap-blocks", "0", *(more or []),
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
 
