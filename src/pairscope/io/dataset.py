@@ -117,11 +117,12 @@ class PairDataset(Dataset):
     reference is resampled onto the low-dose camera's grid with the run's
     ``calibration.json`` (``apply_calibration``), or with one estimated from its
     pairs where it has none (``registrations`` gives them instead): a model learns
-    one geometry, the low-dose camera's, whatever flips and turns the crops take (an
-    offset left between the cameras would turn with them and blur the model).  The
-    low-dose crop starts at the reference origin ``/ f``.  Training crops and augmentations (flips, 90°
-    rotations, applied to both) draw from torch's global RNG (seeded per DataLoader
-    worker); validation items (``augment=False``) use a fixed crop per index.
+    one geometry, the low-dose camera's, whatever flips and turns the crops take
+    (an offset left between the cameras would turn with them and blur the model).
+    The low-dose crop starts at the reference origin ``/ f``.  Training crops and
+    augmentations (flips, 90° rotations, applied to both) draw from torch's global
+    RNG (seeded per DataLoader worker); validation items (``augment=False``) use a
+    fixed crop per index.
 
     ``normalization``: ``{"input": {...}, "target": {...}}`` in the fields of
     :class:`pairscope.restore.Normalization`; if ``None`` it is computed from the
