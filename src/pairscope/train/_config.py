@@ -45,13 +45,13 @@ class TrainConfig(BaseModel):
     width: int = Field(16, ge=1, le=512, description="channels at the first level")
     depth: int = Field(2, ge=0, le=6, description="number of 2x downsampling steps")
     epochs: int = Field(
-        200,
+        260,
         ge=1,
         description="training epochs at most (on a CPU --minutes usually ends "
         "training first)",
     )
     minutes: float | None = Field(
-        12.0,
+        14.0,
         gt=0,
         description="wall-clock training budget: the learning rate anneals over "
         "whichever of --epochs and --minutes ends first, and no epoch starts that "
