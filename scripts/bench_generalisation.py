@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE))
 
 from pairscope._progress import progress  # noqa: E402
 from pairscope.io import open_run  # noqa: E402
-from pairscope.io.calibration import apply_registration  # noqa: E402
+from pairscope.io.calibration import Registration, apply_registration  # noqa: E402
 from pairscope.io.dataset import run_registration  # noqa: E402
 from pairscope.metrics import rod_split, two_point_resolved  # noqa: E402
 from pairscope.offline import restore  # noqa: E402
@@ -84,7 +84,7 @@ def registered_references(run: Path, folder: Path) -> Path:
     registration ``pairscope train`` estimates from the imported run: CARE trains
     on the same registered pairs, and every method restores into that frame."""
     opened = open_run(run)
-    reg = run_registration(opened)
+    reg = run_registration(opened) or Registration()
     path = folder / "train_ref_registered.tif"
     refs = [
         apply_registration(opened[i].reference, reg) for i in opened.with_reference()

@@ -116,7 +116,8 @@ class PairDataset(Dataset):
     Items are ``(lowdose[1, c/f, c/f], reference[1, c, c])`` with ``c = crop``.  The
     reference is resampled onto the low-dose camera's grid with the run's
     ``calibration.json`` (``apply_calibration``), or with one estimated from its
-    pairs where it has none (``registrations`` gives them instead): a model learns
+    pairs where it has none (``registrations`` gives them instead, ``None`` for
+    none): a model learns
     one geometry, the low-dose camera's, whatever flips and turns the crops take
     (an offset left between the cameras would turn with them and blur the model).
     The low-dose crop starts at the reference origin ``/ f``.  Training crops and
@@ -145,7 +146,7 @@ class PairDataset(Dataset):
         apply_calibration: bool = True,
         samples_per_epoch: int | None = None,
         cache_size: int = 512,
-        registrations: Sequence[Registration] | None = None,
+        registrations: Sequence[Registration | None] | None = None,
     ) -> None:
         if not runs:
             raise ValueError("PairDataset needs at least one run")
@@ -162,14 +163,11 @@ class PairDataset(Dataset):
         self.cache_size = cache_size
         if registrations is not None and len(registrations) != len(opened):
             raise ValueError("give one registration per run")
-        self.registrations = (
-            list(registrations)
-            if registrations is not None
-            else [
-                run_registration(r) if apply_calibration else Registration()
-                for r in opened
+        if registrations is None:
+            registrations = [
+                run_registration(r) if apply_calibration else None for r in opened
             ]
-        )
+        self.registrations = [r or Registration() for r in registrations]
         self.items: list[tuple[int, int]] = []
         for ri, run in enumerate(opened):
             idx = run.with_reference()
@@ -288,15 +286,15 @@ class PairDataset(Dataset):
         }
 
 
-def run_registration(run: Run) -> Registration:
+def run_registration(run: Run) -> Registration | None:
     """The run's stored camera registration, else one estimated from its pairs
-    (:func:`registration_or_estimate`), else, for frames without structure, none
-    (warned: the pairs are used as they are)."""
+    (:func:`registration_or_estimate`); ``None`` (warned) for frames without
+    structure, whose pairs are then used as they are."""
     try:
         return registration_or_estimate(run)
     except ValueError as e:
         logger.warning("%s: %s; pairs used unregistered", run.path, e)
-        return Registration()
+        return None
 
 
 def _norm_dict(data: np.ndarray) -> dict[str, Any]:

@@ -71,8 +71,12 @@ def fit_noise_model(
     max_pairs: int = 64,
     n_bins: int = 40,
     reference_gain_e_per_adu: float | None = None,
+    registrations: Sequence[Registration | None] | None = None,
 ) -> NoiseModel:
-    """Fit :class:`NoiseModel` for the low-dose camera of ``runs`` (module doc)."""
+    """Fit :class:`NoiseModel` for the low-dose camera of ``runs`` (module doc).
+
+    ``registrations``: one per run where the caller has them already; a run's
+    ``None`` (or no list) is looked up or estimated here."""
     opened = [r if isinstance(r, Run) else open_run(r) for r in runs]
     darks = [r if isinstance(r, Run) else open_run(r) for r in dark_runs]
     f = opened[0].factor
@@ -80,9 +84,10 @@ def fit_noise_model(
     regs: list[Registration] = []
     dark_low: list[np.ndarray] = []
     dark_ref: list[np.ndarray] = []
-    for run in opened + darks:
+    known = list(registrations or [None] * len(opened)) + [Registration()] * len(darks)
+    for run, given in zip(opened + darks, known, strict=True):
         is_dark_run = run in darks
-        reg = Registration() if is_dark_run else registration_or_estimate(run)
+        reg = given or registration_or_estimate(run)
         for i in range(len(run)):
             rec = run.records[i]
             dark = is_dark_run or is_dark(rec)

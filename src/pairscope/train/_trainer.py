@@ -35,6 +35,7 @@ from pairscope._files import OutputLock, make_parents, remove_empty, write_atomi
 from pairscope._progress import progress as progress_bar
 from pairscope.errors import OutputError
 from pairscope.io import Run, same_instant
+from pairscope.io.calibration import Registration
 from pairscope.io.dataset import (
     PairDataset,
     frames_independent,
@@ -419,7 +420,10 @@ def _split(runs: list[Run], config: TrainConfig) -> dict[str, list[tuple[int, in
 
 
 def _datasets(
-    runs: list[Run], config: TrainConfig, norm: dict[str, Any] | None
+    runs: list[Run],
+    config: TrainConfig,
+    norm: dict[str, Any] | None,
+    registrations: list[Registration | None],
 ) -> tuple[PairDataset, PairDataset]:
     """Training and validation sets on :func:`_split`; the normalisation (unless
     given) from the training pairs' percentiles only."""
@@ -427,7 +431,7 @@ def _datasets(
     kw: dict[str, Any] = {
         "crop": config.crop,
         "seed": config.seed,
-        "registrations": [run_registration(r) for r in runs],  # estimated once
+        "registrations": registrations,
     }
     if norm is None:
         unit = {"mode": "fixed", "low": 0.0, "high": 1.0}
@@ -564,6 +568,7 @@ def _fit_noise(
     config: TrainConfig,
     noise: NoiseModel | None,
     synthetic_asked: bool,
+    registrations: list[Registration | None],
 ) -> tuple[NoiseModel | None, TrainConfig]:
     """The camera noise model (fitted unless given) and the configuration to train
     with: synthetic crops need a model that can simulate the low-dose camera; where
@@ -571,7 +576,7 @@ def _fit_noise(
     problem = None
     if noise is None:
         try:
-            noise = fit_noise_model(runs, max_pairs=16)
+            noise = fit_noise_model(runs, max_pairs=16, registrations=registrations)
         except (ValueError, KeyError, np.linalg.LinAlgError) as e:
             problem = str(e)
     if noise is not None and config.synthetic_fraction > 0 and not can_simulate(noise):
@@ -715,8 +720,10 @@ def _train(
     rig = _rig_model(runs[0])  # a damaged rig model: refused before training
     config = _resolve_independence(runs, config)
     _split(runs, config)  # too few pairs: refused before anything is built
+    # the cameras' registration, stored or estimated once per run
+    registrations = [run_registration(r) for r in runs]
     if noise is not None or config.synthetic_fraction > 0 or config.noise_fit:
-        noise, config = _fit_noise(runs, config, noise, synthetic_asked)
+        noise, config = _fit_noise(runs, config, noise, synthetic_asked, registrations)
     psf, config = _measure_psf(runs, config, noise, psf_asked)
     ckpt = _load_checkpoint(ckpt_path, config, factor) if config.resume else None
     net, norm = _build(config, factor)
@@ -724,7 +731,7 @@ def _train(
         norm = ckpt["normalization"]
     if rank == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = _datasets(runs, config, norm)
+    train_set, val_set = _datasets(runs, config, norm, registrations)
     norm = train_set.normalization
     low, _ = train_set.load(train_set.items[0])
     if min(low.shape) * factor < config.crop:
