@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
-from scipy.sparse.csgraph import connected_components
 
 from pairscope.train._psf_fit import (
     PsfModel,
@@ -77,44 +76,6 @@ def test_rendered_points_have_the_psf_and_their_peaks() -> None:
     assert img.sum() == pytest.approx(500 / centred, rel=1e-3)
     fit = _fit_spot(img[7:18, 5:16])
     assert fit is not None and fit[0] == pytest.approx(SIGMA, rel=0.01)
-
-
-def test_random_points_have_single_rods_beside_their_pairs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Two fifths of the clusters are rods: one object (sub-points half a PSF width
-    apart on a line, 1.8 times a pair's distance long) as bright as two points;
-    without them every elongated blob was points (issue 23)."""
-    import pairscope.train._psf_fit as psf_fit
-
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []
-    real = psf_fit.render_points
-
-    def keep(shape, xy, peaks, sigma_px):  # type: ignore[no-untyped-def]
-        drawn.append((np.asarray(xy), np.asarray(peaks)))
-        return real(shape, xy, peaks, sigma_px)
-
-    monkeypatch.setattr(psf_fit, "render_points", keep)
-    psf = PsfModel(sigma_px=1.0, n_spots=10, peak_adu=400.0)
-    random_points((512, 512), psf, np.random.default_rng(3))
-    xy, peaks = drawn[0]
-    dist = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
-    close = (dist > 0) & (dist <= 0.5 * psf.sigma_px + 1e-9)
-    # rods: chains of sub-points (points and pairs are >= 1 PSF width apart);
-    # count them by their ends (one close neighbour)
-    rods = int((close.sum(1) == 1).sum()) // 2
-    clusters = 512 * 512 / 24**2
-    assert 0.3 * clusters < rods < 0.5 * clusters
-    in_rods = close.any(1)
-    # a rod is as bright as two points: its sub-points share two peaks
-    rod_light = peaks[in_rods].sum() / rods
-    point_light = peaks[~in_rods].mean()
-    assert 1.5 < rod_light / point_light < 2.5
-    # as long as the matched rods of pairs up to 8 PSF widths apart
-    _, label = connected_components(close[in_rods][:, in_rods], directed=False)
-    sub = dist[in_rods][:, in_rods]
-    longest = max(sub[label == k][:, label == k].max() for k in np.unique(label))
-    assert 1.8 * 7 * psf.sigma_px < longest < 1.8 * 8 * psf.sigma_px
 
 
 def test_random_points_come_in_small_clusters_at_sub_resolution_distances() -> None:

@@ -22,7 +22,6 @@ from scipy.ndimage import maximum_filter, uniform_filter
 from scipy.optimize import least_squares
 from scipy.special import erf
 
-from pairscope._targets import ROD_LENGTH_OVER_SEPARATION
 from pairscope.io import Run, open_run
 
 __all__ = [
@@ -34,10 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: rods span 1.8 x (1 to this many PSF widths): the demo's 2 Rayleigh rods (a pair
-#: 5.8 widths apart) sit inside the range, not at its end
-ROD_LONGEST_SEPARATIONS = 8.0
 
 HALF = 5  # fit window half-width, reference pixels
 MIN_SPOTS = 8
@@ -213,45 +208,18 @@ def render_points(
 def random_points(
     shape: tuple[int, int], psf: PsfModel, rng: np.random.Generator
 ) -> np.ndarray:
-    """A field of point emitters and single rods through ``psf``: about one
-    cluster per 24 x 24 pixels, a fifth of them one point, a fifth two points, a
-    fifth three (each 1-6 PSF widths from the first, any angle) and two fifths a
-    rod, a single object ``ROD_LENGTH_OVER_SEPARATION`` times a distance of 1 to
-    ``ROD_LONGEST_SEPARATIONS`` PSF widths long and as bright as two points (the
-    two-point targets' matched control).  Each point's peak is ``psf.peak_adu``
-    times a log-normal draw.  Rods are as common as clusters of several points, so
-    an elongated blob is as often one object as two: without them every such blob
-    a model saw here was points, and it learnt to split single objects (issue 23)."""
+    """A field of point emitters through ``psf``: small clusters (one to three
+    points, neighbours 1-6 PSF widths apart, any angle) at about one cluster per
+    24 x 24 pixels, each point's peak ``psf.peak_adu`` times a log-normal draw."""
     n_clusters = rng.poisson(shape[0] * shape[1] / 24**2)
-    xy: list[np.ndarray] = []
-    peaks: list[float] = []
-
-    def peak() -> float:
-        return float(psf.peak_adu * rng.lognormal(-0.3, 0.5))
-
+    xy = []
     for _ in range(n_clusters):
         first = rng.uniform((0, 0), (shape[1], shape[0]))
-        kind = int(rng.integers(5))  # 0-2: one, two or three points; 3-4: a rod
-        if kind < 3:
-            xy.append(first)
-            peaks.append(peak())
-            for _ in range(kind):
-                xy.append(first + _step(rng, psf))
-                peaks.append(peak())
-            continue
-        step = _step(rng, psf, longest=ROD_LONGEST_SEPARATIONS)
-        centre = first + step / 2
-        half = ROD_LENGTH_OVER_SEPARATION * step / 2
-        n = max(2, math.ceil(2 * float(np.hypot(*half)) / (0.5 * psf.sigma_px)))
-        t = (np.arange(n) + 0.5) / n * 2 - 1  # along the rod, -1 .. 1
-        xy.extend(centre + np.outer(t, half))
-        peaks.extend([2 * peak() / n] * n)
+        xy.append(first)
+        for _ in range(rng.binomial(2, 0.5)):
+            d = rng.uniform(1, 6) * psf.sigma_px
+            t = rng.uniform(0, 2 * math.pi)
+            xy.append(first + d * np.array([math.cos(t), math.sin(t)]))
     points = np.reshape(xy, (-1, 2))
-    return render_points(shape, points, np.asarray(peaks), psf.sigma_px)
-
-
-def _step(rng: np.random.Generator, psf: PsfModel, longest: float = 6.0) -> np.ndarray:
-    """A neighbour's offset: 1 to ``longest`` PSF widths at any angle."""
-    d = rng.uniform(1, longest) * psf.sigma_px
-    t = rng.uniform(0, 2 * math.pi)
-    return d * np.array([math.cos(t), math.sin(t)])
+    peaks = psf.peak_adu * rng.lognormal(-0.3, 0.5, len(points))
+    return render_points(shape, points, peaks, psf.sigma_px)
