@@ -84,6 +84,11 @@ def test_ground_truth_matches_what_the_cameras_saw(fresh_run: Path) -> None:
     truth = ground_truth.noise_free_reference(run.info, record)
     residual = pair.reference.astype(float) - truth
     assert abs(residual.mean()) < 0.05 * truth.std()  # unbiased: only noise is left
+    low_truth = ground_truth.noise_free_lowdose(run.info, record)
+    assert low_truth.shape == pair.lowdose.shape  # binned, as the camera read
+    low_residual = pair.lowdose.astype(float) - low_truth
+    assert abs(low_residual.mean()) < 0.05 * low_truth.std()
+    assert np.corrcoef(pair.lowdose.ravel(), low_truth.ravel())[0, 1] > 0.5
     targets = ground_truth.targets_in_pixels(run.info, record, "ReferenceCam")
     assert len(targets) == 24
     for (x1, y1), _, _ in targets:  # a bead sits where the ground truth says

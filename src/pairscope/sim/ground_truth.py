@@ -101,34 +101,37 @@ def targets_in_pixels(
     return out
 
 
-def _reference_photons(
-    info: dict[str, Any], record: dict[str, Any], camera: str
+def _frame_photons(
+    info: dict[str, Any], record: dict[str, Any], camera: str, role: str
 ) -> tuple[np.ndarray, Sensor, int, int]:
-    """Expected photons of the reference frame of ``record``, its sensor, binning
-    and trigger (the instant the camera read)."""
+    """Expected photons of ``record``'s ``role`` frame (``"reference"`` or
+    ``"lowdose"``) on ``camera``'s unbinned sensor, its sensor, binning and
+    trigger (the instant the camera read)."""
     scene = scene_for_run(info)
     hub, cam = _state(info, HUB), _state(info, camera)
-    ref = record["reference"]
-    trigger = int(ref.get("camera_trigger_index", record["trigger_index"]))
+    frame = record[role]
+    trigger = int(frame.get("camera_trigger_index", record["trigger_index"]))
     t = trigger * float(hub["SpecimenSecondsPerTrigger"])
     x, y, z = (v or 0.0 for v in record["stage_xyz_um"])
     (photons,) = scene.render(t, (x, y), z, [geometry(info, camera)])
     power = (record.get("light_power") or 100.0) / 100.0
-    dose = float(ref["exposure_ms"]) * power * float(cam["SplitFraction"])
+    dose = float(frame["exposure_ms"]) * power * float(cam["SplitFraction"])
     sensor = Sensor(
         quantum_efficiency=float(cam["QuantumEfficiency"]),
         read_noise_e=float(cam["ReadNoise_e"]),
         gain_e_per_adu=float(cam["Gain"]),
         offset_adu=float(cam["Offset"]),
     )
-    return photons * np.float32(dose), sensor, int(ref["binning"]), trigger
+    return photons * np.float32(dose), sensor, int(frame["binning"]), trigger
 
 
 def independent_reference(
     info: dict[str, Any], record: dict[str, Any], camera: str = "ReferenceCam"
 ) -> np.ndarray:
     """A second reference frame of the same instant with independent noise."""
-    photons, sensor, binning, trigger = _reference_photons(info, record, camera)
+    photons, sensor, binning, trigger = _frame_photons(
+        info, record, camera, "reference"
+    )
     seed = int(_state(info, HUB)["Seed"])
     rng = np.random.default_rng((seed, trigger, zlib.crc32(b"second reference")))
     return sensor.expose(photons, binning, rng)
@@ -139,7 +142,17 @@ def noise_free_reference(
 ) -> np.ndarray:
     """The reference frame's expectation (ADU, float32): what an ideal restoration
     could at best predict, since the noise of the measured reference is unknowable."""
-    photons, sensor, binning, _ = _reference_photons(info, record, camera)
-    photons = bin_sum(photons, binning)
-    electrons = photons * sensor.quantum_efficiency
+    return _expectation(*_frame_photons(info, record, camera, "reference")[:3])
+
+
+def noise_free_lowdose(
+    info: dict[str, Any], record: dict[str, Any], camera: str = "LowDoseCam"
+) -> np.ndarray:
+    """The low-dose frame's expectation (ADU, float32, binned): what the low-dose
+    camera would read without noise."""
+    return _expectation(*_frame_photons(info, record, camera, "lowdose")[:3])
+
+
+def _expectation(photons: np.ndarray, sensor: Sensor, binning: int) -> np.ndarray:
+    electrons = bin_sum(photons, binning) * sensor.quantum_efficiency
     return (electrons / sensor.gain_e_per_adu + sensor.offset_adu).astype(np.float32)
