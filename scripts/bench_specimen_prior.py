@@ -15,9 +15,9 @@ the demo's low-dose frame):
    split, from each run's rig model), what the reference resolves and what its
    expectation (its noise-free photons) resolves: a restoration is trained to
    predict the reference, so it cannot be asked for a dip its expectation does not
-   show (a noisy reference shows more dips near the limit than its expectation:
-   its peaks are maxima of noisy samples), and each model's pairs resolved and
-   rods split.
+   show (on a bright slide a noisy reference shows more dips near the limit than
+   its expectation: its peaks are maxima of noisy samples), and each model's
+   pairs resolved and rods split.
 
 The target: where the ideal observer resolves pairs, the fine-tuned model resolves
 >= 90 % of them and splits <= 5 % of the rods.  ``attainable`` is the ideal bound

@@ -112,9 +112,10 @@ def bead_electrons(table: list[dict]) -> float | None:
 def expected_reference(runs: list[Path]) -> dict[float, dict[str, float]]:
     """Per separation (Rayleigh), the pairs resolved and rods split in the demo
     reference frames' expectation (their noise-free photons, from the run's ground
-    truth): what a restoration that predicts the reference exactly would show.  A
-    noisy reference resolves more near the Rayleigh limit than its expectation: its
-    peaks are the highest of noisy samples and its dip the lowest."""
+    truth): what a restoration that predicts the reference exactly would show.
+    Near the Rayleigh limit a noisy reference's count strays from it (its peaks
+    are maxima of noisy samples, its dip a minimum): more on a bright bead slide,
+    fewer once resampled onto the low-dose grid."""
     hits: dict[float, dict[str, list[bool]]] = {}
     for path in runs:
         run = open_run(path)
