@@ -55,6 +55,9 @@ def main() -> None:
                    help="the demo specimen (beads: a bead slide)")  # fmt: skip
     p.add_argument("--models", type=Path, nargs="*", default=[],
                    help="model files (default: the bundled model)")  # fmt: skip
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="score each model as `restore --self-ensemble` restores: the "
+                   "mean of its restorations of the eight flips and quarter turns")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON of every row")
     p.add_argument("--plot", type=Path, default=None, help="PNG per power")
     args = p.parse_args()
@@ -74,12 +77,15 @@ def main() -> None:
             for path in models:
                 model = load_model(path)
                 out = Path(tmp) / f"eval-{power:g}-{path.stem}"
-                report = evaluate(model, runs, out, progress=True)
+                report = evaluate(
+                    model, runs, out, self_ensemble=args.self_ensemble, progress=True
+                )
                 table = report["two_point_table"]["per_separation"]
                 results.append(
                     {
                         "power_percent": power,
-                        "model": str(path.name),
+                        "model": str(path.name)
+                        + (" (self-ensemble)" if args.self_ensemble else ""),
                         "pairs": report["pairs"],
                         "bead_electrons": bead_electrons(table),
                         "rows": report["two_point"],
