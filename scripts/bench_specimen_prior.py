@@ -246,7 +246,8 @@ def markdown(summary: dict) -> str:
             lines.append(
                 f"| {sep:g} | {_pct(r['ideal'])} | {_pct(r['reference'])} | "
                 f"{_pct(r['expected_reference'])} | {_pct(r['attainable'])} | "
-                f"{_pct(r['pairs_resolved'])} / {_pct(r['rods_split'])} | {_pct(r['share_of_attainable'])} | "
+                f"{_pct(r['pairs_resolved'])} / {_pct(r['rods_split'])} | "
+                f"{_pct(r['share_of_attainable'])} | "
                 f"{_pct(s['pairs_resolved'])} / {_pct(s['rods_split'])} | "
                 f"{_pct(n['pairs_resolved'])} / {_pct(n['rods_split'])} |"
             )

@@ -31,7 +31,7 @@ import numpy as np
 
 from pairscope.io import open_run
 from pairscope.live import bundled_model_path
-from pairscope.metrics import rod_split, two_point_resolved
+from pairscope.metrics import RAYLEIGH_DIP_RATIO, rod_split, two_point_resolved
 from pairscope.restore import StreamingRestorer, load_model
 from pairscope.rig import rig_model_for_run
 from pairscope.sim import ground_truth
@@ -98,7 +98,7 @@ def summarise(found: dict) -> list[dict]:
             d = np.asarray(images[name])
             row[name] = {
                 "n": int(d.size),
-                "two": round(float(np.mean(d <= 0.735)), 3),
+                "two": round(float(np.mean(d <= RAYLEIGH_DIP_RATIO)), 3),
                 "dip_quartiles": [
                     round(float(q), 3) for q in np.percentile(d, [25, 50, 75])
                 ],
