@@ -6,7 +6,10 @@ thread each, via ``torch.distributed.run``.  On CUDA machines it adds one
 process on the GPU.  Reports samples/s of the last (warm) epoch and the
 scaling efficiency ``sps(2 processes) / (2 * sps(1 process, 1 thread))``.  The
 default recipe simulates 30 % of its crops (the camera noise model); one more
-single-thread row trains on measured crops only, to show what that costs.
+single-thread row trains on measured crops only, to show what that costs, and
+one all-threads row trains in fp32 (``--no-amp``), to show what the default
+mixed precision (bf16 where the CPU runs it natively) and channels-last layout
+gain.
 
     python scripts/bench_training.py --epochs 3 --samples 256
 """
@@ -62,6 +65,7 @@ def worker(spec: dict) -> None:
         sequential_pairs=True,  # the one-core demo config snaps one after the other
         threads=spec["threads"],
         device=spec["device"],
+        amp=spec["amp"],
         progress=False,
         force=True,
     )
@@ -73,12 +77,12 @@ def worker(spec: dict) -> None:
 
 def measure(label: str, run: Path, tmp: Path, args: argparse.Namespace, *,
             procs: int, threads: int, device: str = "cpu",
-            synthetic: float | None = None) -> float:  # fmt: skip
-    result = tmp / f"result-{procs}-{threads}-{device}-{synthetic}.json"
+            synthetic: float | None = None, amp: bool = True) -> float:  # fmt: skip
+    result = tmp / f"result-{procs}-{threads}-{device}-{synthetic}-{amp}.json"
     spec = {"run": str(run), "out": str(tmp / f"bench-{procs}-{threads}.safetensors"),
             "result": str(result), "threads": threads, "device": device,
             "epochs": args.epochs, "samples": args.samples,
-            "synthetic": synthetic}  # fmt: skip
+            "synthetic": synthetic, "amp": amp}  # fmt: skip
     common = ["--worker", json.dumps(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if procs == 1:
@@ -111,12 +115,16 @@ def main() -> None:
                            threads=1, synthetic=0.0)  # fmt: skip
         all_ = measure(f"1 process, {cores} threads", run, tmp, args, procs=1,
                        threads=cores)  # fmt: skip
+        fp32 = measure("same, fp32 (--no-amp)", run, tmp, args, procs=1,
+                       threads=cores, amp=False)  # fmt: skip
         two = measure("2 processes (DDP), 1 thread", run, tmp, args, procs=2,
                       threads=1)  # fmt: skip
         out = {"cpu_cores": cores, "sps_1proc_1thread": one,
                "sps_1proc_1thread_measured_crops": measured,
                "synthetic_crops_cost": one / measured,
                f"sps_1proc_{cores}threads": all_, "sps_2proc_ddp": two,
+               f"sps_1proc_{cores}threads_fp32": fp32,
+               "mixed_precision_vs_fp32": all_ / fp32,
                "scaling_efficiency_2proc": two / (2 * one),
                "ddp_vs_threads": two / all_}  # fmt: skip
         if torch.cuda.is_available():

@@ -68,6 +68,44 @@ def test_training_lowers_val_loss_and_writes_model(run: Path, tmp_path: Path) ->
         train([run], tmp_path / "no.safetensors", TrainConfig(init=x4, **TINY))
 
 
+def test_cpu_training_runs_in_bf16_where_the_cpu_has_it(
+    run: Path, tmp_path: Path
+) -> None:
+    """The default mixed precision: convolutions in bf16 while training on a CPU
+    that runs it natively (fp32 elsewhere), validation in fp32, fp32 weights kept
+    and saved; it learns as ``--no-amp`` does."""
+    seen: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+
+    def record(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            seen[module.training].add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        mixed = train(
+            [run], tmp_path / "mixed.safetensors", TrainConfig(epochs=4, **TINY)
+        )
+    finally:
+        hook.remove()
+    fp32 = train(
+        [run], tmp_path / "fp32.safetensors", TrainConfig(epochs=4, amp=False, **TINY)
+    )
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert seen == {True: {torch.bfloat16 if native else torch.float32},
+                    False: {torch.float32}}  # fmt: skip
+    for res in (mixed, fp32):
+        assert all(
+            p.dtype == torch.float32 and p.is_contiguous()
+            for p in res.network.parameters()
+        )
+    losses = [h["val_loss"] for h in mixed.history]
+    assert losses[-1] < losses[0]
+    assert losses[-1] < 1.25 * fp32.history[-1]["val_loss"]
+    loaded = load_model(tmp_path / "mixed.safetensors").network.state_dict()
+    trained = mixed.network.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
 def test_resume_continues_exactly(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

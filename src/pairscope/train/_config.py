@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     width: int = Field(16, ge=1, le=512, description="channels at the first level")
     depth: int = Field(2, ge=0, le=6, description="number of 2x downsampling steps")
     epochs: int = Field(
-        260,
+        500,
         ge=1,
         description="training epochs at most (on a CPU --minutes usually ends "
         "training first)",
@@ -166,7 +166,11 @@ class TrainConfig(BaseModel):
         False, description="overwrite an existing --out model and its checkpoint"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    amp: bool = Field(True, description="mixed precision on CUDA")
+    amp: bool = Field(
+        True,
+        description="mixed precision: bf16 on a GPU or a CPU that runs it natively "
+        "(AVX-512), fp16 on older GPUs",
+    )
     device: str | None = Field(None, description="torch device (default: cuda if any)")
     name: str | None = Field(None, description="model name (default: the file's stem)")
     progress: bool = Field(True, description="show progress bars")
