@@ -481,7 +481,7 @@ def _mixed_precision(device: torch.device) -> torch.dtype | None:
     """The autocast dtype that speeds training on ``device``, or None for fp32.
 
     CUDA: bf16 where the GPU has it, else fp16 (with loss scaling).  CPU: bf16 where
-    oneDNN runs it natively (AVX-512 and newer; about 2x the samples/s of fp32 on a
+    oneDNN runs it natively (AVX-512 and newer; 1.55x the samples/s of fp32 on a
     2-core AVX-512 CPU, ``scripts/bench_training.py``); elsewhere a CPU emulates
     bf16 more slowly than fp32, so training stays fp32.  Weights, the loss and
     validation stay fp32 either way.
@@ -491,6 +491,13 @@ def _mixed_precision(device: torch.device) -> torch.dtype | None:
     if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def _with_memory_format(
+    net: RestorationNet, memory_format: torch.memory_format
+) -> RestorationNet:
+    """``net.to(memory_format=...)``, which torch's type stubs do not declare."""
+    return cast(Any, net).to(memory_format=memory_format)
 
 
 @torch.no_grad()
@@ -771,7 +778,7 @@ def _train(
         )
 
     # channels-last activations: oneDNN's and cuDNN's fast convolution layout
-    net = net.to(device, memory_format=torch.channels_last)
+    net = _with_memory_format(net.to(device), torch.channels_last)
     model: nn.Module = net
     if world > 1:
         model = DistributedDataParallel(
@@ -919,7 +926,7 @@ def _train(
 
     if config.select == "best" and best["model"] is not None:
         net.load_state_dict(best["model"])
-    net.to(memory_format=torch.contiguous_format)
+    _with_memory_format(net, torch.contiguous_format)
     model_path, info = None, None
     if rank == 0:
         model_path = out
