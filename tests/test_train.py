@@ -90,7 +90,7 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_has_it(
     fp32 = train(
         [run], tmp_path / "fp32.safetensors", TrainConfig(epochs=4, amp=False, **TINY)
     )
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # judged apart from _trainer
     assert seen == {True: {torch.bfloat16 if native else torch.float32},
                     False: {torch.float32}}  # fmt: skip
     for res in (mixed, fp32):

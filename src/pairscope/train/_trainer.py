@@ -488,9 +488,18 @@ def _mixed_precision(device: torch.device) -> torch.dtype | None:
     """
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if device.type == "cpu" and _cpu_runs_bf16():
         return torch.bfloat16
     return None
+
+
+def _cpu_runs_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (torch's check is private: a torch
+    without it trains in fp32 rather than failing)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _with_memory_format(
