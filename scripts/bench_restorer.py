@@ -6,6 +6,8 @@ so it measures restoring under load rather than queueing.  Prints a Markdown tab
 
     python scripts/bench_restorer.py            # full run
     python scripts/bench_restorer.py --quick    # smoke run (small sizes, few frames)
+    python scripts/bench_restorer.py --width 16 24   # the preview's and the offline
+                                                     # width (pairscope train --use)
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import torch
 from pairscope.restore import (
     ModelInfo,
     StreamingRestorer,
+    UNet,
     default_preview_network,
     loaded_from_network,
 )
+from pairscope.train import USE_WIDTH
 
 SIZES = [(256, 2), (512, 2), (1024, 2), (128, 4)]
 
@@ -47,10 +51,13 @@ class Row:
     p99: float
     skipped: int
     received: int
+    width: int
 
 
-def bench(variant: Variant, size: int, factor: int, frames: int, threads: int) -> Row:
-    net = default_preview_network(factor)
+def bench(
+    variant: Variant, size: int, factor: int, frames: int, threads: int, width: int
+) -> Row:
+    net = UNet(factor=factor, width=width, depth=default_preview_network(factor).depth)
     model = loaded_from_network(net, ModelInfo.for_network(net, name="preview"))
     r = StreamingRestorer(
         model,
@@ -90,6 +97,7 @@ def bench(variant: Variant, size: int, factor: int, frames: int, threads: int) -
         s.latency_p99_ms,
         s.skipped,
         s.received,
+        width,
     )
 
 
@@ -105,6 +113,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--compile", action="store_true", help="also torch.compile on CPU"
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        nargs="+",
+        default=[default_preview_network().width],
+        help="U-Net widths to compare in one run (pairscope train --use: preview "
+        f"{USE_WIDTH['preview']}, offline {USE_WIDTH['offline']}; default: the "
+        "preview's)",
     )
     args = parser.parse_args()
 
@@ -126,19 +143,31 @@ def main() -> None:
     )
     print()
     print(
-        "| device | precision | compile | input → output | frames/s "
+        "| width | device | precision | compile | input → output | frames/s "
         "| latency p50 ms | latency p99 ms | skipped |"
     )
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print("|---:|---|---|---|---|---:|---:|---:|---:|")
+    fps: dict[tuple[int, str, int], float] = {}
     for v in variants:
         for size, factor in sizes:
-            row = bench(v, size, factor, frames, args.threads)
-            print(
-                f"| {v.device} | {v.amp_dtype or 'float32'} | {'yes' if v.compile else 'no'}"
-                f" | {size}² → {size * factor}² | {row.fps:.1f} | {row.p50:.1f}"
-                f" | {row.p99:.1f} | {row.skipped}/{row.received} |",
-                flush=True,
-            )
+            for width in args.width:
+                row = bench(v, size, factor, frames, args.threads, width)
+                name = f"{v.device} {v.amp_dtype or 'float32'}"
+                fps[width, name + (" compiled" if v.compile else ""), size] = row.fps
+                print(
+                    f"| {width} | {v.device} | {v.amp_dtype or 'float32'} "
+                    f"| {'yes' if v.compile else 'no'} | {size}² → {size * factor}² "
+                    f"| {row.fps:.1f} | {row.p50:.1f} | {row.p99:.1f} "
+                    f"| {row.skipped}/{row.received} |",
+                    flush=True,
+                )
+    if len(args.width) > 1:
+        first = args.width[0]
+        print()
+        for (width, v, size), value in fps.items():
+            if width != first:
+                ratio = fps[first, v, size] / value
+                print(f"width {width} vs {first}, {v}, {size}²: {ratio:.2f}x the time")
 
 
 if __name__ == "__main__":

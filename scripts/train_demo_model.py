@@ -94,6 +94,13 @@ def main() -> None:
         "per epoch) instead of 20 epochs sized by --samples-per-s",
     )
     p.add_argument(
+        "--use",
+        choices=("preview", "offline"),
+        default="preview",
+        help="with --default-recipe: pairscope train --use (the shipped models are "
+        "preview models)",
+    )
+    p.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-run the evaluation of the shipped model (the demo is deterministic)",
@@ -105,6 +112,8 @@ def main() -> None:
         "training, no download",
     )
     args = p.parse_args()
+    if args.use != "preview" and not args.default_recipe:
+        p.error("--use offline needs --default-recipe (the fixed recipe is width 16)")
     if args.metadata_only:
         print(rewrite_metadata(args.binning))
         return
@@ -153,7 +162,9 @@ def main() -> None:
             name=name,
         )
         if args.default_recipe:
-            config = TrainConfig(minutes=args.minutes, lr=2e-3, seed=0, name=name)
+            config = TrainConfig(
+                minutes=args.minutes, lr=2e-3, seed=0, name=name, use=args.use
+            )
         model = tmp / f"{name}.safetensors"
         result = train(runs, model, config)
         t_train = time.perf_counter() - t0 - t_acq

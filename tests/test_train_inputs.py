@@ -25,6 +25,7 @@ from pairscope.restore import (
     save_model,
 )
 from pairscope.train import (
+    USE_WIDTH,
     NoiseModel,
     TrainConfig,
     TrainingError,
@@ -78,6 +79,33 @@ def test_the_model_file_says_everything(trained: Path) -> None:
                   f"best epoch {val.epoch}", "width=4",
                   "vs bicubic"):  # fmt: skip
         assert piece in text, piece
+
+
+def test_use_sets_the_capacity_and_width_overrides_it(
+    run: Path, tmp_path: Path
+) -> None:
+    """``--use offline`` trains the wider network (from options and from a config
+    file alike), records what the model is for, and ``--width`` still wins."""
+    assert TINY[:2] == ["--width", "4"]
+    small = TINY[2:]
+    config = tmp_path / "train.json"
+    config.write_text('{"use": "offline", "epochs": 1}')
+    for i, (extra, width, use) in enumerate(
+        (
+            ([], USE_WIDTH["preview"], "preview"),
+            (["--use", "offline"], USE_WIDTH["offline"], "offline"),
+            (["--config", str(config)], USE_WIDTH["offline"], "offline"),
+            (["--use", "offline", "--width", "4"], 4, "offline"),
+        )
+    ):
+        out = tmp_path / f"m{i}.safetensors"
+        args = ["train", str(run), "--out", str(out), "--epochs", "1", *small, *extra]
+        assert main(args) == 0, extra
+        loaded = load_model(out)
+        assert loaded.network.width == width, extra
+        assert loaded.info.training["use"] == use, extra
+        assert TrainConfig.from_model_info(loaded.info.training) is not None
+    assert USE_WIDTH["offline"] > USE_WIDTH["preview"]
 
 
 def test_independent_frames_use_every_pair(run: Path, tmp_path: Path) -> None:

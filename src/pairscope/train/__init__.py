@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._config import TRAIN_CONFIG_VERSION, TrainConfig, TrainingError
+from ._config import TRAIN_CONFIG_VERSION, USE_WIDTH, TrainConfig, TrainingError
 
 if TYPE_CHECKING:
     from ._crappify import CrappifiedDataset, crappify
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRAIN_CONFIG_VERSION",
+    "USE_WIDTH",
     "CrappifiedDataset",
     "NoiseModel",
     "TrainConfig",

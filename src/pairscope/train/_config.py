@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pairscope.config import file_problem, load_mapping
 from pairscope.errors import PairscopeError, SettingsError
 
-__all__ = ["SYNTHETIC_ONLY", "TRAIN_CONFIG_VERSION", "TrainConfig", "TrainingError"]
+__all__ = [
+    "SYNTHETIC_ONLY",
+    "TRAIN_CONFIG_VERSION",
+    "USE_WIDTH",
+    "TrainConfig",
+    "TrainingError",
+]
 
 TRAIN_CONFIG_VERSION: Final = 1
 #: options that act on synthetic crops only (off where synthetic_fraction is 0)
@@ -25,6 +31,10 @@ SYNTHETIC_ONLY: Final = (
     "point_emitters",
     "textured_objects",
 )
+
+#: the network width each use implies (``TrainConfig.use``): the live preview's
+#: rate on a CPU, or more capacity where no frame rate binds (docs/benchmarks.md)
+USE_WIDTH: Final = {"preview": 16, "offline": 24}
 
 
 class TrainingError(PairscopeError, ValueError):
@@ -42,7 +52,21 @@ class TrainConfig(BaseModel):
     arch: Literal["unet", "resunet"] = Field(
         "unet", description="network: CARE-style U-Net or PSSR-style ResUNet"
     )
-    width: int = Field(16, ge=1, le=512, description="channels at the first level")
+    use: Literal["preview", "offline"] = Field(
+        "preview",
+        description="what the model is for, which sets its capacity: preview (the "
+        "live restoration, bound by a CPU's frames/s: width 16) or offline (restore, "
+        "evaluate and fine-tune after the run: width 24, more compute per frame, "
+        "higher PSNR on specimens it never saw); --width overrides it, and with "
+        "--init the initial model's network is kept",
+    )
+    width: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="channels at the first level (none: by --use, 16 for preview, "
+        "24 for offline)",
+    )
     depth: int = Field(2, ge=0, le=6, description="number of 2x downsampling steps")
     epochs: int = Field(
         500,
@@ -205,6 +229,11 @@ class TrainConfig(BaseModel):
                 "textured_objects > 0"
             )
         return self
+
+    @property
+    def network_width(self) -> int:
+        """Channels at the first level: ``width``, or the one ``use`` implies."""
+        return self.width if self.width is not None else USE_WIDTH[self.use]
 
     @property
     def uses_psf(self) -> bool:

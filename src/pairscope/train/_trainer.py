@@ -461,7 +461,7 @@ def _build(
     """The network (fresh or from ``config.init``) and the init model's normalisation."""
     if config.init is None:
         net = build_network(
-            config.arch, factor=factor, width=config.width, depth=config.depth
+            config.arch, factor=factor, width=config.network_width, depth=config.depth
         )
         return net, None
     loaded = load_model(config.init, expect_factor=factor)
@@ -843,7 +843,15 @@ def _train(
         precision = (
             "fp32" if amp_dtype is None else f"mixed {amp_dtype}".replace("torch.", "")
         )
-        logger.info("training on %s in %s", device, precision)
+        logger.info(
+            "training a %s of width %d, depth %d (%s) on %s in %s",
+            type(net).__name__,
+            net.width,
+            net.depth,
+            f"from {config.init.name}" if config.init else f"for {config.use}",
+            device,
+            precision,
+        )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     loss_fn = _loss_fn(config.loss, config.fft_weight, config.ssim_weight)
     model.train()
