@@ -158,6 +158,14 @@ def _mismatched(trained: Path, tmp: Path) -> list[str]:
     return ["--out", str(out), "--resume", "--epochs", "3", "--width", "8"]
 
 
+def _other_use(trained: Path, tmp: Path) -> list[str]:
+    """The checkpoint's network is width 4; ``--use offline`` with no width (none:
+    by use) asks for 24."""
+    out = _ckpt_copy(trained, tmp)
+    use = ["--use", "offline", "--width", "none"]
+    return ["--out", str(out), "--resume", "--epochs", "3", *use]
+
+
 def _nan_init(trained: Path, tmp: Path) -> list[str]:
     net = load_model(trained).network
     with torch.no_grad():
@@ -198,6 +206,10 @@ BAD: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
     "resume-mismatched": (
         _mismatched,
         r"written for another training \(width=4 \(now 8\)\): resume with the same",
+    ),
+    "resume-other-use": (
+        _other_use,
+        r"written for another training \(width=4 \(now 24\)\): resume with the",
     ),
     "init-nan": (_nan_init, r"nan\.safetensors: weights are not finite"),
     "out-exists": (_existing_out, r"m\.safetensors exists: pass --force"),

@@ -287,8 +287,11 @@ def _load_checkpoint(path: Path, config: TrainConfig, factor: int) -> dict[str, 
     differ = [
         f"{k}={getattr(stored, k)!r} (now {getattr(config, k)!r})"
         for k in type(config).model_fields
-        if k not in _RUNTIME_FIELDS and getattr(stored, k) != getattr(config, k)
+        if k not in _RUNTIME_FIELDS | {"width", "use"}
+        and getattr(stored, k) != getattr(config, k)
     ]
+    if stored.network_width != config.network_width:  # --width or --use, same net
+        differ.insert(0, f"width={stored.network_width} (now {config.network_width})")
     if ckpt["factor"] != factor:
         differ.insert(0, f"factor={ckpt['factor']} (these runs: {factor})")
     if differ:
