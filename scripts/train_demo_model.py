@@ -101,6 +101,13 @@ def main() -> None:
         "preview models)",
     )
     p.add_argument(
+        "--loss",
+        choices=("l1", "mse"),
+        default="l1",
+        help="with --default-recipe: pairscope train --loss (l1: the median of what "
+        "the model finds likely, mse: its mean)",
+    )
+    p.add_argument(
         "--evaluate-only",
         action="store_true",
         help="re-run the evaluation of the shipped model (the demo is deterministic)",
@@ -112,8 +119,10 @@ def main() -> None:
         "training, no download",
     )
     args = p.parse_args()
-    if args.use != "preview" and not args.default_recipe:
-        p.error("--use offline needs --default-recipe (the fixed recipe is width 16)")
+    if (args.use, args.loss) != ("preview", "l1") and not args.default_recipe:
+        p.error(
+            "--use and --loss need --default-recipe (the fixed recipe is width 16, L1)"
+        )
     if args.metadata_only:
         print(rewrite_metadata(args.binning))
         return
@@ -163,7 +172,12 @@ def main() -> None:
         )
         if args.default_recipe:
             config = TrainConfig(
-                minutes=args.minutes, lr=2e-3, seed=0, name=name, use=args.use
+                minutes=args.minutes,
+                lr=2e-3,
+                seed=0,
+                name=name,
+                use=args.use,
+                loss=args.loss,
             )
         model = tmp / f"{name}.safetensors"
         result = train(runs, model, config)
