@@ -51,7 +51,6 @@ class Row:
     p99: float
     skipped: int
     received: int
-    width: int
 
 
 def bench(
@@ -97,7 +96,6 @@ def bench(
         s.latency_p99_ms,
         s.skipped,
         s.received,
-        width,
     )
 
 
@@ -152,10 +150,11 @@ def main() -> None:
         for size, factor in sizes:
             for width in args.width:
                 row = bench(v, size, factor, frames, args.threads, width)
-                name = f"{v.device} {v.amp_dtype or 'float32'}"
-                fps[width, name + (" compiled" if v.compile else ""), size] = row.fps
+                precision = v.amp_dtype or "float32"
+                name = f"{v.device} {precision}" + (" compiled" if v.compile else "")
+                fps[width, name, size] = row.fps
                 print(
-                    f"| {width} | {v.device} | {v.amp_dtype or 'float32'} "
+                    f"| {width} | {v.device} | {precision} "
                     f"| {'yes' if v.compile else 'no'} | {size}² → {size * factor}² "
                     f"| {row.fps:.1f} | {row.p50:.1f} | {row.p99:.1f} "
                     f"| {row.skipped}/{row.received} |",

@@ -20,6 +20,7 @@ from pairscope.io.calibration import Registration, save_calibration
 from pairscope.restore import (
     ModelInfo,
     UNet,
+    default_preview_network,
     describe_model_file,
     load_model,
     save_model,
@@ -105,6 +106,8 @@ def test_use_sets_the_capacity_and_width_overrides_it(
         assert loaded.network.width == width, extra
         assert loaded.info.training["use"] == use, extra
         assert TrainConfig.from_model_info(loaded.info.training) is not None
+    # one fact in two places: the preview use trains the live preview's network
+    assert USE_WIDTH["preview"] == default_preview_network().width
     assert USE_WIDTH["offline"] > USE_WIDTH["preview"]
 
 
