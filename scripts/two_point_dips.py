@@ -12,6 +12,11 @@ two, in:
 - ``reference`` and ``expected reference``: the reference frame and its
   expectation, what a restoration that predicts the reference exactly would show.
 
+With ``--by-grid`` each row is split by where the target's midpoint sits in its
+binned low-dose pixel (within a quarter pixel of the centre on both axes, on one,
+on neither: ``centre``, ``edge``, ``corner``): the low-dose frame samples a close
+pair differently there.
+
     python scripts/two_point_dips.py --specimen beads --seeds 801 802 \\
         --models src/pairscope/models/demo_x2.safetensors
 """
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +45,35 @@ from pairscope.sim import ground_truth
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _demo_runs import acquire
 
+XY = tuple[float, float]
+
 IMAGES = ("noisy", "clean", "reference", "expected reference")
+#: where a target's midpoint sits on the binned low-dose grid (``--by-grid``)
+GRID_PLACES = ("centre", "edge", "corner")
 
 
-def dips(model_path: Path, runs: list[Path], min_rayleigh: float) -> dict:
-    """``{(kind, separation_rayleigh): {image: [dip, ...]}}`` for one model."""
+def grid_place(a: XY, b: XY, binning: int) -> str:
+    """Where the midpoint of ``a`` and ``b`` (unbinned pixels of the low-dose camera)
+    lies in its binned pixel: within a quarter pixel of the centre on both axes
+    (``centre``), on neither (``corner``), or on one (``edge``)."""
+    mid = (np.asarray(a) + np.asarray(b)) / 2
+    phase = ((mid + 0.5) / binning - 0.5) % 1  # 0: a binned pixel's centre
+    near = np.minimum(phase, 1 - phase) < 0.25
+    return GRID_PLACES[2 - int(near.sum())]
+
+
+def dips(
+    model_path: Path,
+    runs: list[Path],
+    min_rayleigh: float,
+    binning: int,
+    by_grid: bool = False,
+) -> dict:
+    """``{(kind, separation_rayleigh, place): {image: [dip, ...]}}`` for one model;
+    ``place`` is where the target sits on the binned grid (:func:`grid_place`) with
+    ``by_grid``, else ``"all"``."""
     restorer = StreamingRestorer(load_model(model_path), device="cpu")
-    out: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(
+    out: dict[tuple[str, float, str], dict[str, list[float]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for path in runs:
@@ -56,6 +84,7 @@ def dips(model_path: Path, runs: list[Path], min_rayleigh: float) -> dict:
         assert low_px and ref_px, "a demo run's pixel sizes are known"
         ray = rig.optics.rayleigh_um
         low_cam, ref_cam = (run.info["detectors"][k] for k in ("lowdose", "reference"))
+        to_low = {low_cam: lambda xy: xy, ref_cam: _onto(run.info, ref_cam, low_cam)}
         for i, record in enumerate(run.records):
             pair = run[i]
             if pair.reference is None:
@@ -80,20 +109,40 @@ def dips(model_path: Path, runs: list[Path], min_rayleigh: float) -> dict:
                         r = round(sep / ray, 3)
                         if r < min_rayleigh:
                             continue
+                        a_low, b_low = to_low[cam](a), to_low[cam](b)
+                        place = grid_place(a_low, b_low, binning) if by_grid else "all"
                         for name, img in images.items():
                             result = (
                                 rod_split(img, a, b, sep / px)
                                 if kind == "rod"
                                 else two_point_resolved(img, a, b)
                             )
-                            out[(kind, r)][name].append(result.dip)
+                            out[(kind, r, place)][name].append(result.dip)
     return out
+
+
+def _onto(info: dict, camera: str, other: str) -> Callable[[XY], XY]:
+    """Unbinned pixel coordinates of ``camera`` to those of ``other`` (the demo's
+    geometry: the same stage position, each camera's offset and pixel size)."""
+    g, h = ground_truth.geometry(info, camera), ground_truth.geometry(info, other)
+
+    def onto(xy: XY) -> XY:
+        um = [
+            (c - n / 2 + 0.5) * g.pixel_um * g.scale + o
+            for c, n, o in zip(xy, g.shape[::-1], g.offset_um, strict=True)
+        ]
+        return tuple(  # type: ignore[return-value]
+            (u - o) / (h.pixel_um * h.scale) + n / 2 - 0.5
+            for u, n, o in zip(um, h.shape[::-1], h.offset_um, strict=True)
+        )
+
+    return onto
 
 
 def summarise(found: dict) -> list[dict]:
     rows = []
-    for (kind, sep), images in sorted(found.items()):
-        row: dict = {"object": kind, "separation_rayleigh": sep}
+    for (kind, sep, place), images in sorted(found.items()):
+        row: dict = {"object": kind, "separation_rayleigh": sep, "grid": place}
         for name in IMAGES:
             d = np.asarray(images[name])
             row[name] = {
@@ -112,8 +161,8 @@ def markdown(model: str, rows: list[dict]) -> str:
         "",
         f"{model}: counted as two / dip ratio quartiles (25/50/75 %)",
         "",
-        "| object | separation (R) | " + " | ".join(IMAGES) + " |",
-        "|---" * (2 + len(IMAGES)) + "|",
+        "| object | separation (R) | grid | " + " | ".join(IMAGES) + " |",
+        "|---" * (3 + len(IMAGES)) + "|",
     ]
     for r in rows:
         cells = [
@@ -121,7 +170,7 @@ def markdown(model: str, rows: list[dict]) -> str:
             for n in IMAGES
         ]
         lines.append(
-            f"| {r['object']} | {r['separation_rayleigh']:g} | "
+            f"| {r['object']} | {r['separation_rayleigh']:g} | {r['grid']} | "
             + " | ".join(cells)
             + " |"
         )
@@ -141,6 +190,9 @@ def main() -> None:
                    help="model files (default: the bundled model)")  # fmt: skip
     p.add_argument("--min-rayleigh", type=float, default=1.2,
                    help="separations below this are left out")  # fmt: skip
+    p.add_argument("--by-grid", action="store_true",
+                   help="split each row by where the target's midpoint sits in its "
+                   "binned low-dose pixel: centre, edge or corner")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON of every row")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -155,7 +207,9 @@ def main() -> None:
             for s in args.seeds
         ]  # fmt: skip
         for path in models:
-            rows = summarise(dips(path, runs, args.min_rayleigh))
+            rows = summarise(
+                dips(path, runs, args.min_rayleigh, args.binning, args.by_grid)
+            )
             results.append({"model": path.name, "rows": rows})
             print(markdown(path.name, rows))
     seconds = round(time.monotonic() - t0, 1)
