@@ -127,13 +127,12 @@ def _onto(info: dict, camera: str, other: str) -> Callable[[XY], XY]:
     g, h = ground_truth.geometry(info, camera), ground_truth.geometry(info, other)
 
     def onto(xy: XY) -> XY:
-        um = [
-            (c - n / 2 + 0.5) * g.pixel_um * g.scale + o
-            for c, n, o in zip(xy, g.shape[::-1], g.offset_um, strict=True)
-        ]
-        return tuple(  # type: ignore[return-value]
-            (u - o) / (h.pixel_um * h.scale) + n / 2 - 0.5
-            for u, n, o in zip(um, h.shape[::-1], h.offset_um, strict=True)
+        gp, hp = g.pixel_um * g.scale, h.pixel_um * h.scale
+        x_um = (xy[0] - g.shape[1] / 2 + 0.5) * gp + g.offset_um[0]
+        y_um = (xy[1] - g.shape[0] / 2 + 0.5) * gp + g.offset_um[1]
+        return (
+            (x_um - h.offset_um[0]) / hp + h.shape[1] / 2 - 0.5,
+            (y_um - h.offset_um[1]) / hp + h.shape[0] / 2 - 0.5,
         )
 
     return onto
