@@ -109,8 +109,11 @@ def dips(
                         r = round(sep / ray, 3)
                         if r < min_rayleigh:
                             continue
-                        a_low, b_low = to_low[cam](a), to_low[cam](b)
-                        place = grid_place(a_low, b_low, binning) if by_grid else "all"
+                        place = (
+                            grid_place(to_low[cam](a), to_low[cam](b), binning)
+                            if by_grid
+                            else "all"
+                        )
                         for name, img in images.items():
                             result = (
                                 rod_split(img, a, b, sep / px)
