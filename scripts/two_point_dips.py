@@ -140,17 +140,7 @@ def _onto(info: dict, camera: str, other: str) -> Callable[[XY], XY]:
     """Unbinned pixel coordinates of ``camera`` to those of ``other`` (the demo's
     geometry: the same stage position, each camera's offset and pixel size)."""
     g, h = ground_truth.geometry(info, camera), ground_truth.geometry(info, other)
-
-    def onto(xy: XY) -> XY:
-        gp, hp = g.pixel_um * g.scale, h.pixel_um * h.scale
-        x_um = (xy[0] - g.shape[1] / 2 + 0.5) * gp + g.offset_um[0]
-        y_um = (xy[1] - g.shape[0] / 2 + 0.5) * gp + g.offset_um[1]
-        return (
-            (x_um - h.offset_um[0]) / hp + h.shape[1] / 2 - 0.5,
-            (y_um - h.offset_um[1]) / hp + h.shape[0] / 2 - 0.5,
-        )
-
-    return onto
+    return lambda xy: h.to_pixels(g.to_um(xy))
 
 
 def summarise(found: dict) -> list[dict]:

@@ -34,6 +34,23 @@ class SensorGeometry:
     offset_um: tuple[float, float] = (0.0, 0.0)
     scale: float = 1.0
 
+    def to_pixels(self, xy_um: tuple[float, float]) -> tuple[float, float]:
+        """``(x, y)`` µm relative to the stage position → unbinned ``(column, row)``."""
+        px = self.pixel_um * self.scale
+        return (
+            (xy_um[0] - self.offset_um[0]) / px + self.shape[1] / 2 - 0.5,
+            (xy_um[1] - self.offset_um[1]) / px + self.shape[0] / 2 - 0.5,
+        )
+
+    def to_um(self, xy_px: tuple[float, float]) -> tuple[float, float]:
+        """Unbinned ``(column, row)`` → ``(x, y)`` µm relative to the stage position
+        (the inverse of :meth:`to_pixels`)."""
+        px = self.pixel_um * self.scale
+        return (
+            (xy_px[0] - self.shape[1] / 2 + 0.5) * px + self.offset_um[0],
+            (xy_px[1] - self.shape[0] / 2 + 0.5) * px + self.offset_um[1],
+        )
+
 
 class Scene:
     """A specimen seen through the optics; renders photons per ms at full power."""

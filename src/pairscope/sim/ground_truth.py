@@ -82,14 +82,10 @@ def targets_in_pixels(
     objects = scene.specimen.rods if rods else scene.specimen.targets
     g = geometry(info, camera)
     sx, sy = record["stage_xyz_um"][0] or 0.0, record["stage_xyz_um"][1] or 0.0
-    px = g.pixel_um * g.scale
     h, w = g.shape
 
     def to_px(p: tuple[float, float]) -> tuple[float, float]:
-        return (
-            (p[0] - sx - g.offset_um[0]) / px + w / 2 - 0.5,
-            (p[1] - sy - g.offset_um[1]) / px + h / 2 - 0.5,
-        )
+        return g.to_pixels((p[0] - sx, p[1] - sy))
 
     out = []
     for t in objects:
